@@ -1,0 +1,24 @@
+//! `diff-core`: the layer-0 crate of the MB-MIX workspace.
+//!
+//! - [`Task`], the batched differentiable environment contract (forward, VJP, JVP of the
+//!   dynamics, observation and reward), and [`BatchEnv`], which runs N episodes of a task;
+//! - [`WindowTape`], what a window's reverse sweep needs;
+//! - [`Real`] and [`Dual`], the scalar abstraction the simulators are generic over;
+//! - seeded RNG ([`rng`]), device selection ([`Device`]) and the shared [`Error`];
+//! - [`gradcheck`], the finite-difference and dot-product test helpers with proptest
+//!   strategies.
+
+pub mod batch;
+pub mod device;
+pub mod error;
+pub mod gradcheck;
+pub mod rng;
+pub mod scalar;
+pub mod task;
+
+pub use batch::{BatchEnv, BatchEnvSnapshot, Done, WindowTape, NONFINITE_LIMIT};
+pub use device::Device;
+pub use error::{Error, Result};
+pub use rng::{seeded, SeededRng};
+pub use scalar::{Dual, Real};
+pub use task::{check_batch, Task, TaskSpec};

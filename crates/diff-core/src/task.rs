@@ -1,0 +1,115 @@
+//! The `DiffEnv` contract: a batched, differentiable task.
+//!
+//! A task is immutable (its model is shared by all envs); the mutable state lives in
+//! struct-of-arrays batches `[N, dim]` of `f32` owned by the caller ([`crate::BatchEnv`],
+//! the window engine). Every differentiable function has three faces: the forward map, its
+//! vector–Jacobian product (VJP, reverse mode) and its Jacobian–vector product (JVP,
+//! forward mode).
+//!
+//! Conventions shared by all VJPs: adjoint outputs are **accumulated** (`+=`) into the
+//! arrays passed in, so that contributions from several consumers of one state (the next
+//! step, the observation, the reward) sum without temporaries. JVP outputs are overwritten.
+//!
+//! The tape of a step is its inputs `(s, a)`: the VJP replays the forward computation
+//! internally to recover intermediates (as dflex's generated backward kernels do), so a
+//! window's tape is `O(h · N · (state + action))` and is owned by [`crate::WindowTape`].
+
+use crate::rng::SeededRng;
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+/// Static facts about a task.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    /// Registry name, e.g. `cartpole-swingup`.
+    pub name: String,
+    /// Width of the full simulator state (what `get/set_state` exchange).
+    pub state_dim: usize,
+    /// Width of the observation.
+    pub obs_dim: usize,
+    /// Width of the action; actions are clipped to [−1, 1] by the task.
+    pub act_dim: usize,
+    /// Episode length in control steps (time limit).
+    pub episode_length: usize,
+    /// Control timestep in seconds.
+    pub dt: f64,
+    /// One name per state column, documenting the state layout.
+    pub state_names: Vec<String>,
+    /// One name per observation column.
+    pub obs_names: Vec<String>,
+}
+
+/// A batched differentiable task. All batch arrays have `N` rows; the row count of every
+/// argument must agree (callers check shapes once at the batch level, see
+/// [`check_batch`]).
+pub trait Task: Send + Sync {
+    /// Static facts: dimensions, names, episode length.
+    fn spec(&self) -> &TaskSpec;
+
+    /// Dynamics: `s_next = F(s, a)` for every row (actions are clipped inside).
+    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, s_next: ArrayViewMut2<f32>);
+
+    /// Dynamics VJP at `(s, a)`: `adj_s += (∂F/∂s)ᵀ adj_next`, `adj_a += (∂F/∂a)ᵀ adj_next`.
+    fn step_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    );
+
+    /// Dynamics JVP at `(s, a)`: `ds_next = ∂F/∂s · ds + ∂F/∂a · da`.
+    fn step_jvp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        ds: ArrayView2<f32>,
+        da: ArrayView2<f32>,
+        ds_next: ArrayViewMut2<f32>,
+    );
+
+    /// Observation `o = obs(s)`.
+    fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>);
+
+    /// Observation VJP: `adj_s += (∂obs/∂s)ᵀ adj_obs`.
+    fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>);
+
+    /// Reward of the transition into `s_next` under action `a` (DiffRL computes rewards from
+    /// the post-step state and the action).
+    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>);
+
+    /// Reward VJP: `adj_s_next += (∂r/∂s_next)ᵀ adj_r`, `adj_a += (∂r/∂a)ᵀ adj_r`.
+    fn reward_vjp(
+        &self,
+        s_next: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_r: ArrayView1<f32>,
+        adj_s_next: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    );
+
+    /// Early termination flags for the states in `s_next` (not the time limit).
+    fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]);
+
+    /// Writes an initial state into `s`; with `stochastic` the task's reset noise is added.
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>);
+
+    /// Whether one evaluation episode, given as its visited states `[T, state_dim]`
+    /// (start state first), counts as a success; `None` when the task defines no
+    /// success criterion.
+    fn episode_success(&self, _states: ArrayView2<f32>) -> Option<bool> {
+        None
+    }
+}
+
+/// Checks that a batch array has `rows × cols`, naming it in the error.
+pub fn check_batch(what: &str, shape: &[usize], rows: usize, cols: usize) -> crate::Result<()> {
+    if shape.len() != 2 || shape[0] != rows || shape[1] != cols {
+        return Err(crate::Error::dim(
+            what,
+            format!("[{rows}, {cols}]"),
+            format!("{shape:?}"),
+        ));
+    }
+    Ok(())
+}
