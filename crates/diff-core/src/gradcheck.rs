@@ -70,11 +70,14 @@ impl GradCheck {
     }
 }
 
+/// A VJP `(x, u) ↦ Jᵀu`.
+pub type VjpFn<'a> = dyn FnMut(&[f64], &[f64]) -> Vec<f64> + 'a;
+
 /// Checks a VJP against finite differences: with `f: ℝⁿ → ℝᵐ` and a cotangent `u ∈ ℝᵐ`,
 /// compares `vjp(x, u) = Jᵀu` with the FD gradient of `x ↦ ⟨u, f(x)⟩`.
 pub fn check_vjp_fd(
     f: &mut dyn FnMut(&[f64]) -> Vec<f64>,
-    vjp: &mut dyn FnMut(&[f64], &[f64]) -> Vec<f64>,
+    vjp: &mut VjpFn<'_>,
     x: &[f64],
     u: &[f64],
     step: f64,

@@ -1,1 +1,23 @@
+//! `sim-rigid`: differentiable articulated rigid bodies in reduced coordinates, following
+//! dflex (NVlabs/DiffRL) as specified in `shared/reference/tasks.md` §1, and the tasks built
+//! on it.
+//!
+//! - [`model`]: the immutable articulation (links, joints, mass from shapes);
+//! - [`dynamics`]: the substep pipeline, stage by stage, each with its adjoint;
+//! - [`batch`]: the batched driver over N envs (rayon, per-thread workspaces);
+//! - [`tasks`]: task definitions, one file each.
 
+// Index loops mirror the formulas (H[d][e], S_d, …) and read better than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+pub mod batch;
+pub mod dynamics;
+pub mod model;
+pub mod spatial;
+pub mod tasks;
+
+pub use dynamics::{SimParams, Workspace};
+pub use model::{
+    Articulation, ArticulationBuilder, Geometry, InertiaTransform, Joint, JointKind, Shape,
+};
+pub use tasks::CartPoleSwingUp;

@@ -1,0 +1,409 @@
+//! World-frame spatial algebra (dflex conventions, tasks.md §1.1), generic over [`Real`].
+//!
+//! A spatial vector is `[angular(3), linear(3)]`. A twist `(ω, v)` has `v` the velocity of
+//! the body point that coincides with the world origin; a wrench `(τ, f)` has `τ` the
+//! moment about the world origin. Each operation used by the dynamics comes with the
+//! adjoint formulas its reverse pass needs; they are written inline where used and checked
+//! by the stage tests in `dynamics.rs`.
+
+use diff_core::Real;
+
+/// A 3-vector.
+pub type V3<T> = [T; 3];
+/// A 3×3 matrix, row-major.
+pub type M3<T> = [[T; 3]; 3];
+/// A spatial vector `[angular, linear]`.
+pub type Sv<T> = [T; 6];
+/// A 6×6 spatial matrix, row-major.
+pub type M6<T> = [[T; 6]; 6];
+
+#[inline(always)]
+pub fn v3_zero<T: Real>() -> V3<T> {
+    [T::zero(); 3]
+}
+#[inline(always)]
+pub fn v3_cst<T: Real>(v: [f64; 3]) -> V3<T> {
+    [T::cst(v[0]), T::cst(v[1]), T::cst(v[2])]
+}
+#[inline(always)]
+pub fn add<T: Real>(a: V3<T>, b: V3<T>) -> V3<T> {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+#[inline(always)]
+pub fn sub<T: Real>(a: V3<T>, b: V3<T>) -> V3<T> {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+#[inline(always)]
+pub fn scale<T: Real>(a: V3<T>, s: T) -> V3<T> {
+    [a[0] * s, a[1] * s, a[2] * s]
+}
+#[inline(always)]
+pub fn dot<T: Real>(a: V3<T>, b: V3<T>) -> T {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+#[inline(always)]
+pub fn cross<T: Real>(a: V3<T>, b: V3<T>) -> V3<T> {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+#[inline(always)]
+pub fn add_assign<T: Real>(a: &mut V3<T>, b: V3<T>) {
+    a[0] += b[0];
+    a[1] += b[1];
+    a[2] += b[2];
+}
+
+#[inline(always)]
+pub fn m3_zero<T: Real>() -> M3<T> {
+    [[T::zero(); 3]; 3]
+}
+#[inline(always)]
+pub fn m3_identity<T: Real>() -> M3<T> {
+    let mut m = m3_zero();
+    for (i, row) in m.iter_mut().enumerate() {
+        row[i] = T::one();
+    }
+    m
+}
+#[inline(always)]
+pub fn m3_cst<T: Real>(m: [[f64; 3]; 3]) -> M3<T> {
+    [v3_cst(m[0]), v3_cst(m[1]), v3_cst(m[2])]
+}
+/// `A·x`.
+#[inline(always)]
+pub fn mv<T: Real>(a: &M3<T>, x: V3<T>) -> V3<T> {
+    [dot(a[0], x), dot(a[1], x), dot(a[2], x)]
+}
+/// `Aᵀ·x`.
+#[inline(always)]
+pub fn mtv<T: Real>(a: &M3<T>, x: V3<T>) -> V3<T> {
+    [
+        a[0][0] * x[0] + a[1][0] * x[1] + a[2][0] * x[2],
+        a[0][1] * x[0] + a[1][1] * x[1] + a[2][1] * x[2],
+        a[0][2] * x[0] + a[1][2] * x[1] + a[2][2] * x[2],
+    ]
+}
+/// `A·B`.
+#[inline(always)]
+pub fn mm<T: Real>(a: &M3<T>, b: &M3<T>) -> M3<T> {
+    let mut c = m3_zero();
+    for i in 0..3 {
+        for j in 0..3 {
+            c[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
+        }
+    }
+    c
+}
+/// `A·Bᵀ`.
+#[inline(always)]
+pub fn mmt<T: Real>(a: &M3<T>, b: &M3<T>) -> M3<T> {
+    let mut c = m3_zero();
+    for i in 0..3 {
+        for j in 0..3 {
+            c[i][j] = dot(a[i], b[j]);
+        }
+    }
+    c
+}
+/// `Aᵀ·B`.
+#[inline(always)]
+pub fn mtm<T: Real>(a: &M3<T>, b: &M3<T>) -> M3<T> {
+    let mut c = m3_zero();
+    for i in 0..3 {
+        for j in 0..3 {
+            c[i][j] = a[0][i] * b[0][j] + a[1][i] * b[1][j] + a[2][i] * b[2][j];
+        }
+    }
+    c
+}
+/// `A += B`.
+#[inline(always)]
+pub fn m3_add_assign<T: Real>(a: &mut M3<T>, b: &M3<T>) {
+    for i in 0..3 {
+        for j in 0..3 {
+            a[i][j] += b[i][j];
+        }
+    }
+}
+/// `A += x·yᵀ`.
+#[inline(always)]
+pub fn m3_add_outer<T: Real>(a: &mut M3<T>, x: V3<T>, y: V3<T>) {
+    for i in 0..3 {
+        for j in 0..3 {
+            a[i][j] += x[i] * y[j];
+        }
+    }
+}
+/// The skew matrix `[c]×` with `[c]×·x = c × x`.
+#[inline(always)]
+pub fn skew<T: Real>(c: V3<T>) -> M3<T> {
+    let z = T::zero();
+    [[z, -c[2], c[1]], [c[2], z, -c[0]], [-c[1], c[0], z]]
+}
+/// Adjoint of `skew`: maps a cotangent `K` of `[c]×` to the cotangent of `c`.
+#[inline(always)]
+pub fn skew_adjoint<T: Real>(k: &M3<T>) -> V3<T> {
+    [k[2][1] - k[1][2], k[0][2] - k[2][0], k[1][0] - k[0][1]]
+}
+
+/// Rotation by angle `q` about the unit `axis`: `I + sin q [a]× + (1 − cos q)[a]×²`.
+#[inline(always)]
+pub fn axis_angle<T: Real>(axis: V3<T>, q: T) -> M3<T> {
+    let k = skew(axis);
+    let k2 = mm(&k, &k);
+    let (s, c) = (q.sin(), q.cos());
+    let mut r = m3_identity();
+    for i in 0..3 {
+        for j in 0..3 {
+            r[i][j] += s * k[i][j] + (T::one() - c) * k2[i][j];
+        }
+    }
+    r
+}
+
+/// A rigid transform `x ↦ R·x + p`.
+#[derive(Clone, Copy, Debug)]
+pub struct Transform<T> {
+    pub p: V3<T>,
+    pub r: M3<T>,
+}
+
+impl<T: Real> Default for Transform<T> {
+    fn default() -> Self {
+        Transform {
+            p: v3_zero(),
+            r: m3_identity(),
+        }
+    }
+}
+
+impl<T: Real> Transform<T> {
+    /// Converts an `f64` transform (a model constant).
+    pub fn cst(x: &Transform<f64>) -> Self {
+        Transform {
+            p: v3_cst(x.p),
+            r: m3_cst(x.r),
+        }
+    }
+    /// `self · other`.
+    #[inline(always)]
+    pub fn mul(&self, other: &Transform<T>) -> Transform<T> {
+        Transform {
+            p: add(self.p, mv(&self.r, other.p)),
+            r: mm(&self.r, &other.r),
+        }
+    }
+    /// `R·x + p`.
+    #[inline(always)]
+    pub fn point(&self, x: V3<T>) -> V3<T> {
+        add(self.p, mv(&self.r, x))
+    }
+}
+
+/// Rotation matrix of a unit quaternion `(x, y, z, w)`.
+pub fn quat_to_matrix(q: [f64; 4]) -> M3<f64> {
+    let [x, y, z, w] = q;
+    [
+        [
+            1.0 - 2.0 * (y * y + z * z),
+            2.0 * (x * y - z * w),
+            2.0 * (x * z + y * w),
+        ],
+        [
+            2.0 * (x * y + z * w),
+            1.0 - 2.0 * (x * x + z * z),
+            2.0 * (y * z - x * w),
+        ],
+        [
+            2.0 * (x * z - y * w),
+            2.0 * (y * z + x * w),
+            1.0 - 2.0 * (x * x + y * y),
+        ],
+    ]
+}
+
+#[inline(always)]
+pub fn sv_zero<T: Real>() -> Sv<T> {
+    [T::zero(); 6]
+}
+#[inline(always)]
+pub fn sv_ang<T: Real>(s: &Sv<T>) -> V3<T> {
+    [s[0], s[1], s[2]]
+}
+#[inline(always)]
+pub fn sv_lin<T: Real>(s: &Sv<T>) -> V3<T> {
+    [s[3], s[4], s[5]]
+}
+#[inline(always)]
+pub fn sv_new<T: Real>(ang: V3<T>, lin: V3<T>) -> Sv<T> {
+    [ang[0], ang[1], ang[2], lin[0], lin[1], lin[2]]
+}
+#[inline(always)]
+pub fn sv_add<T: Real>(a: &Sv<T>, b: &Sv<T>) -> Sv<T> {
+    let mut c = *a;
+    for i in 0..6 {
+        c[i] += b[i];
+    }
+    c
+}
+#[inline(always)]
+pub fn sv_add_assign<T: Real>(a: &mut Sv<T>, b: &Sv<T>) {
+    for i in 0..6 {
+        a[i] += b[i];
+    }
+}
+#[inline(always)]
+pub fn sv_scale<T: Real>(a: &Sv<T>, s: T) -> Sv<T> {
+    let mut c = *a;
+    for x in c.iter_mut() {
+        *x *= s;
+    }
+    c
+}
+#[inline(always)]
+pub fn sv_dot<T: Real>(a: &Sv<T>, b: &Sv<T>) -> T {
+    let mut s = T::zero();
+    for i in 0..6 {
+        s += a[i] * b[i];
+    }
+    s
+}
+/// Motion cross product `x ×ₘ y = (ωx × ωy, ωx × vy + vx × ωy)`.
+#[inline(always)]
+pub fn sv_cross_motion<T: Real>(x: &Sv<T>, y: &Sv<T>) -> Sv<T> {
+    let (wx, vx, wy, vy) = (sv_ang(x), sv_lin(x), sv_ang(y), sv_lin(y));
+    sv_new(cross(wx, wy), add(cross(wx, vy), cross(vx, wy)))
+}
+/// Adjoint of [`sv_cross_motion`]: given `λ` for `x ×ₘ y`, returns `(adj_x, adj_y)`.
+#[inline(always)]
+pub fn sv_cross_motion_adjoint<T: Real>(x: &Sv<T>, y: &Sv<T>, l: &Sv<T>) -> (Sv<T>, Sv<T>) {
+    let (wx, vx, wy, vy) = (sv_ang(x), sv_lin(x), sv_ang(y), sv_lin(y));
+    let (la, ll) = (sv_ang(l), sv_lin(l));
+    let adj_x = sv_new(add(cross(wy, la), cross(vy, ll)), cross(wy, ll));
+    let adj_y = sv_new(add(cross(la, wx), cross(ll, vx)), cross(ll, wx));
+    (adj_x, adj_y)
+}
+/// Force cross product `x ×* f = (ωx × τ + vx × f, ωx × f)`.
+#[inline(always)]
+pub fn sv_cross_force<T: Real>(x: &Sv<T>, f: &Sv<T>) -> Sv<T> {
+    let (wx, vx, tf, ff) = (sv_ang(x), sv_lin(x), sv_ang(f), sv_lin(f));
+    sv_new(add(cross(wx, tf), cross(vx, ff)), cross(wx, ff))
+}
+/// Adjoint of [`sv_cross_force`]: given `λ` for `x ×* f`, returns `(adj_x, adj_f)`.
+#[inline(always)]
+pub fn sv_cross_force_adjoint<T: Real>(x: &Sv<T>, f: &Sv<T>, l: &Sv<T>) -> (Sv<T>, Sv<T>) {
+    let (wx, vx, tf, ff) = (sv_ang(x), sv_lin(x), sv_ang(f), sv_lin(f));
+    let (la, ll) = (sv_ang(l), sv_lin(l));
+    let adj_x = sv_new(add(cross(tf, la), cross(ff, ll)), cross(ff, la));
+    let adj_f = sv_new(cross(la, wx), add(cross(la, vx), cross(ll, wx)));
+    (adj_x, adj_f)
+}
+
+#[inline(always)]
+pub fn m6_zero<T: Real>() -> M6<T> {
+    [[T::zero(); 6]; 6]
+}
+/// `A·x` for a 6×6 matrix.
+#[inline(always)]
+pub fn m6v<T: Real>(a: &M6<T>, x: &Sv<T>) -> Sv<T> {
+    let mut y = sv_zero();
+    for i in 0..6 {
+        y[i] = sv_dot(&a[i], x);
+    }
+    y
+}
+/// `Aᵀ·x` for a 6×6 matrix.
+#[inline(always)]
+pub fn m6tv<T: Real>(a: &M6<T>, x: &Sv<T>) -> Sv<T> {
+    let mut y = sv_zero();
+    for (i, row) in a.iter().enumerate() {
+        for j in 0..6 {
+            y[j] += row[j] * x[i];
+        }
+    }
+    y
+}
+/// `A += s·x·yᵀ`.
+#[inline(always)]
+pub fn m6_add_outer<T: Real>(a: &mut M6<T>, x: &Sv<T>, y: &Sv<T>, s: T) {
+    for i in 0..6 {
+        let xi = x[i] * s;
+        for j in 0..6 {
+            a[i][j] += xi * y[j];
+        }
+    }
+}
+/// `A += B`.
+#[inline(always)]
+pub fn m6_add_assign<T: Real>(a: &mut M6<T>, b: &M6<T>) {
+    for i in 0..6 {
+        for j in 0..6 {
+            a[i][j] += b[i][j];
+        }
+    }
+}
+
+/// The world-frame spatial inertia about the origin of a body with mass `m`, COM `c`
+/// (world), rotation `R` and COM inertia `I_c` (body frame):
+/// `[[R I_c Rᵀ − m[c]×[c]×, m[c]×], [−m[c]×, m·1]]`, dflex's
+/// `spatial_transform_inertia(X_sm, I_m)`.
+#[inline(always)]
+pub fn spatial_inertia<T: Real>(m: T, c: V3<T>, r: &M3<T>, i_c: &M3<T>) -> M6<T> {
+    let i_rot = mmt(&mm(r, i_c), r);
+    let k = skew(c);
+    let kk = mm(&k, &k);
+    let mut out = m6_zero();
+    for i in 0..3 {
+        for j in 0..3 {
+            out[i][j] = i_rot[i][j] - m * kk[i][j];
+            out[i][j + 3] = m * k[i][j];
+            out[i + 3][j] = -m * k[i][j];
+        }
+        out[i + 3][i + 3] = m;
+    }
+    out
+}
+
+/// Adjoint of [`spatial_inertia`] with respect to `c` and `R` (mass and `I_c` are
+/// constants): accumulates into `adj_c` and `adj_r`.
+#[inline(always)]
+pub fn spatial_inertia_adjoint<T: Real>(
+    m: T,
+    c: V3<T>,
+    r: &M3<T>,
+    i_c: &M3<T>,
+    adj: &M6<T>,
+    adj_c: &mut V3<T>,
+    adj_r: &mut M3<T>,
+) {
+    let mut a = m3_zero();
+    let mut adj_k = m3_zero();
+    for i in 0..3 {
+        for j in 0..3 {
+            a[i][j] = adj[i][j];
+            // blocks m[c]× (top right) and −m[c]× (bottom left)
+            adj_k[i][j] = m * (adj[i][j + 3] - adj[i + 3][j]);
+        }
+    }
+    // R I_c Rᵀ: adj_R += (A + Aᵀ) R I_c  (I_c symmetric)
+    let mut a_sym = a;
+    for i in 0..3 {
+        for j in 0..3 {
+            a_sym[i][j] = a[i][j] + a[j][i];
+        }
+    }
+    m3_add_assign(adj_r, &mm(&mm(&a_sym, r), i_c));
+    // −m K K: adj_K += −m (A Kᵀ + Kᵀ A)
+    let k = skew(c);
+    let t1 = mmt(&a, &k);
+    let t2 = mtm(&k, &a);
+    for i in 0..3 {
+        for j in 0..3 {
+            adj_k[i][j] -= m * (t1[i][j] + t2[i][j]);
+        }
+    }
+    add_assign(adj_c, skew_adjoint(&adj_k));
+}

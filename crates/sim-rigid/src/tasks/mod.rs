@@ -1,0 +1,6 @@
+//! Task definitions, one file each (observation layout, reward terms, termination and
+//! reset noise as in `shared/reference/tasks.md` §2).
+
+pub mod cartpole;
+
+pub use cartpole::{CartPole, CartPoleSwingUp};
