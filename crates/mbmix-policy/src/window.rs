@@ -1,0 +1,662 @@
+//! The window engine: a forward rollout of `h` steps that records a [`WindowTape`], and the
+//! reverse sweep that turns per-step loss seeds into the actor gradient (ARCHITECTURE.md,
+//! "The data's path through one training epoch"; algorithms.md §1.3).
+//!
+//! The objective is not hard-wired. Any window objective that is linear in the rewards and
+//! in the terminal values,
+//!
+//! ```text
+//! L = Σ_t Σ_i  reward_seed[t,i] · r_t,i  +  value_seed[t,i] · V′(ô(s⁺_t,i))
+//! ```
+//!
+//! (`s⁺_t` the pre-reset state after step t, `ô` the frozen-normalised observation, V′ a
+//! value network whose parameters are not trained by this loss) is described by a
+//! [`WindowSeeds`]; SHAC's seeds come from [`shac_seeds`], MB-MIX's λ-mixed objective only
+//! changes the weights. The dynamics adjoint is a [`StepAdjoint`]: the simulator's VJP
+//! ([`SimulatorAdjoint`]) or, later, a learned model's.
+//!
+//! Reverse sweep, for t = h−1 down to 0 (adjoints written `ā`):
+//! 1. `s̄⁺_t` = value VJP (through V′, the frozen normalisation and `observe_vjp`), batched
+//!    over the whole window before the sweep, plus `s̄_{t+1}` carried from step t+1 unless
+//!    the env reset at t (resets cut the adjoint; the window start cuts it too);
+//! 2. `reward_vjp` adds `∂r/∂s⁺` and `∂r/∂a` weighted by `reward_seed[t]`;
+//! 3. `step_vjp` gives `s̄_t` and adds into `ā_t`;
+//! 4. `ā_t` goes through tanh, the Gaussian reparameterisation (→ log-std) and μ (a traced
+//!    re-run of the actor at step t, surrogate `sum(μ ⊙ seed)`) into θ and into the
+//!    normalised observation, then through the frozen normalisation and `observe_vjp` into
+//!    `s̄_t`.
+//!
+//! Envs whose step produced a non-finite state (`Done::NonFinite`) contribute nothing: their
+//! reward was replaced by a constant 0 and they neither bootstrap nor carry, so their
+//! adjoints are exactly zero and are set so explicitly (a NaN state times a zero adjoint
+//! would otherwise poison the sum).
+
+use crate::error::Result;
+use crate::nn::Mlp;
+use crate::policy::StochasticActor;
+use crate::rms::RunningMeanStd;
+use diff_core::rng::fill_normal;
+use diff_core::{BatchEnv, Done, SeededRng, Task, WindowTape};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
+
+/// The adjoint of one dynamics step `s_{t+1} = F(s_t, a_t)` of the recorded window:
+/// `adj_s += (∂F/∂s)ᵀ adj_next`, `adj_a += (∂F/∂a)ᵀ adj_next` (accumulating, as diff-core's
+/// VJPs). `t` lets an implementation use per-step caches of its own.
+pub trait StepAdjoint {
+    /// VJP of step `t` at `(s, a)`.
+    fn step_vjp(
+        &self,
+        t: usize,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    );
+}
+
+/// The simulator's own adjoint ([`Task::step_vjp`]).
+pub struct SimulatorAdjoint<'a>(pub &'a dyn Task);
+
+impl StepAdjoint for SimulatorAdjoint<'_> {
+    fn step_vjp(
+        &self,
+        _t: usize,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.0.step_vjp(s, a, adj_next, adj_s, adj_a);
+    }
+}
+
+/// Loss seeds of a window objective (see the module docs): `∂L/∂r_t,i` and
+/// `∂L/∂V′(ô(s⁺_t,i))`, both `[h, N]`.
+#[derive(Clone, Debug)]
+pub struct WindowSeeds {
+    /// Weight of each reward in the loss.
+    pub reward: Array2<f32>,
+    /// Weight of each terminal value in the loss (0 where no bootstrap).
+    pub value: Array2<f32>,
+}
+
+impl WindowSeeds {
+    /// Zero seeds for `h` steps of `n` envs.
+    pub fn zeros(h: usize, n: usize) -> Self {
+        WindowSeeds {
+            reward: Array2::zeros((h, n)),
+            value: Array2::zeros((h, n)),
+        }
+    }
+}
+
+/// SHAC's actor loss (algorithms.md §1.3, DiffRL `compute_actor_loss`): per env a running
+/// discount γ^k that restarts after every done; every segment that ends inside the window
+/// (done at step t) or at its end (t = h−1) contributes `−(Σ γ^k·rew_scale·r + γ·γ^k·V′)`;
+/// the sum is divided by h·N.
+///
+/// `next_values[t,i]` must already be 0 where the episode ended without bootstrap
+/// (`Terminated`, `NonFinite`). Fills `seeds` and returns the loss value.
+pub fn shac_seeds(
+    done: &[Vec<Done>],
+    rewards: ArrayView2<f32>,
+    next_values: ArrayView2<f32>,
+    gamma: f32,
+    rew_scale: f32,
+    seeds: &mut WindowSeeds,
+) -> f32 {
+    let (h, n) = rewards.dim();
+    let scale = 1.0 / (h * n) as f32;
+    let mut discount = vec![1.0f32; n];
+    let mut loss = 0.0f64;
+    for t in 0..h {
+        for i in 0..n {
+            let d = done[t][i];
+            let r_seed = if d == Done::NonFinite {
+                0.0
+            } else {
+                -discount[i] * rew_scale * scale
+            };
+            let ends_segment = d.is_done() || t + 1 == h;
+            let v_seed = if ends_segment && d.bootstraps() {
+                -gamma * discount[i] * scale
+            } else {
+                0.0
+            };
+            seeds.reward[[t, i]] = r_seed;
+            seeds.value[[t, i]] = v_seed;
+            loss += (r_seed * rewards[[t, i]]) as f64 + (v_seed * next_values[[t, i]]) as f64;
+            discount[i] = if d.is_done() {
+                1.0
+            } else {
+                discount[i] * gamma
+            };
+        }
+    }
+    loss as f32
+}
+
+/// Forward rollout and reverse sweep over windows of `h` steps of `N` envs. All buffers are
+/// allocated once and reused across windows.
+pub struct WindowEngine {
+    /// The recorded window: start states, env actions, pre-reset next states, rewards, dones.
+    pub tape: WindowTape,
+    /// Normalised observations of the start states `[h, N, O]` (actor inputs; the critic's
+    /// training inputs).
+    pub obs: Array3<f32>,
+    /// Normalised observations of the pre-reset next states `[h, N, O]`; rows of
+    /// non-finite states are zeroed.
+    pub next_obs: Array3<f32>,
+    /// The exploration noise ε of each step `[h, N, A]`.
+    pub noise: Array3<f32>,
+    raw_obs: Array2<f32>,
+    obs_adj: Array3<f32>,
+    next_state_adj: Array3<f32>,
+    carry: Array2<f32>,
+    adj_next: Array2<f32>,
+    adj_s: Array2<f32>,
+    adj_a: Array2<f32>,
+    adj_obs: Vec<f32>,
+    value_param_scratch: Vec<f32>,
+}
+
+impl WindowEngine {
+    /// Buffers for windows of `h` steps of `n` envs of `task`.
+    pub fn new(task: &dyn Task, h: usize, n: usize) -> Self {
+        let spec = task.spec();
+        let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
+        WindowEngine {
+            tape: WindowTape::new(h, n, sd, ad),
+            obs: Array3::zeros((h, n, od)),
+            next_obs: Array3::zeros((h, n, od)),
+            noise: Array3::zeros((h, n, ad)),
+            raw_obs: Array2::zeros((n, od)),
+            obs_adj: Array3::zeros((h, n, od)),
+            next_state_adj: Array3::zeros((h, n, sd)),
+            carry: Array2::zeros((n, sd)),
+            adj_next: Array2::zeros((n, sd)),
+            adj_s: Array2::zeros((n, sd)),
+            adj_a: Array2::zeros((n, ad)),
+            adj_obs: vec![0.0; n * od],
+            value_param_scratch: Vec::new(),
+        }
+    }
+
+    /// Window length h.
+    pub fn horizon(&self) -> usize {
+        self.tape.horizon()
+    }
+    /// Number of envs N.
+    pub fn num_envs(&self) -> usize {
+        self.obs.len_of(Axis(1))
+    }
+
+    /// Observes `state` into `raw_obs`, optionally updates `running` with it, and writes its
+    /// `frozen`-normalised version into `out`.
+    fn observe_normalised(
+        task: &dyn Task,
+        state: ArrayView2<f32>,
+        raw_obs: &mut Array2<f32>,
+        running: Option<&mut RunningMeanStd>,
+        frozen: Option<&RunningMeanStd>,
+        mut out: ArrayViewMut2<f32>,
+    ) {
+        task.observe(state, raw_obs.view_mut());
+        if let Some(r) = running {
+            r.update(raw_obs.view());
+        }
+        out.assign(raw_obs);
+        if let Some(f) = frozen {
+            f.normalize_in_place(out);
+        }
+    }
+
+    /// Rolls `actor` out for `h` steps in `env`, recording the tape.
+    ///
+    /// Observations are normalised with `frozen` (the statistics copied at the window start)
+    /// while `running` is updated with every new observation: the window's first one and the
+    /// post-reset observation after every step (DiffRL). With `noise_rng` the actions are
+    /// sampled (`tanh(μ + σε)`), without it they are `tanh(μ)` and the noise is zero.
+    pub fn rollout(
+        &mut self,
+        env: &mut BatchEnv,
+        actor: &StochasticActor,
+        frozen: Option<&RunningMeanStd>,
+        mut running: Option<&mut RunningMeanStd>,
+        mut noise_rng: Option<&mut SeededRng>,
+    ) -> Result<()> {
+        let task = env.task().clone();
+        let h = self.horizon();
+        let n = self.num_envs();
+        let ad = self.noise.len_of(Axis(2));
+        let mut actions = Array2::<f32>::zeros((n, ad));
+        Self::observe_normalised(
+            task.as_ref(),
+            env.state(),
+            &mut self.raw_obs,
+            running.as_deref_mut(),
+            frozen,
+            self.obs.slice_mut(s![0, .., ..]),
+        );
+        for t in 0..h {
+            let mut eps = self.noise.slice_mut(s![t, .., ..]);
+            match noise_rng.as_deref_mut() {
+                Some(rng) => fill_normal(rng, eps.as_slice_mut().expect("contiguous noise")),
+                None => eps.fill(0.0),
+            }
+            let obs_t = self.obs.slice(s![t, .., ..]);
+            let noise_t = self.noise.slice(s![t, .., ..]);
+            actor.act(
+                obs_t.as_slice().expect("contiguous obs"),
+                n,
+                noise_rng
+                    .as_ref()
+                    .map(|_| noise_t.as_slice().expect("contiguous noise")),
+                actions.as_slice_mut().expect("contiguous actions"),
+            );
+            self.tape.record_step(t, env, actions.view())?;
+            // Pre-reset next observation (for the bootstrap value), not counted in the stats.
+            Self::observe_normalised(
+                task.as_ref(),
+                self.tape.next_states.slice(s![t, .., ..]),
+                &mut self.raw_obs,
+                None,
+                frozen,
+                self.next_obs.slice_mut(s![t, .., ..]),
+            );
+            for (i, d) in self.tape.done[t].iter().enumerate() {
+                let mut row = self.next_obs.slice_mut(s![t, i, ..]);
+                if *d == Done::NonFinite || row.iter().any(|x| !x.is_finite()) {
+                    row.fill(0.0);
+                }
+            }
+            // Post-reset observation: the start of step t+1; updates the running stats.
+            if t + 1 < h {
+                Self::observe_normalised(
+                    task.as_ref(),
+                    env.state(),
+                    &mut self.raw_obs,
+                    running.as_deref_mut(),
+                    frozen,
+                    self.obs.slice_mut(s![t + 1, .., ..]),
+                );
+            } else if let Some(r) = running.as_deref_mut() {
+                task.observe(env.state(), self.raw_obs.view_mut());
+                r.update(self.raw_obs.view());
+            }
+        }
+        Ok(())
+    }
+
+    /// V′ of every pre-reset next state of the window into `out` `[h, N]`, set to 0 where the
+    /// episode ended without bootstrap (`Terminated`, `NonFinite`): SHAC's `next_values`.
+    pub fn terminal_values(&self, value_net: &Mlp<f32>, out: &mut Array2<f32>) {
+        let h = self.horizon();
+        let n = self.num_envs();
+        let values = value_net.forward(
+            self.next_obs.as_slice().expect("contiguous next obs"),
+            h * n,
+        );
+        for t in 0..h {
+            for i in 0..n {
+                out[[t, i]] = if self.tape.done[t][i].bootstraps() {
+                    values[t * n + i]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+
+    /// The reverse sweep: adds `∂L/∂θ` of the window objective given by `seeds` into
+    /// `actor_grad` (layout of [`StochasticActor::params_flat`]).
+    ///
+    /// `value_net` is V′ (evaluated on `next_obs`), `frozen` the normalisation used by the
+    /// rollout, `task` supplies the observation and reward VJPs, `dynamics` the step VJP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reverse_sweep(
+        &mut self,
+        task: &dyn Task,
+        dynamics: &dyn StepAdjoint,
+        actor: &StochasticActor,
+        value_net: &Mlp<f32>,
+        frozen: Option<&RunningMeanStd>,
+        seeds: &WindowSeeds,
+        actor_grad: &mut [f32],
+    ) {
+        let h = self.horizon();
+        let n = self.num_envs();
+        let od = self.obs.len_of(Axis(2));
+        let ad = self.noise.len_of(Axis(2));
+        assert_eq!(
+            actor_grad.len(),
+            actor.num_params(),
+            "actor gradient length"
+        );
+        assert_eq!(seeds.reward.dim(), (h, n), "seed shape");
+        let inv_std: Vec<f32> = match frozen {
+            Some(f) => f.inv_std(),
+            None => vec![1.0; od],
+        };
+
+        // 1. Terminal values: one batched VJP of V′ over every (t, i) with a value seed.
+        self.next_state_adj.fill(0.0);
+        self.obs_adj.fill(0.0);
+        let rows: Vec<(usize, usize)> = (0..h)
+            .flat_map(|t| (0..n).map(move |i| (t, i)))
+            .filter(|&(t, i)| seeds.value[[t, i]] != 0.0)
+            .collect();
+        if !rows.is_empty() {
+            let k = rows.len();
+            let mut x = Vec::with_capacity(k * od);
+            let mut seed = Vec::with_capacity(k);
+            for &(t, i) in &rows {
+                x.extend(self.next_obs.slice(s![t, i, ..]).iter());
+                seed.push(seeds.value[[t, i]]);
+            }
+            let mut in_grad = vec![0.0f32; k * od];
+            self.value_param_scratch.clear();
+            self.value_param_scratch.resize(value_net.num_params(), 0.0);
+            value_net.vjp(
+                &x,
+                k,
+                &seed,
+                &mut self.value_param_scratch,
+                Some(&mut in_grad),
+            );
+            for (r, &(t, i)) in rows.iter().enumerate() {
+                for o in 0..od {
+                    self.obs_adj[[t, i, o]] = in_grad[r * od + o] * inv_std[o];
+                }
+            }
+            let mut t_prev = usize::MAX;
+            for &(t, _) in &rows {
+                if t != t_prev {
+                    task.observe_vjp(
+                        self.tape.next_states.slice(s![t, .., ..]),
+                        self.obs_adj.slice(s![t, .., ..]),
+                        self.next_state_adj.slice_mut(s![t, .., ..]),
+                    );
+                    t_prev = t;
+                }
+            }
+        }
+
+        // 2. The sweep.
+        let mu_params = actor.mu.num_params();
+        let std: Vec<f32> = actor.logstd.iter().map(|l| l.exp()).collect();
+        let (mu_grad, logstd_grad) = actor_grad.split_at_mut(mu_params);
+        self.carry.fill(0.0);
+        for t in (0..h).rev() {
+            let done = &self.tape.done[t];
+            self.adj_next
+                .assign(&self.next_state_adj.slice(s![t, .., ..]));
+            if t + 1 < h {
+                for (i, d) in done.iter().enumerate() {
+                    if !d.is_done() {
+                        let mut row = self.adj_next.row_mut(i);
+                        row += &self.carry.row(i);
+                    }
+                }
+            }
+            self.adj_a.fill(0.0);
+            task.reward_vjp(
+                self.tape.next_states.slice(s![t, .., ..]),
+                self.tape.actions.slice(s![t, .., ..]),
+                seeds.reward.row(t),
+                self.adj_next.view_mut(),
+                self.adj_a.view_mut(),
+            );
+            for (i, d) in done.iter().enumerate() {
+                if *d == Done::NonFinite {
+                    self.adj_next.row_mut(i).fill(0.0);
+                }
+            }
+            self.adj_s.fill(0.0);
+            dynamics.step_vjp(
+                t,
+                self.tape.states.slice(s![t, .., ..]),
+                self.tape.actions.slice(s![t, .., ..]),
+                self.adj_next.view(),
+                self.adj_s.view_mut(),
+                self.adj_a.view_mut(),
+            );
+            for (i, d) in done.iter().enumerate() {
+                if *d == Done::NonFinite {
+                    self.adj_s.row_mut(i).fill(0.0);
+                    self.adj_a.row_mut(i).fill(0.0);
+                }
+            }
+            // Through tanh: a = tanh(a_raw) ⇒ ∂a/∂a_raw = 1 − a². Then a_raw = μ + σ ε.
+            let actions = self.tape.actions.slice(s![t, .., ..]);
+            let noise = self.noise.slice(s![t, .., ..]);
+            for i in 0..n {
+                for j in 0..ad {
+                    let a = actions[[i, j]];
+                    let g = self.adj_a[[i, j]] * (1.0 - a * a);
+                    self.adj_a[[i, j]] = g;
+                    // ∂a_raw/∂logstd = σ ε.
+                    logstd_grad[j] += g * std[j] * noise[[i, j]];
+                }
+            }
+            self.adj_obs.fill(0.0);
+            actor.mu.vjp(
+                self.obs
+                    .slice(s![t, .., ..])
+                    .as_slice()
+                    .expect("contiguous obs"),
+                n,
+                self.adj_a.as_slice().expect("contiguous adjoint"),
+                mu_grad,
+                Some(&mut self.adj_obs),
+            );
+            for (k, v) in self.adj_obs.iter_mut().enumerate() {
+                *v *= inv_std[k % od];
+            }
+            let adj_obs = ArrayView2::from_shape((n, od), &self.adj_obs).expect("obs adjoint");
+            task.observe_vjp(
+                self.tape.states.slice(s![t, .., ..]),
+                adj_obs,
+                self.adj_s.view_mut(),
+            );
+            std::mem::swap(&mut self.carry, &mut self.adj_s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::LinearInit;
+    use crate::testing::PointMass;
+    use diff_core::gradcheck::{fd_gradient, rel_err};
+    use diff_core::{seeded, BatchEnvSnapshot};
+    use std::sync::Arc;
+
+    const H: usize = 4;
+    const N: usize = 3;
+
+    struct Setup {
+        task: Arc<PointMass>,
+        snap: BatchEnvSnapshot,
+        critic: Mlp<f32>,
+        frozen: RunningMeanStd,
+    }
+
+    /// Three envs over a window of 4 steps (episode length 6):
+    /// env 0 has 4 steps done → time-limit reset after step 1 (bootstrap from the pre-reset
+    /// state, adjoint cut, new episode for steps 2–3); env 1 starts at x = 3.9 moving right →
+    /// early termination at step 0 (no bootstrap); env 2 runs through the window end.
+    fn setup() -> Setup {
+        let task = Arc::new(PointMass::new(6));
+        let env = BatchEnv::new(task.clone(), N, 5, false).unwrap();
+        let mut snap = env.snapshot();
+        snap.state = vec![0.3, 0.5, 3.9, 3.0, -0.5, 0.2];
+        snap.progress = vec![4, 0, 0];
+        let mut rng = seeded(9, 1);
+        let critic = Mlp::new(
+            3,
+            &[8],
+            1,
+            LinearInit::Orthogonal { gain: 2f64.sqrt() },
+            &mut rng,
+        );
+        let frozen = RunningMeanStd {
+            mean: vec![0.2, -0.1, 0.1],
+            var: vec![1.5, 0.8, 0.3],
+            count: 10.0,
+        };
+        Setup {
+            task,
+            snap,
+            critic,
+            frozen,
+        }
+    }
+
+    /// SHAC's loss for `actor` and, if asked, its gradient by the reverse sweep. `drop_values`
+    /// zeroes the value seeds in the sweep only (a deliberately wrong gradient).
+    fn loss_and_grad(
+        s: &Setup,
+        actor: &StochasticActor,
+        grad: Option<&mut Vec<f32>>,
+        drop_values: bool,
+    ) -> (f32, Vec<Vec<Done>>) {
+        let task: Arc<dyn Task> = s.task.clone();
+        let mut env = BatchEnv::new(task.clone(), N, 5, false).unwrap();
+        env.restore(&s.snap).unwrap();
+        let mut engine = WindowEngine::new(task.as_ref(), H, N);
+        let mut noise_rng = seeded(13, 2);
+        let mut running = s.frozen.clone();
+        engine
+            .rollout(
+                &mut env,
+                actor,
+                Some(&s.frozen),
+                Some(&mut running),
+                Some(&mut noise_rng),
+            )
+            .unwrap();
+        let mut next_values = Array2::zeros((H, N));
+        engine.terminal_values(&s.critic, &mut next_values);
+        let mut seeds = WindowSeeds::zeros(H, N);
+        let loss = shac_seeds(
+            &engine.tape.done,
+            engine.tape.rewards.view(),
+            next_values.view(),
+            0.99,
+            1.0,
+            &mut seeds,
+        );
+        if let Some(g) = grad {
+            if drop_values {
+                seeds.value.fill(0.0);
+            }
+            g.clear();
+            g.resize(actor.num_params(), 0.0);
+            engine.reverse_sweep(
+                task.as_ref(),
+                &SimulatorAdjoint(task.as_ref()),
+                actor,
+                &s.critic,
+                Some(&s.frozen),
+                &seeds,
+                g,
+            );
+        }
+        (loss, engine.tape.done.clone())
+    }
+
+    #[test]
+    fn actor_gradient_matches_finite_differences_of_the_shac_loss() {
+        let s = setup();
+        let mut rng = seeded(21, 1);
+        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
+        let mut grad = Vec::new();
+        let (_, done) = loss_and_grad(&s, &actor, Some(&mut grad), false);
+        // The scenario is what the test claims.
+        assert_eq!(done[1][0], Done::TimeLimit);
+        assert_eq!(done[0][1], Done::Terminated);
+        assert!(
+            done.iter().flatten().filter(|d| d.is_done()).count() == 2,
+            "{done:?}"
+        );
+        assert!(done.iter().all(|row| row[2] == Done::No));
+
+        let theta0: Vec<f64> = actor.params_flat().iter().map(|&v| v as f64).collect();
+        let mut probe = actor.clone();
+        let fd = fd_gradient(
+            &mut |p| {
+                let p32: Vec<f32> = p.iter().map(|&v| v as f32).collect();
+                probe.set_params_flat(&p32);
+                let (loss, d) = loss_and_grad(&s, &probe, None, false);
+                assert_eq!(d, done, "a perturbation changed the done pattern");
+                loss as f64
+            },
+            &theta0,
+            1e-2,
+        );
+        let analytic: Vec<f64> = grad.iter().map(|&v| v as f64).collect();
+        let err = rel_err(&analytic, &fd, 1e-6);
+        println!(
+            "window gradient: |g| = {:.4e}, relative error vs FD = {err:.2e}",
+            crate::optim::grad_norm(&grad)
+        );
+        assert!(
+            err < 5e-3,
+            "relative error {err}\n analytic {analytic:?}\n fd {fd:?}"
+        );
+        // The log-std gradient (last entry) is checked too and is not trivially zero.
+        let last = analytic.len() - 1;
+        assert!(analytic[last].abs() > 1e-4);
+        assert!((analytic[last] - fd[last]).abs() < 1e-2 * analytic[last].abs().max(1e-3));
+
+        // Power of the test: dropping the terminal-value adjoint is detected.
+        let mut wrong = Vec::new();
+        loss_and_grad(&s, &actor, Some(&mut wrong), true);
+        let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
+        let err_wrong = rel_err(&wrong, &fd, 1e-6);
+        assert!(
+            err_wrong > 20.0 * err.max(1e-4),
+            "wrong gradient not detected: {err_wrong}"
+        );
+    }
+
+    #[test]
+    fn shac_seeds_follow_the_running_discount() {
+        // One env, h = 4, done (time limit) at step 1: segment [0, 1] then [2, 3].
+        let done = vec![
+            vec![Done::No],
+            vec![Done::TimeLimit],
+            vec![Done::No],
+            vec![Done::No],
+        ];
+        let rewards = Array2::from_shape_vec((4, 1), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let values = Array2::from_shape_vec((4, 1), vec![10.0, 20.0, 30.0, 40.0]).unwrap();
+        let mut seeds = WindowSeeds::zeros(4, 1);
+        let g = 0.5f32;
+        let loss = shac_seeds(&done, rewards.view(), values.view(), g, 2.0, &mut seeds);
+        // −[2(1 + g·2) + g·g·20] − [2(3 + g·4) + g·g·40], over h·N = 4.
+        let want = -((2.0 * (1.0 + g * 2.0) + g * g * 20.0)
+            + (2.0 * (3.0 + g * 4.0) + g * g * 40.0))
+            / 4.0;
+        assert!((loss - want).abs() < 1e-6, "{loss} vs {want}");
+        assert_eq!(
+            seeds.value.column(0).to_vec(),
+            vec![0.0, -g * g / 4.0, 0.0, -g * g / 4.0]
+        );
+        // Early termination: no bootstrap; the window end still bootstraps the next segment.
+        let done_t = vec![
+            vec![Done::Terminated],
+            vec![Done::No],
+            vec![Done::No],
+            vec![Done::NonFinite],
+        ];
+        shac_seeds(&done_t, rewards.view(), values.view(), g, 1.0, &mut seeds);
+        assert_eq!(seeds.value.column(0).to_vec(), vec![0.0; 4]);
+        assert_eq!(seeds.reward[[3, 0]], 0.0);
+        assert_eq!(seeds.reward[[2, 0]], -g / 4.0);
+    }
+}
