@@ -1,1 +1,21 @@
+//! `bench-suite`: the layer that wires tasks to algorithms.
+//!
+//! - [`registry`]: tasks and algorithms by name;
+//! - [`config`]: the run configuration (presets, TOML overrides, validation);
+//! - [`run`]: run directories (training, resume, checkpoints, metrics, summaries,
+//!   evaluation);
+//! - [`rollout`]: replay of action sequences with reverse-mode gradients;
+//! - [`plot`]: learning curves;
+//! - [`cli`]: the `mbmix` command line.
 
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod plot;
+pub mod registry;
+pub mod rollout;
+pub mod run;
+pub mod trainer;
+
+pub use config::{Overrides, RunConfig};
+pub use error::{Error, Result};

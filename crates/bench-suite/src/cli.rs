@@ -1,0 +1,271 @@
+//! The `mbmix` command line: argument definitions and the commands, kept in the library
+//! so that tests drive them directly; `src/main.rs` only parses, installs the Ctrl-C
+//! handler and maps the outcome to an exit code.
+
+use crate::config::Overrides;
+use crate::error::{Error, Result};
+use crate::registry::{ALGORITHMS, TASKS};
+use crate::rollout::{self, RolloutOptions};
+use crate::run::{self, TrainOptions, TrainOutcome};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// Exit code of a run stopped by Ctrl-C after writing its checkpoint (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// MB-MIX: model-based RL through differentiable simulators.
+#[derive(Debug, Parser)]
+#[command(name = "mbmix", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the tasks (with their dimensions) and the algorithms.
+    List,
+    /// Train a policy into a run directory (or resume one).
+    Train(TrainArgs),
+    /// Evaluate the latest checkpoint of a run directory with the deterministic policy.
+    Eval(EvalArgs),
+    /// Replay actions through a task's dynamics, optionally with gradients.
+    Rollout(RolloutArgs),
+}
+
+/// `mbmix train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Task name (see `mbmix list`); may also come from the config file.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Algorithm name (see `mbmix list`); may also come from the config file.
+    #[arg(long)]
+    pub algo: Option<String>,
+    /// TOML file overriding the task's preset (e.g. `[shac]\nnum_envs = 32`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Run seed (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Total number of epochs (the algorithm's `max_epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run directory (default `runs/<task>-<algo>-s<seed>`); must not exist unless
+    /// --resume.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint and its own config.toml.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar and no final report line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `mbmix eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory.
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Episodes (default: the run's `eval_episodes`).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Seed of the evaluation episodes (default: the run's evaluation seed, as in
+    /// `summary.json`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mbmix rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Task name.
+    #[arg(long)]
+    pub task: String,
+    /// Actions `[steps, N, act_dim]`: a JSON nested array, or `.npy` (f32 or f64).
+    #[arg(long, value_name = "FILE")]
+    pub actions: PathBuf,
+    /// Initial full simulator state `[N, state_dim]` as JSON (default: a seeded
+    /// stochastic reset).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Seed of the reset when no --state is given.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the gradient of the summed reward w.r.t. actions and initial state.
+    #[arg(long)]
+    pub grad: bool,
+    /// Output JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// How a command ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Done.
+    Success,
+    /// Training stopped by Ctrl-C after writing a checkpoint.
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code: 0, or [`EXIT_INTERRUPTED`].
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Interrupted => EXIT_INTERRUPTED,
+        }
+    }
+}
+
+/// Runs a parsed command line, writing its report to `out`. `stop` is the Ctrl-C flag.
+pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
+    let io = |e| Error::Io {
+        action: "cannot write to",
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    };
+    match cli.command {
+        Command::List => list(out).map_err(io)?,
+        Command::Train(args) => return train(args, stop, out),
+        Command::Eval(args) => {
+            let report = run::evaluate_run(&args.run, args.episodes, args.seed)?;
+            if args.json {
+                let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Serialise {
+                    path: PathBuf::from("<stdout>"),
+                    reason: e.to_string(),
+                })?;
+                writeln!(out, "{json}").map_err(io)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: epoch {}, {} episodes (seed {}): return {:.2} ± {:.2}, success rate {}",
+                    args.run.display(),
+                    report.epoch,
+                    report.episodes,
+                    report.seed,
+                    report.mean_return,
+                    report.std_return,
+                    fmt_rate(report.success_rate)
+                )
+                .map_err(io)?;
+            }
+        }
+        Command::Rollout(args) => {
+            let opts = RolloutOptions {
+                task: args.task,
+                actions: args.actions,
+                state: args.state,
+                seed: args.seed,
+                grad: args.grad,
+                out: args.out,
+            };
+            let result = rollout::run(&opts)?;
+            let (steps, n) = result.rewards.dim();
+            writeln!(
+                out,
+                "{}: {steps} steps × {n} envs, summed reward {:.4}{}",
+                opts.out.display(),
+                result.rewards.sum(),
+                if opts.grad { ", with gradients" } else { "" }
+            )
+            .map_err(io)?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn train(args: TrainArgs, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
+    let opts = TrainOptions {
+        config: args.config,
+        overrides: Overrides {
+            task: args.task,
+            algo: args.algo,
+            seed: args.seed,
+            epochs: args.epochs,
+        },
+        out: args.out,
+        resume: args.resume,
+        progress: !args.quiet,
+    };
+    let (dir, outcome) = run::train(&opts, stop)?;
+    let io = |e| Error::Io {
+        action: "cannot write to",
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    };
+    match outcome {
+        TrainOutcome::Finished(summary) => {
+            if !args.quiet {
+                let e = &summary.final_eval;
+                writeln!(
+                    out,
+                    "{}: {} epochs, {} env steps in {:.1} s ({:.0} steps/s); final eval return {:.2} ± {:.2} over {} episodes, success rate {}",
+                    dir.display(),
+                    summary.epochs,
+                    summary.env_steps,
+                    summary.wall_s,
+                    summary.env_steps_per_s,
+                    e.mean_return,
+                    e.std_return,
+                    e.episodes,
+                    fmt_rate(e.success_rate)
+                )
+                .map_err(io)?;
+            }
+            Ok(Exit::Success)
+        }
+        TrainOutcome::Interrupted { epoch } => {
+            writeln!(
+                out,
+                "{}: interrupted after epoch {epoch}; checkpoint written, continue with --resume",
+                dir.display()
+            )
+            .map_err(io)?;
+            Ok(Exit::Interrupted)
+        }
+    }
+}
+
+fn fmt_rate(rate: Option<f32>) -> String {
+    rate.map_or_else(|| "n/a".to_string(), |r| format!("{:.0}%", 100.0 * r))
+}
+
+/// `mbmix list`.
+fn list(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "tasks:")?;
+    writeln!(
+        out,
+        "  {:<20} {:>5} {:>5} {:>5} {:>8}  description",
+        "name", "state", "obs", "act", "episode"
+    )?;
+    for entry in TASKS {
+        let task = (entry.build)();
+        let spec = task.spec();
+        writeln!(
+            out,
+            "  {:<20} {:>5} {:>5} {:>5} {:>8}  {}",
+            entry.name,
+            spec.state_dim,
+            spec.obs_dim,
+            spec.act_dim,
+            spec.episode_length,
+            entry.description
+        )?;
+    }
+    writeln!(out, "algorithms:")?;
+    for entry in ALGORITHMS {
+        writeln!(out, "  {:<20} {}", entry.name, entry.description)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! The run configuration: what `mbmix train` runs, resolved from the task's preset, an
+//! optional TOML file and the command line, and written to the run directory as
+//! `config.toml`.
+//!
+//! Resolution order (later wins): the registry preset for the task and algorithm, the
+//! `--config` file, the command-line flags. A key in the file that the configuration
+//! does not define, or a value of the wrong type, is an error that names the file and the
+//! field's dotted path (e.g. `shac.num_envs`).
+
+use crate::error::{Error, Result};
+use crate::registry::{self, Algo};
+use mbmix_policy::ShacConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Default of [`RunConfig::eval_every`].
+pub const DEFAULT_EVAL_EVERY: usize = 10;
+/// Default of [`RunConfig::eval_episodes`].
+pub const DEFAULT_EVAL_EPISODES: usize = 16;
+/// Default of [`RunConfig::checkpoint_every`].
+pub const DEFAULT_CHECKPOINT_EVERY: usize = 50;
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Task registry name (`mbmix list`).
+    pub task: String,
+    /// Algorithm registry name (`mbmix list`).
+    pub algo: String,
+    /// Seed of every random stream of the run (resets, exploration, minibatches,
+    /// evaluation). Default 0.
+    pub seed: u64,
+    /// Evaluate the deterministic policy every this many epochs (and after the last
+    /// epoch). Default 10.
+    pub eval_every: usize,
+    /// Episodes per evaluation. Default 16.
+    pub eval_episodes: usize,
+    /// Write a checkpoint every this many epochs (and after the last epoch, and on
+    /// Ctrl-C). Default 50.
+    pub checkpoint_every: usize,
+    /// SHAC hyperparameters; present exactly when `algo = "shac"`. Default: the task's
+    /// preset (algorithms.md §1.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shac: Option<ShacConfig>,
+}
+
+/// Command-line values that override the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--task`.
+    pub task: Option<String>,
+    /// `--algo`.
+    pub algo: Option<String>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--epochs`: the algorithm's total epoch count (its `max_epochs`, which also sets
+    /// the learning-rate schedule).
+    pub epochs: Option<usize>,
+}
+
+impl RunConfig {
+    /// The registry preset for `task` and `algo`.
+    pub fn preset(task: &str, algo: &str, seed: u64) -> Result<RunConfig> {
+        let task_entry = registry::task_entry(task)?;
+        let shac = match registry::algorithm(algo)? {
+            Algo::Shac => Some((task_entry.shac_preset)()),
+        };
+        Ok(RunConfig {
+            task: task.to_string(),
+            algo: algo.to_string(),
+            seed,
+            eval_every: DEFAULT_EVAL_EVERY,
+            eval_episodes: DEFAULT_EVAL_EPISODES,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            shac,
+        })
+    }
+
+    /// Resolves a configuration from an optional TOML file and the command line, and
+    /// validates it.
+    pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<RunConfig> {
+        let source = ConfigSource::new(file);
+        let user = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(Error::io("cannot read", path))?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| source.error(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        let name = |key: &str, flag: &Option<String>| -> Result<String> {
+            if let Some(v) = flag {
+                return Ok(v.clone());
+            }
+            match user.get(key) {
+                Some(toml::Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(Error::FieldType {
+                    file: source.path(),
+                    field: key.to_string(),
+                    reason: format!("expected a string, found {}", other.type_str()),
+                }),
+                None => Err(Error::Usage(format!(
+                    "no {key} given: pass --{key} or set `{key}` in the config file"
+                ))),
+            }
+        };
+        let task = name("task", &overrides.task)?;
+        let algo = name("algo", &overrides.algo)?;
+        let preset = RunConfig::preset(&task, &algo, 0)?;
+        let mut merged = toml::Table::try_from(&preset).map_err(|e| Error::Serialise {
+            path: source.path(),
+            reason: e.to_string(),
+        })?;
+        merge(&mut merged, user);
+        // The flags name the task and algorithm whose preset was merged under the file.
+        merged.insert("task".into(), toml::Value::String(task));
+        merged.insert("algo".into(), toml::Value::String(algo));
+        let mut cfg = source.deserialize(merged)?;
+        if let Some(seed) = overrides.seed {
+            cfg.seed = seed;
+        }
+        if let Some(epochs) = overrides.epochs {
+            cfg.set_max_epochs(epochs);
+        }
+        cfg.validate().map_err(|e| source.error(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Reads a resolved configuration back (a run's `config.toml`), strictly: the file
+    /// must be complete.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let source = ConfigSource::new(Some(path));
+        let text = std::fs::read_to_string(path).map_err(Error::io("cannot read", path))?;
+        let table =
+            toml::from_str::<toml::Table>(&text).map_err(|e| source.error(e.to_string()))?;
+        let cfg = source.deserialize(table)?;
+        cfg.validate().map_err(|e| source.error(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// The resolved configuration as TOML (what `config.toml` holds).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Serialise {
+            path: PathBuf::from("config.toml"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The algorithm, checked against the registry.
+    pub fn algorithm(&self) -> Result<Algo> {
+        Ok(registry::algorithm(&self.algo)?)
+    }
+
+    /// The algorithm's total number of epochs.
+    pub fn max_epochs(&self) -> usize {
+        self.shac.as_ref().map_or(0, |c| c.max_epochs)
+    }
+
+    /// Sets the algorithm's total number of epochs.
+    pub fn set_max_epochs(&mut self, epochs: usize) {
+        if let Some(c) = self.shac.as_mut() {
+            c.max_epochs = epochs;
+        }
+    }
+
+    /// Checks names, counts and the algorithm's own section.
+    pub fn validate(&self) -> Result<()> {
+        registry::task_entry(&self.task)?;
+        let algo = self.algorithm()?;
+        for (field, value) in [
+            ("eval_every", self.eval_every),
+            ("eval_episodes", self.eval_episodes),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                return Err(Error::Usage(format!("`{field}` must be at least 1")));
+            }
+        }
+        match algo {
+            Algo::Shac => {
+                let shac = self.shac.as_ref().ok_or_else(|| {
+                    Error::Usage("algo `shac` needs a [shac] section".to_string())
+                })?;
+                shac.validate()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a configuration came from, for error messages.
+struct ConfigSource<'a>(Option<&'a Path>);
+
+impl<'a> ConfigSource<'a> {
+    fn new(path: Option<&'a Path>) -> Self {
+        ConfigSource(path)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0
+            .map_or_else(|| PathBuf::from("<preset>"), Path::to_path_buf)
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Config {
+            file: self.path(),
+            reason: reason.trim_end().to_string(),
+        }
+    }
+
+    /// Deserialises a merged table. Every error comes from a value of the file (the
+    /// preset deserialises by construction), and toml reports it with the dotted path of
+    /// the offending key as a trailing "in `path`" line, which we lift into the message.
+    fn deserialize(&self, table: toml::Table) -> Result<RunConfig> {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let msg = e.to_string();
+                let msg = msg.trim_end();
+                let (reason, within) = match msg.rsplit_once("\nin `") {
+                    Some((reason, path)) => (reason.trim(), path.trim_end_matches('`').to_string()),
+                    None => (msg, String::new()),
+                };
+                let join = |name: &str| {
+                    if within.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{within}.{name}")
+                    }
+                };
+                if let Some(rest) = reason.strip_prefix("unknown field `") {
+                    let (name, known) = rest.split_once('`').unwrap_or((rest, ""));
+                    let known = known
+                        .trim_start_matches(", expected one of ")
+                        .trim_start_matches(", expected ")
+                        .to_string();
+                    Error::UnknownField {
+                        file: self.path(),
+                        field: join(name),
+                        known,
+                    }
+                } else if !within.is_empty() {
+                    Error::FieldType {
+                        file: self.path(),
+                        field: within.clone(),
+                        reason: reason.to_string(),
+                    }
+                } else if let Some(rest) = reason.strip_prefix("missing field `") {
+                    let name = rest.split('`').next().unwrap_or(rest);
+                    Error::FieldType {
+                        file: self.path(),
+                        field: name.to_string(),
+                        reason: "missing".to_string(),
+                    }
+                } else {
+                    self.error(reason.to_string())
+                }
+            })
+    }
+}
+
+/// Writes the keys of `user` over `base`, recursing into tables present in both.
+fn merge(base: &mut toml::Table, user: toml::Table) {
+    for (key, value) in user {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("my-config.toml");
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+        (dir, path)
+    }
+
+    fn cartpole_shac() -> Overrides {
+        Overrides {
+            task: Some("cartpole-swingup".into()),
+            algo: Some("shac".into()),
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn file_overrides_preset_and_flags_override_file() {
+        let (_dir, path) = write_config("seed = 7\neval_every = 3\n[shac]\nnum_envs = 8\n");
+        let mut ov = cartpole_shac();
+        let cfg = RunConfig::resolve(Some(&path), &ov).expect("valid config");
+        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.eval_every, 3);
+        let shac = cfg.shac.as_ref().expect("shac section");
+        assert_eq!(shac.num_envs, 8);
+        // Untouched fields keep the preset.
+        assert_eq!(shac.horizon, ShacConfig::default().horizon);
+        ov.seed = Some(11);
+        ov.epochs = Some(4);
+        let cfg = RunConfig::resolve(Some(&path), &ov).expect("valid config");
+        assert_eq!(cfg.seed, 11);
+        assert_eq!(cfg.max_epochs(), 4);
+    }
+
+    #[test]
+    fn task_and_algo_may_come_from_the_file() {
+        let (_dir, path) = write_config("task = \"cartpole-swingup\"\nalgo = \"shac\"\n");
+        let cfg = RunConfig::resolve(Some(&path), &Overrides::default()).expect("valid");
+        assert_eq!(cfg.task, "cartpole-swingup");
+        let err = RunConfig::resolve(None, &Overrides::default()).expect_err("no task");
+        assert!(err.to_string().contains("--task"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_file() {
+        let (_dir, path) = write_config("[shac]\nnum_envz = 8\n");
+        let err = RunConfig::resolve(Some(&path), &cartpole_shac()).expect_err("unknown field");
+        let msg = err.to_string();
+        assert!(matches!(err, Error::UnknownField { .. }), "{msg}");
+        assert!(msg.contains("`shac.num_envz`"), "{msg}");
+        assert!(msg.contains("my-config.toml"), "{msg}");
+        assert!(msg.contains("num_envs"), "known fields listed: {msg}");
+
+        let (_dir, path) = write_config("eval_evry = 8\n");
+        let msg = RunConfig::resolve(Some(&path), &cartpole_shac())
+            .expect_err("unknown top-level field")
+            .to_string();
+        assert!(
+            msg.contains("`eval_evry`") && msg.contains("my-config.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_field_and_file() {
+        let (_dir, path) = write_config("[shac]\nnum_envs = \"eight\"\n");
+        let err = RunConfig::resolve(Some(&path), &cartpole_shac()).expect_err("wrong type");
+        let msg = err.to_string();
+        assert!(matches!(err, Error::FieldType { .. }), "{msg}");
+        assert!(msg.contains("`shac.num_envs`"), "{msg}");
+        assert!(msg.contains("my-config.toml"), "{msg}");
+        assert!(msg.contains("string"), "{msg}");
+
+        let (_dir, path) = write_config("seed = 1.5\n");
+        let msg = RunConfig::resolve(Some(&path), &cartpole_shac())
+            .expect_err("float seed")
+            .to_string();
+        assert!(
+            msg.contains("`seed`") && msg.contains("my-config.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_and_invalid_values_name_the_file() {
+        let (_dir, path) = write_config("[shac\n");
+        let msg = RunConfig::resolve(Some(&path), &cartpole_shac())
+            .expect_err("syntax")
+            .to_string();
+        assert!(msg.contains("my-config.toml"), "{msg}");
+
+        let (_dir, path) = write_config("eval_episodes = 0\n");
+        let msg = RunConfig::resolve(Some(&path), &cartpole_shac())
+            .expect_err("zero episodes")
+            .to_string();
+        assert!(
+            msg.contains("eval_episodes") && msg.contains("my-config.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let cfg = RunConfig::resolve(None, &cartpole_shac()).expect("preset");
+        let (_dir, path) = write_config(&cfg.to_toml().expect("toml"));
+        let back = RunConfig::load(&path).expect("load");
+        assert_eq!(back.to_toml().ok(), cfg.to_toml().ok());
+    }
+}

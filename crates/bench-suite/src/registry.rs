@@ -1,0 +1,130 @@
+//! The registries: tasks and algorithms by name.
+//!
+//! Adding a task is one line in [`TASKS`] (its constructor and its per-algorithm
+//! hyperparameter presets); adding an algorithm is one line in [`ALGORITHMS`], one variant
+//! of [`Algo`] and its arm in [`crate::trainer::build`].
+
+use diff_core::{Error as CoreError, Task};
+use mbmix_policy::ShacConfig;
+use std::sync::Arc;
+
+/// A registered task.
+pub struct TaskEntry {
+    /// Registry name, as given to `--task`.
+    pub name: &'static str,
+    /// One line for `mbmix list`.
+    pub description: &'static str,
+    /// Builds the task (its immutable model, shared by all envs).
+    pub build: fn() -> Arc<dyn Task>,
+    /// SHAC hyperparameters for this task (algorithms.md §1.6).
+    pub shac_preset: fn() -> ShacConfig,
+}
+
+/// Every task the CLI knows, in listing order.
+pub static TASKS: &[TaskEntry] = &[TaskEntry {
+    name: "cartpole-swingup",
+    description: "CartPole swing-up (DiffRL, tasks.md §2.2)",
+    build: || Arc::new(sim_rigid::tasks::CartPoleSwingUp::new()),
+    // `ShacConfig::default()` is the paper's CartPole setting.
+    shac_preset: ShacConfig::default,
+}];
+
+/// A learning algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algo {
+    /// Short-Horizon Actor-Critic (algorithms.md §1).
+    Shac,
+}
+
+/// A registered algorithm.
+pub struct AlgoEntry {
+    /// Registry name, as given to `--algo`.
+    pub name: &'static str,
+    /// One line for `mbmix list`.
+    pub description: &'static str,
+    /// Which algorithm.
+    pub algo: Algo,
+}
+
+/// Every algorithm the CLI knows, in listing order.
+pub static ALGORITHMS: &[AlgoEntry] = &[AlgoEntry {
+    name: "shac",
+    description: "Short-Horizon Actor-Critic (Xu et al. 2022), algorithms.md §1",
+    algo: Algo::Shac,
+}];
+
+impl Algo {
+    /// The registry name.
+    pub fn name(self) -> &'static str {
+        ALGORITHMS
+            .iter()
+            .find(|e| e.algo == self)
+            .map_or("?", |e| e.name)
+    }
+}
+
+fn known<T>(entries: &[T], name: fn(&T) -> &'static str) -> String {
+    entries.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
+/// Looks a task up by name.
+pub fn task_entry(name: &str) -> Result<&'static TaskEntry, CoreError> {
+    TASKS
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| CoreError::UnknownTask {
+            name: name.to_string(),
+            known: known(TASKS, |e| e.name),
+        })
+}
+
+/// Builds a task by name.
+pub fn make_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
+    task_entry(name).map(|e| (e.build)())
+}
+
+/// Looks an algorithm up by name.
+pub fn algorithm(name: &str) -> Result<Algo, CoreError> {
+    ALGORITHMS
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.algo)
+        .ok_or_else(|| CoreError::UnknownAlgorithm {
+            name: name.to_string(),
+            known: known(ALGORITHMS, |e| e.name),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_task_lists_the_known_ones() {
+        let err = make_task("cartpole").err().map(|e| e.to_string());
+        let msg = err.unwrap_or_default();
+        assert!(msg.contains("unknown task `cartpole`"), "{msg}");
+        assert!(msg.contains("cartpole-swingup"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_algorithm_lists_the_known_ones() {
+        let msg = algorithm("ppo-xl").err().map(|e| e.to_string());
+        let msg = msg.unwrap_or_default();
+        assert!(msg.contains("unknown algorithm `ppo-xl`"), "{msg}");
+        assert!(msg.contains("shac"), "{msg}");
+    }
+
+    #[test]
+    fn every_registered_task_matches_its_spec() {
+        for entry in TASKS {
+            let task = make_task(entry.name).expect("registered task builds");
+            let spec = task.spec();
+            assert_eq!(spec.name, entry.name);
+            assert_eq!(spec.state_names.len(), spec.state_dim);
+            assert_eq!(spec.obs_names.len(), spec.obs_dim);
+        }
+        assert_eq!(algorithm("shac").ok(), Some(Algo::Shac));
+        assert_eq!(Algo::Shac.name(), "shac");
+    }
+}

@@ -1,0 +1,66 @@
+//! One interface over the learning algorithms, so that the run loop, `eval` and the
+//! reports do not depend on which algorithm a run uses.
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::registry::{self, Algo};
+use mbmix_policy::{EpochStats, EvalStats, Shac};
+use std::path::Path;
+
+/// What the run loop needs from an algorithm.
+pub trait Trainer {
+    /// Epochs completed so far.
+    fn epoch(&self) -> usize;
+    /// Environment steps simulated for training so far.
+    fn env_steps(&self) -> u64;
+    /// Runs one training epoch.
+    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error>;
+    /// Evaluates the deterministic policy over `episodes` episodes seeded by `seed`.
+    fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats, mbmix_policy::Error>;
+    /// Writes a checkpoint (atomically).
+    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error>;
+    /// Restores a checkpoint; on error the trainer is unchanged.
+    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error>;
+}
+
+impl Trainer for Shac {
+    fn epoch(&self) -> usize {
+        Shac::epoch(self)
+    }
+    fn env_steps(&self) -> u64 {
+        Shac::env_steps(self)
+    }
+    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
+        Shac::train_epoch(self)
+    }
+    fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats, mbmix_policy::Error> {
+        Shac::evaluate(self, episodes, seed)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
+        Shac::save_checkpoint(self, path)
+    }
+    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
+        Shac::load_checkpoint(self, path)
+    }
+}
+
+/// Builds the trainer a configuration describes, with fresh (untrained) parameters.
+pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
+    let task = registry::make_task(&cfg.task)?;
+    match cfg.algorithm()? {
+        Algo::Shac => {
+            let shac_cfg = cfg
+                .shac
+                .clone()
+                .ok_or_else(|| Error::Usage("algo `shac` needs a [shac] section".into()))?;
+            Ok(Box::new(Shac::new(shac_cfg, task, cfg.seed)?))
+        }
+    }
+}
+
+/// The seed of the evaluation episodes of a run: fixed per run, so that every
+/// evaluation of a run (during training, at the end, and `mbmix eval` by default) sees the
+/// same start states, and distinct from the training streams.
+pub fn eval_seed(run_seed: u64) -> u64 {
+    run_seed ^ 0x5EED_E7A1_0000_0000
+}
