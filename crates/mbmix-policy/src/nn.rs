@@ -5,22 +5,35 @@
 //! (algorithms.md §1.1). dfdx's `nn` layers need compile-time widths, so the layers here are
 //! plain tensors with `(usize, usize)` shapes (rust-stack.md).
 //!
-//! Gradients: [`Mlp::grad_of`] runs a traced forward pass from a **leaky** tape on the input
-//! (so the input gradient is kept, rust-stack.md) and backpropagates a scalar built from the
-//! output by the caller: `(y · seed).sum()` for a vector–Jacobian product, an MSE for the
-//! critic. Parameter gradients are accumulated into a flat vector laid out as
-//! [`Mlp::params_flat`].
+//! Gradients: the networks expose parameter gradients **and** the gradient with respect to
+//! their input (the reverse sweep needs `∂/∂obs`). [`Mlp::vjp`] and [`Mlp::mse_grad`] are a
+//! hand-written forward/backward (the fast path used in training); [`Mlp::dfdx_grad_of`]
+//! runs the same network composed from dfdx ops on a **leaky** tape (so the input gradient is
+//! kept, rust-stack.md) and backpropagates any scalar built from the output, e.g. the
+//! surrogate `(y · seed).sum()`. The two are tested against each other and against finite
+//! differences. Parameter gradients are accumulated into a flat vector laid out as
+//! [`Mlp::params`].
 //!
 //! The weight of layer k is stored as `[in_k, out_k]` (so `y = x·W + b`); this is the
 //! transpose of PyTorch's `[out, in]`.
 
 use dfdx::prelude::*;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 /// Floating-point types the networks run in: `f32` for training, `f64` for gradient tests.
 pub trait Float:
-    Dtype + num_traits::Float + Default + std::fmt::Debug + std::iter::Sum + Send + Sync + 'static
+    Dtype
+    + num_traits::Float
+    + ndarray::LinalgScalar
+    + Default
+    + std::fmt::Debug
+    + std::iter::Sum
+    + Send
+    + Sync
+    + 'static
 {
 }
 impl Float for f32 {}
@@ -89,16 +102,51 @@ where
     x.matmul(weight.retaped::<T>()) + bias.retaped::<T>().broadcast_like::<_, Axis<0>>(&(n, out))
 }
 
+/// Where one layer's parameters sit in the flat parameter vector.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LayerSlots {
+    fan_in: usize,
+    fan_out: usize,
+    weight: usize,
+    bias: usize,
+    /// LayerNorm gain and bias offsets (hidden layers only).
+    norm: Option<(usize, usize)>,
+}
+
 /// An MLP `dims[0] → dims[1] → … → dims[last]` with (Linear, ELU, LayerNorm) hidden blocks
 /// and a Linear output.
-#[derive(Clone, Debug)]
+///
+/// The parameters live in one flat vector (layout of [`Mlp::named_params`]), which the
+/// optimiser updates in place. Two implementations compute the same function and gradients:
+/// - the **fast path** ([`Mlp::forward`], [`Mlp::vjp`], [`Mlp::mse_grad`]): hand-written
+///   forward/backward over `ndarray` GEMMs with fused element-wise loops, used for training;
+/// - the **dfdx path** ([`Mlp::dfdx_forward_t`], [`Mlp::dfdx_grad_of`]): the same network
+///   composed from dfdx tensor ops and differentiated by dfdx's tape, the reference the fast
+///   path is tested against (and usable for losses the fast path does not cover).
+///
+/// The split is for speed: at the critic's minibatch of 512 × [64, 64] the dfdx tape costs
+/// ≈ 6 ms per step (≈ 48 element-wise ops, each with an allocated gradient buffer), the fast
+/// path a fraction of that; SHAC takes 64 critic steps per epoch.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Mlp<E: Float> {
-    dev: Cpu,
     dims: Vec<usize>,
-    weights: Vec<Mat<E>>,
-    biases: Vec<Vector<E>>,
-    ln_gains: Vec<Vector<E>>,
-    ln_biases: Vec<Vector<E>>,
+    layers: Vec<LayerSlots>,
+    params: Vec<E>,
+}
+
+/// One layer as dfdx tensors: weight, bias and, for hidden layers, LayerNorm gain and bias.
+type DfdxLayer<E> = (Mat<E>, Vector<E>, Option<(Vector<E>, Vector<E>)>);
+
+/// Activations of the fast forward pass that the backward pass needs.
+struct ForwardCache<E> {
+    /// Input of each layer `[n, fan_in]` (layer 0: the network input).
+    inputs: Vec<Array2<E>>,
+    /// ELU output `e = elu(x·W + b)` of each hidden layer (before LayerNorm).
+    pre: Vec<Array2<E>>,
+    /// Normalised activation x̂ of each hidden layer.
+    xhat: Vec<Array2<E>>,
+    /// `1 / sqrt(var + ε)` per row of each hidden layer.
+    inv_std: Vec<Vec<E>>,
 }
 
 impl<E: Float> Mlp<E>
@@ -114,14 +162,11 @@ where
         init: LinearInit,
         rng: &mut R,
     ) -> Self {
-        let dev = Cpu::default();
         let mut dims = vec![input];
         dims.extend_from_slice(hidden);
         dims.push(output);
-        let mut weights = Vec::new();
-        let mut biases = Vec::new();
-        let mut ln_gains = Vec::new();
-        let mut ln_biases = Vec::new();
+        let mut layers = Vec::new();
+        let mut params: Vec<E> = Vec::new();
         for k in 0..dims.len() - 1 {
             let (fan_in, fan_out) = (dims[k], dims[k + 1]);
             // Generated in PyTorch's [out, in] layout, stored transposed.
@@ -137,29 +182,37 @@ where
                     (orthogonal(fan_out, fan_in, gain, rng), vec![0.0; fan_out])
                 }
             };
-            let mut w_in_out = vec![E::zero(); fan_in * fan_out];
+            let weight = params.len();
+            params.resize(weight + fan_in * fan_out, E::zero());
             for o in 0..fan_out {
                 for i in 0..fan_in {
-                    w_in_out[i * fan_out + o] = E::from_f64(w_out_in[o * fan_in + i]).unwrap();
+                    params[weight + i * fan_out + o] =
+                        E::from_f64(w_out_in[o * fan_in + i]).unwrap();
                 }
             }
-            weights.push(dev.tensor_from_vec(w_in_out, (fan_in, fan_out)));
-            biases.push(dev.tensor_from_vec(
-                b.iter().map(|&x| E::from_f64(x).unwrap()).collect(),
-                (fan_out,),
-            ));
-            if k + 2 < dims.len() {
-                ln_gains.push(dev.tensor_from_vec(vec![E::one(); fan_out], (fan_out,)));
-                ln_biases.push(dev.tensor_from_vec(vec![E::zero(); fan_out], (fan_out,)));
-            }
+            let bias = params.len();
+            params.extend(b.iter().map(|&x| E::from_f64(x).unwrap()));
+            let norm = if k + 2 < dims.len() {
+                let g = params.len();
+                params.extend(std::iter::repeat_n(E::one(), fan_out));
+                let beta = params.len();
+                params.extend(std::iter::repeat_n(E::zero(), fan_out));
+                Some((g, beta))
+            } else {
+                None
+            };
+            layers.push(LayerSlots {
+                fan_in,
+                fan_out,
+                weight,
+                bias,
+                norm,
+            });
         }
         Mlp {
-            dev,
             dims,
-            weights,
-            biases,
-            ln_gains,
-            ln_biases,
+            layers,
+            params,
         }
     }
 
@@ -175,31 +228,329 @@ where
     pub fn output_dim(&self) -> usize {
         *self.dims.last().unwrap()
     }
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+    /// The flat parameter vector (layout of [`Mlp::named_params`]).
+    pub fn params(&self) -> &[E] {
+        &self.params
+    }
+    /// The flat parameter vector, mutable (for optimisers and Polyak averaging).
+    pub fn params_mut(&mut self) -> &mut [E] {
+        &mut self.params
+    }
+    /// A copy of the flat parameter vector.
+    pub fn params_flat(&self) -> Vec<E> {
+        self.params.clone()
+    }
+    /// Overwrites all parameters from `flat`.
+    pub fn set_params_flat(&mut self, flat: &[E]) {
+        assert_eq!(
+            flat.len(),
+            self.params.len(),
+            "Mlp::set_params_flat: length"
+        );
+        self.params.copy_from_slice(flat);
+    }
 
-    /// Forward pass on any tape.
-    pub fn forward_t<T: Tape<E, Cpu> + Merge<T>>(&self, x: Mat<E, T>) -> Mat<E, T> {
-        let last = self.weights.len() - 1;
-        let mut h = x;
-        for k in 0..last {
-            h = linear(h, &self.weights[k], &self.biases[k]);
-            h = elu(h);
-            h = layer_norm(h, &self.ln_gains[k], &self.ln_biases[k]);
+    /// Every parameter tensor with a stable name, in the flat layout order:
+    /// per layer k: `l{k}.weight` (`[in, out]`), `l{k}.bias`, and for hidden layers
+    /// `l{k}.ln_gain`, `l{k}.ln_bias`.
+    pub fn named_params(&self) -> Vec<(String, Vec<usize>, Vec<E>)> {
+        let mut out = Vec::new();
+        for (k, l) in self.layers.iter().enumerate() {
+            let (i, o) = (l.fan_in, l.fan_out);
+            out.push((
+                format!("l{k}.weight"),
+                vec![i, o],
+                self.params[l.weight..l.weight + i * o].to_vec(),
+            ));
+            out.push((
+                format!("l{k}.bias"),
+                vec![o],
+                self.params[l.bias..l.bias + o].to_vec(),
+            ));
+            if let Some((g, b)) = l.norm {
+                out.push((
+                    format!("l{k}.ln_gain"),
+                    vec![o],
+                    self.params[g..g + o].to_vec(),
+                ));
+                out.push((
+                    format!("l{k}.ln_bias"),
+                    vec![o],
+                    self.params[b..b + o].to_vec(),
+                ));
+            }
         }
-        linear(h, &self.weights[last], &self.biases[last])
+        out
     }
 
-    /// Untraced forward pass of `n` rows `x` (row-major `[n, in]`); returns `[n, out]`.
+    fn weight(&self, l: &LayerSlots) -> ArrayView2<'_, E> {
+        ArrayView2::from_shape(
+            (l.fan_in, l.fan_out),
+            &self.params[l.weight..l.weight + l.fan_in * l.fan_out],
+        )
+        .expect("weight slot")
+    }
+
+    /// Fast forward pass; with `cache` it keeps what [`Self::backward`] needs.
+    fn forward_impl(&self, x: ArrayView2<E>, mut cache: Option<&mut ForwardCache<E>>) -> Array2<E> {
+        let n = x.nrows();
+        let eps = E::from_f64(LAYER_NORM_EPS).unwrap();
+        let mut h = x.to_owned();
+        for l in &self.layers {
+            let b = &self.params[l.bias..l.bias + l.fan_out];
+            let mut z = Array2::<E>::zeros((n, l.fan_out));
+            for mut row in z.rows_mut() {
+                row.as_slice_mut().expect("row").copy_from_slice(b);
+            }
+            general_mat_mul(E::one(), &h, &self.weight(l), E::one(), &mut z);
+            let Some((g_off, beta_off)) = l.norm else {
+                if let Some(c) = cache.as_deref_mut() {
+                    c.inputs.push(h);
+                }
+                return z;
+            };
+            let gain = &self.params[g_off..g_off + l.fan_out];
+            let beta = &self.params[beta_off..beta_off + l.fan_out];
+            let d = l.fan_out;
+            let inv_d = E::one() / E::from_usize(d).unwrap();
+            // In place: z becomes e = ELU(z) (kept for the backward pass: ELU′ = 1 where
+            // e > 0, else e + 1).
+            let mut xhat = Array2::<E>::zeros((n, d));
+            let mut out = Array2::<E>::zeros((n, d));
+            let mut inv_std = vec![E::zero(); n];
+            let zs = z.as_slice_mut().expect("contiguous");
+            let xs_all = xhat.as_slice_mut().expect("contiguous");
+            let os_all = out.as_slice_mut().expect("contiguous");
+            for r in 0..n {
+                let es = &mut zs[r * d..(r + 1) * d];
+                let xs = &mut xs_all[r * d..(r + 1) * d];
+                let os = &mut os_all[r * d..(r + 1) * d];
+                let mut sum = E::zero();
+                for e in es.iter_mut() {
+                    if *e <= E::zero() {
+                        *e = e.exp() - E::one();
+                    }
+                    sum += *e;
+                }
+                let mean = sum * inv_d;
+                let mut var = E::zero();
+                for (x, e) in xs.iter_mut().zip(es.iter()) {
+                    *x = *e - mean;
+                    var += *x * *x;
+                }
+                let is = E::one() / (var * inv_d + eps).sqrt();
+                inv_std[r] = is;
+                for j in 0..d {
+                    xs[j] *= is;
+                    os[j] = gain[j] * xs[j] + beta[j];
+                }
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                c.inputs.push(h);
+                c.pre.push(z);
+                c.xhat.push(xhat);
+                c.inv_std.push(inv_std);
+            }
+            h = out;
+        }
+        unreachable!("the last layer has no LayerNorm and returns above")
+    }
+
+    /// Fast backward pass from `dy = ∂L/∂y`: adds `∂L/∂θ` into `param_grad` and returns
+    /// `∂L/∂x`.
+    fn backward(
+        &self,
+        cache: &ForwardCache<E>,
+        dy: Array2<E>,
+        param_grad: &mut [E],
+        need_input_grad: bool,
+    ) -> Option<Array2<E>> {
+        let mut dh = dy;
+        for (k, l) in self.layers.iter().enumerate().rev() {
+            let n = dh.nrows();
+            let mut dz = dh;
+            if let Some((g_off, beta_off)) = l.norm {
+                // h = g ⊙ x̂ + β, x̂ = (e − mean e)·inv_std, e = elu(z).
+                let gain = &self.params[g_off..g_off + l.fan_out];
+                let d = l.fan_out;
+                let inv_d = E::one() / E::from_usize(d).unwrap();
+                let xhat = cache.xhat[k].as_slice().expect("contiguous");
+                let act = cache.pre[k].as_slice().expect("contiguous");
+                let inv_std = &cache.inv_std[k];
+                let (head, tail) = param_grad.split_at_mut(beta_off);
+                let dgain = &mut head[g_off..g_off + d];
+                let dbeta = &mut tail[..d];
+                let dz_all = dz.as_slice_mut().expect("contiguous");
+                for r in 0..n {
+                    let xr = &xhat[r * d..(r + 1) * d];
+                    let er = &act[r * d..(r + 1) * d];
+                    let dr = &mut dz_all[r * d..(r + 1) * d];
+                    let (mut mean_dx, mut mean_dx_x) = (E::zero(), E::zero());
+                    for j in 0..d {
+                        let go = dr[j];
+                        dgain[j] += go * xr[j];
+                        dbeta[j] += go;
+                        let dx = go * gain[j];
+                        dr[j] = dx;
+                        mean_dx += dx;
+                        mean_dx_x += dx * xr[j];
+                    }
+                    mean_dx *= inv_d;
+                    mean_dx_x *= inv_d;
+                    let is = inv_std[r];
+                    for j in 0..d {
+                        let de = is * (dr[j] - mean_dx - xr[j] * mean_dx_x);
+                        let e = er[j];
+                        dr[j] = if e > E::zero() {
+                            de
+                        } else {
+                            de * (e + E::one())
+                        };
+                    }
+                }
+            }
+            // z = x·W + b.
+            let x = &cache.inputs[k];
+            {
+                let mut dw = ArrayViewMut2::from_shape(
+                    (l.fan_in, l.fan_out),
+                    &mut param_grad[l.weight..l.weight + l.fan_in * l.fan_out],
+                )
+                .expect("weight slot");
+                general_mat_mul(E::one(), &x.t(), &dz, E::one(), &mut dw);
+            }
+            let db = &mut param_grad[l.bias..l.bias + l.fan_out];
+            for row in dz.rows() {
+                for (g, v) in db.iter_mut().zip(row.iter()) {
+                    *g += *v;
+                }
+            }
+            if k == 0 && !need_input_grad {
+                return None;
+            }
+            let mut dx = Array2::<E>::zeros((n, l.fan_in));
+            general_mat_mul(E::one(), &dz, &self.weight(l).t(), E::zero(), &mut dx);
+            dh = dx;
+        }
+        Some(dh)
+    }
+
+    fn cache(&self) -> ForwardCache<E> {
+        let hidden = self.layers.len() - 1;
+        ForwardCache {
+            inputs: Vec::with_capacity(self.layers.len()),
+            pre: Vec::with_capacity(hidden),
+            xhat: Vec::with_capacity(hidden),
+            inv_std: Vec::with_capacity(hidden),
+        }
+    }
+
+    fn input_view<'a>(&self, x: &'a [E], n: usize, what: &str) -> ArrayView2<'a, E> {
+        assert_eq!(x.len(), n * self.input_dim(), "{what}: input length");
+        ArrayView2::from_shape((n, self.input_dim()), x).expect("input shape")
+    }
+
+    /// Forward pass of `n` rows `x` (row-major `[n, in]`); returns `[n, out]` row-major.
     pub fn forward(&self, x: &[E], n: usize) -> Vec<E> {
-        assert_eq!(x.len(), n * self.input_dim(), "Mlp::forward: input length");
-        let xt = self.dev.tensor_from_vec(x.to_vec(), (n, self.input_dim()));
-        self.forward_t(xt).as_vec()
+        let y = self.forward_impl(self.input_view(x, n, "Mlp::forward"), None);
+        y.into_raw_vec_and_offset().0
     }
 
-    /// Traced forward pass of `n` rows `x`, then backward of the scalar `loss_fn(y)`.
-    ///
-    /// Adds `∂loss/∂θ` into `param_grad` (layout of [`Mlp::params_flat`]) and, if given, adds
-    /// `∂loss/∂x` into `input_grad` (row-major `[n, in]`). Returns the loss value.
-    pub fn grad_of<F>(
+    /// Vector–Jacobian product: adds `(∂y/∂θ)ᵀ seed` into `param_grad` (layout of
+    /// [`Mlp::params`]) and, if given, `(∂y/∂x)ᵀ seed` into `input_grad` (`[n, in]`).
+    pub fn vjp(
+        &self,
+        x: &[E],
+        n: usize,
+        seed: &[E],
+        param_grad: &mut [E],
+        input_grad: Option<&mut [E]>,
+    ) {
+        assert_eq!(seed.len(), n * self.output_dim(), "Mlp::vjp: seed length");
+        assert_eq!(param_grad.len(), self.num_params(), "Mlp::vjp: grad length");
+        let mut cache = self.cache();
+        self.forward_impl(self.input_view(x, n, "Mlp::vjp"), Some(&mut cache));
+        let dy = Array2::from_shape_vec((n, self.output_dim()), seed.to_vec()).expect("seed shape");
+        let dx = self.backward(&cache, dy, param_grad, input_grad.is_some());
+        if let (Some(ig), Some(dx)) = (input_grad, dx) {
+            assert_eq!(ig.len(), x.len(), "Mlp::vjp: input grad length");
+            for (g, v) in ig.iter_mut().zip(dx.iter()) {
+                *g += *v;
+            }
+        }
+    }
+
+    /// Mean squared error `mean((y − target)²)` over all outputs, with its parameter
+    /// gradient added into `param_grad`; returns the loss.
+    pub fn mse_grad(&self, x: &[E], n: usize, target: &[E], param_grad: &mut [E]) -> E {
+        assert_eq!(
+            target.len(),
+            n * self.output_dim(),
+            "Mlp::mse_grad: target length"
+        );
+        assert_eq!(
+            param_grad.len(),
+            self.num_params(),
+            "Mlp::mse_grad: grad length"
+        );
+        let mut cache = self.cache();
+        let mut y = self.forward_impl(self.input_view(x, n, "Mlp::mse_grad"), Some(&mut cache));
+        let count = E::from_usize(target.len()).unwrap();
+        let two = E::one() + E::one();
+        let mut loss = E::zero();
+        for (v, t) in y.iter_mut().zip(target) {
+            let diff = *v - *t;
+            loss += diff * diff;
+            *v = two * diff / count;
+        }
+        self.backward(&cache, y, param_grad, false);
+        loss / count
+    }
+
+    // ---- The dfdx reference path. ----
+
+    fn dfdx_tensors(&self) -> Vec<DfdxLayer<E>> {
+        let dev = Cpu::default();
+        let vec = |off: usize, len: usize| -> Vector<E> {
+            dev.tensor_from_vec(self.params[off..off + len].to_vec(), (len,))
+        };
+        self.layers
+            .iter()
+            .map(|l| {
+                let w = dev.tensor_from_vec(
+                    self.params[l.weight..l.weight + l.fan_in * l.fan_out].to_vec(),
+                    (l.fan_in, l.fan_out),
+                );
+                let norm = l.norm.map(|(g, b)| (vec(g, l.fan_out), vec(b, l.fan_out)));
+                (w, vec(l.bias, l.fan_out), norm)
+            })
+            .collect()
+    }
+
+    /// The network composed from dfdx ops, on any tape.
+    pub fn dfdx_forward_t<T: Tape<E, Cpu> + Merge<T>>(&self, x: Mat<E, T>) -> Mat<E, T> {
+        Self::dfdx_apply(&self.dfdx_tensors(), x)
+    }
+
+    fn dfdx_apply<T: Tape<E, Cpu> + Merge<T>>(tensors: &[DfdxLayer<E>], x: Mat<E, T>) -> Mat<E, T> {
+        let mut h = x;
+        for (w, b, norm) in tensors {
+            h = linear(h, w, b);
+            if let Some((g, beta)) = norm {
+                h = layer_norm(elu(h), g, beta);
+            }
+        }
+        h
+    }
+
+    /// dfdx reference: traced forward pass of `n` rows `x` from a leaky tape, then backward
+    /// of the scalar `loss_fn(y)`. Adds `∂loss/∂θ` into `param_grad` and, if given,
+    /// `∂loss/∂x` into `input_grad`. Returns the loss value.
+    pub fn dfdx_grad_of<F>(
         &self,
         x: &[E],
         n: usize,
@@ -210,192 +561,39 @@ where
     where
         F: FnOnce(Mat<E, Traced<E>>) -> Tensor<(), E, Cpu, Traced<E>>,
     {
-        assert_eq!(x.len(), n * self.input_dim(), "Mlp::grad_of: input length");
+        self.input_view(x, n, "Mlp::dfdx_grad_of");
         assert_eq!(
             param_grad.len(),
             self.num_params(),
-            "Mlp::grad_of: grad length"
+            "Mlp::dfdx_grad_of: grad length"
         );
-        let xt = self.dev.tensor_from_vec(x.to_vec(), (n, self.input_dim()));
-        let y = self.forward_t(xt.leaky_trace());
+        let dev = Cpu::default();
+        let tensors = self.dfdx_tensors();
+        let xt = dev.tensor_from_vec(x.to_vec(), (n, self.input_dim()));
+        let y = Self::dfdx_apply(&tensors, xt.leaky_trace());
         let loss = loss_fn(y);
         let loss_value = loss.as_vec()[0];
         let grads = loss.backward();
-        let mut offset = 0;
-        let mut add = |t: Vec<E>| {
-            for (g, v) in param_grad[offset..offset + t.len()].iter_mut().zip(&t) {
-                *g += *v;
+        let mut add = |offset: usize, g: Vec<E>| {
+            for (p, v) in param_grad[offset..offset + g.len()].iter_mut().zip(&g) {
+                *p += *v;
             }
-            offset += t.len();
         };
-        for k in 0..self.weights.len() {
-            add(grads.get(&self.weights[k]).as_vec());
-            add(grads.get(&self.biases[k]).as_vec());
-            if k < self.ln_gains.len() {
-                add(grads.get(&self.ln_gains[k]).as_vec());
-                add(grads.get(&self.ln_biases[k]).as_vec());
+        for ((w, b, norm), l) in tensors.iter().zip(&self.layers) {
+            add(l.weight, grads.get(w).as_vec());
+            add(l.bias, grads.get(b).as_vec());
+            if let (Some((g, beta)), Some((g_off, b_off))) = (norm, l.norm) {
+                add(g_off, grads.get(g).as_vec());
+                add(b_off, grads.get(beta).as_vec());
             }
         }
         if let Some(ig) = input_grad {
-            assert_eq!(ig.len(), x.len(), "Mlp::grad_of: input grad length");
+            assert_eq!(ig.len(), x.len(), "Mlp::dfdx_grad_of: input grad length");
             for (g, v) in ig.iter_mut().zip(grads.get(&xt).as_vec()) {
                 *g += v;
             }
         }
         loss_value
-    }
-
-    /// Vector–Jacobian product: adds `(∂y/∂θ)ᵀ seed` into `param_grad` and, if given,
-    /// `(∂y/∂x)ᵀ seed` into `input_grad`, through the surrogate `sum(y ⊙ seed)`.
-    pub fn vjp(
-        &self,
-        x: &[E],
-        n: usize,
-        seed: &[E],
-        param_grad: &mut [E],
-        input_grad: Option<&mut [E]>,
-    ) {
-        assert_eq!(seed.len(), n * self.output_dim(), "Mlp::vjp: seed length");
-        let seed_t = self
-            .dev
-            .tensor_from_vec(seed.to_vec(), (n, self.output_dim()));
-        self.grad_of(
-            x,
-            n,
-            |y| (y * seed_t).sum::<(), _>(),
-            param_grad,
-            input_grad,
-        );
-    }
-
-    /// Mean squared error `mean((y − target)²)` of a single-output network and its
-    /// parameter gradient (added into `param_grad`); returns the loss.
-    pub fn mse_grad(&self, x: &[E], n: usize, target: &[E], param_grad: &mut [E]) -> E {
-        assert_eq!(
-            target.len(),
-            n * self.output_dim(),
-            "Mlp::mse_grad: target length"
-        );
-        let target_t = self
-            .dev
-            .tensor_from_vec(target.to_vec(), (n, self.output_dim()));
-        self.grad_of(
-            x,
-            n,
-            |y| (y - target_t).square().mean::<(), _>(),
-            param_grad,
-            None,
-        )
-    }
-
-    /// Number of scalar parameters.
-    pub fn num_params(&self) -> usize {
-        self.tensors().map(|(_, t)| t.len()).sum()
-    }
-
-    /// Every parameter tensor with a stable name, in the flat layout order:
-    /// per layer k: `l{k}.weight` (`[in, out]`), `l{k}.bias`, and for hidden layers
-    /// `l{k}.ln_gain`, `l{k}.ln_bias`.
-    pub fn named_params(&self) -> Vec<(String, Vec<usize>, Vec<E>)> {
-        self.tensors()
-            .map(|(name, t)| (name, t.shape, t.data))
-            .collect()
-    }
-
-    fn tensors(&self) -> impl Iterator<Item = (String, TensorData<E>)> + '_ {
-        (0..self.weights.len()).flat_map(move |k| {
-            let w = &self.weights[k];
-            let mut v = vec![
-                (
-                    format!("l{k}.weight"),
-                    TensorData {
-                        shape: vec![w.shape().0, w.shape().1],
-                        data: w.as_vec(),
-                    },
-                ),
-                (format!("l{k}.bias"), TensorData::vector(&self.biases[k])),
-            ];
-            if k < self.ln_gains.len() {
-                v.push((
-                    format!("l{k}.ln_gain"),
-                    TensorData::vector(&self.ln_gains[k]),
-                ));
-                v.push((
-                    format!("l{k}.ln_bias"),
-                    TensorData::vector(&self.ln_biases[k]),
-                ));
-            }
-            v
-        })
-    }
-
-    /// All parameters concatenated in the layout of [`Mlp::named_params`].
-    pub fn params_flat(&self) -> Vec<E> {
-        let mut out = Vec::with_capacity(self.num_params());
-        self.write_params_into(&mut out);
-        out
-    }
-
-    /// Appends all parameters to `out` (see [`Mlp::params_flat`]).
-    pub fn write_params_into(&self, out: &mut Vec<E>) {
-        for k in 0..self.weights.len() {
-            out.extend(self.weights[k].as_vec());
-            out.extend(self.biases[k].as_vec());
-            if k < self.ln_gains.len() {
-                out.extend(self.ln_gains[k].as_vec());
-                out.extend(self.ln_biases[k].as_vec());
-            }
-        }
-    }
-
-    /// Overwrites all parameters from `flat` (layout of [`Mlp::params_flat`]).
-    pub fn set_params_flat(&mut self, flat: &[E]) {
-        assert_eq!(
-            flat.len(),
-            self.num_params(),
-            "Mlp::set_params_flat: length"
-        );
-        let mut offset = 0;
-        let mut take = |len: usize| {
-            let s = &flat[offset..offset + len];
-            offset += len;
-            s
-        };
-        for k in 0..self.weights.len() {
-            let len = self.weights[k].shape().num_elements();
-            self.weights[k].copy_from(take(len));
-            let len = self.biases[k].shape().num_elements();
-            self.biases[k].copy_from(take(len));
-            if k < self.ln_gains.len() {
-                let len = self.ln_gains[k].shape().num_elements();
-                self.ln_gains[k].copy_from(take(len));
-                let len = self.ln_biases[k].shape().num_elements();
-                self.ln_biases[k].copy_from(take(len));
-            }
-        }
-    }
-}
-
-struct TensorData<E> {
-    shape: Vec<usize>,
-    data: Vec<E>,
-}
-
-impl<E> TensorData<E> {
-    fn len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-impl<E: Float> TensorData<E>
-where
-    Cpu: dfdx::tensor_ops::Device<E>,
-{
-    fn vector(t: &Vector<E>) -> Self {
-        TensorData {
-            shape: vec![t.shape().0],
-            data: t.as_vec(),
-        }
     }
 }
 
@@ -600,6 +798,58 @@ mod tests {
                 1e-4,
             );
             assert!(rel_err(&cg, &fd_c, 1e-10) < 1e-7);
+        }
+    }
+
+    /// The hand-written fast path and the dfdx-composed reference give the same outputs,
+    /// parameter gradients and input gradients (f64, to rounding).
+    #[test]
+    fn fast_path_matches_dfdx_reference() {
+        let mut r = rng();
+        for (hidden, dout) in [(vec![7, 5], 3), (vec![9], 1), (vec![], 2)] {
+            let (n, din) = (6, 4);
+            let mut net: Mlp<f64> = Mlp::new(din, &hidden, dout, LinearInit::TorchDefault, &mut r);
+            for p in net.params_mut() {
+                *p += r.gen_range(-0.2..0.2);
+            }
+            let x: Vec<f64> = (0..n * din).map(|_| r.gen_range(-2.0..2.0)).collect();
+            let seed: Vec<f64> = (0..n * dout).map(|_| r.gen_range(-1.0..1.0)).collect();
+            let y_ref = net
+                .dfdx_forward_t(Cpu::default().tensor_from_vec(x.clone(), (n, din)))
+                .as_vec();
+            assert!(
+                rel_err(&net.forward(&x, n), &y_ref, 1e-12) < 1e-13,
+                "{hidden:?} forward"
+            );
+
+            let (mut pg, mut ig) = (vec![0.0; net.num_params()], vec![0.0; n * din]);
+            net.vjp(&x, n, &seed, &mut pg, Some(&mut ig));
+            let (mut pg_ref, mut ig_ref) = (vec![0.0; net.num_params()], vec![0.0; n * din]);
+            let seed_t: Mat<f64> = Cpu::default().tensor_from_vec(seed.clone(), (n, dout));
+            net.dfdx_grad_of(
+                &x,
+                n,
+                |y| (y * seed_t).sum::<(), _>(),
+                &mut pg_ref,
+                Some(&mut ig_ref),
+            );
+            assert!(rel_err(&pg, &pg_ref, 1e-12) < 1e-12, "{hidden:?} param vjp");
+            assert!(rel_err(&ig, &ig_ref, 1e-12) < 1e-12, "{hidden:?} input vjp");
+
+            let target: Vec<f64> = (0..n * dout).map(|_| r.gen_range(-1.0..1.0)).collect();
+            let mut mg = vec![0.0; net.num_params()];
+            let loss = net.mse_grad(&x, n, &target, &mut mg);
+            let mut mg_ref = vec![0.0; net.num_params()];
+            let target_t: Mat<f64> = Cpu::default().tensor_from_vec(target.clone(), (n, dout));
+            let loss_ref = net.dfdx_grad_of(
+                &x,
+                n,
+                |y| (y - target_t).square().mean::<(), _>(),
+                &mut mg_ref,
+                None,
+            );
+            assert!((loss - loss_ref).abs() < 1e-13);
+            assert!(rel_err(&mg, &mg_ref, 1e-12) < 1e-12, "{hidden:?} mse grad");
         }
     }
 

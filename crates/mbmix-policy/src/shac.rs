@@ -278,11 +278,14 @@ impl Shac {
 
         // Target critic: ψ′ ← αψ′ + (1 − α)ψ.
         let alpha = self.cfg.target_critic_alpha as f32;
-        let mut target = self.target_critic.params_flat();
-        for (t, p) in target.iter_mut().zip(self.critic.params_flat()) {
+        for (t, p) in self
+            .target_critic
+            .params_mut()
+            .iter_mut()
+            .zip(self.critic.params())
+        {
             *t = *t * alpha + (1.0 - alpha) * p;
         }
-        self.target_critic.set_params_flat(&target);
 
         self.epoch += 1;
         Ok(EpochStats {
@@ -331,7 +334,6 @@ impl Shac {
         let mut x = Vec::with_capacity(batch * od);
         let mut y = Vec::with_capacity(batch);
         let mut grad = vec![0.0f32; self.critic.num_params()];
-        let mut params = self.critic.params_flat();
         let mut last_pass_loss = 0.0f32;
         for _ in 0..cfg.critic_iterations {
             perm.clear();
@@ -352,8 +354,7 @@ impl Shac {
                 if cfg.truncate_grads {
                     clip_grad_norm(&mut grad, cfg.grad_norm);
                 }
-                self.critic_opt.update(&mut params, &grad);
-                self.critic.set_params_flat(&params);
+                self.critic_opt.update(self.critic.params_mut(), &grad);
                 sum += loss;
             }
             last_pass_loss = sum / num_batches as f32;
