@@ -233,6 +233,7 @@ impl Shac {
             .terminal_values(&self.target_critic, &mut self.next_values);
         let actor_loss = shac_seeds(
             &self.engine.tape.done,
+            self.engine.bootstrap.view(),
             self.engine.tape.rewards.view(),
             self.next_values.view(),
             gamma,
@@ -552,6 +553,46 @@ pub(crate) mod tests {
         assert_eq!(ea, eb);
         let (c, _, _) = run(6);
         assert_ne!(bits(&a), bits(&c), "a different seed must change the run");
+        // Evaluating and acting between epochs does not disturb training.
+        let mut agent = Shac::new(toy_config(), toy_task(), 5).unwrap();
+        let interleaved: Vec<EpochStats> = (0..3)
+            .map(|_| {
+                agent.evaluate(3, 42).unwrap();
+                agent.act(Array2::zeros((2, 3)).view(), false).unwrap();
+                agent.train_epoch().unwrap()
+            })
+            .collect();
+        assert_eq!(bits(&a), bits(&interleaved));
+    }
+
+    #[test]
+    fn nonfinite_actor_gradient_aborts_or_skips() {
+        let task: Arc<dyn Task> = Arc::new(crate::testing::NanAdjoint(PointMass::new(48)));
+        let mut a = Shac::new(toy_config(), task.clone(), 1).unwrap();
+        let actor0 = a.actor.params_flat();
+        match a.train_epoch() {
+            Err(Error::NonFiniteGradient { epoch: 0, norm }) => assert!(norm.is_nan()),
+            other => panic!("expected NonFiniteGradient, got {other:?}"),
+        }
+        assert_eq!(a.actor.params_flat(), actor0);
+        assert_eq!(a.epoch(), 0);
+
+        let cfg = ShacConfig {
+            on_nonfinite_grad: NonFiniteGradPolicy::Skip,
+            ..toy_config()
+        };
+        let mut b = Shac::new(cfg, task, 1).unwrap();
+        let critic0 = b.critic.params_flat();
+        let stats = b.train_epoch().unwrap();
+        assert!(stats.actor_grad_norm.is_nan());
+        assert_eq!(
+            b.actor.params_flat(),
+            actor0,
+            "skipped update must not move the actor"
+        );
+        assert_ne!(b.critic.params_flat(), critic0, "the critic still trains");
+        assert!(b.critic.params().iter().all(|p| p.is_finite()));
+        assert_eq!(b.epoch(), 1);
     }
 
     #[test]

@@ -178,6 +178,65 @@ impl Task for PointMass {
     }
 }
 
+/// A point mass whose dynamics VJP returns NaN action adjoints, to exercise SHAC's
+/// non-finite-gradient policy.
+pub struct NanAdjoint(pub PointMass);
+
+impl Task for NanAdjoint {
+    fn spec(&self) -> &TaskSpec {
+        self.0.spec()
+    }
+    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, s_next: ArrayViewMut2<f32>) {
+        self.0.step(s, a, s_next)
+    }
+    fn step_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        mut adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.0.step_vjp(s, a, adj_next, adj_s, adj_a.view_mut());
+        adj_a.fill(f32::NAN);
+    }
+    fn step_jvp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        ds: ArrayView2<f32>,
+        da: ArrayView2<f32>,
+        ds_next: ArrayViewMut2<f32>,
+    ) {
+        self.0.step_jvp(s, a, ds, da, ds_next)
+    }
+    fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>) {
+        self.0.observe(s, obs)
+    }
+    fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>) {
+        self.0.observe_vjp(s, adj_obs, adj_s)
+    }
+    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>) {
+        self.0.reward(s_next, a, r)
+    }
+    fn reward_vjp(
+        &self,
+        s_next: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_r: ArrayView1<f32>,
+        adj_s_next: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.0.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a)
+    }
+    fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
+        self.0.terminated(s_next, out)
+    }
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
+        self.0.reset_state(rng, stochastic, s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ use crate::nn::Mlp;
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
 use diff_core::rng::fill_normal;
-use diff_core::{BatchEnv, Done, SeededRng, Task, WindowTape};
+use diff_core::{BatchEnv, Done, SeededRng, Task, WindowTape, NONFINITE_LIMIT};
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 
 /// The adjoint of one dynamics step `s_{t+1} = F(s_t, a_t)` of the recorded window:
@@ -97,10 +97,12 @@ impl WindowSeeds {
 /// (done at step t) or at its end (t = h−1) contributes `−(Σ γ^k·rew_scale·r + γ·γ^k·V′)`;
 /// the sum is divided by h·N.
 ///
-/// `next_values[t,i]` must already be 0 where the episode ended without bootstrap
-/// (`Terminated`, `NonFinite`). Fills `seeds` and returns the loss value.
+/// `bootstrap[t,i]` says whether the state after step t may be valued (see
+/// [`WindowEngine::bootstrap`]); `next_values[t,i]` must be 0 where it may not. Fills `seeds`
+/// and returns the loss value.
 pub fn shac_seeds(
     done: &[Vec<Done>],
+    bootstrap: ArrayView2<bool>,
     rewards: ArrayView2<f32>,
     next_values: ArrayView2<f32>,
     gamma: f32,
@@ -120,7 +122,7 @@ pub fn shac_seeds(
                 -discount[i] * rew_scale * scale
             };
             let ends_segment = d.is_done() || t + 1 == h;
-            let v_seed = if ends_segment && d.bootstraps() {
+            let v_seed = if ends_segment && bootstrap[[t, i]] {
                 -gamma * discount[i] * scale
             } else {
                 0.0
@@ -151,6 +153,10 @@ pub struct WindowEngine {
     pub next_obs: Array3<f32>,
     /// The exploration noise ε of each step `[h, N, A]`.
     pub noise: Array3<f32>,
+    /// Whether the pre-reset state after step t may be valued by the critic `[h, N]`: the
+    /// episode continues or hit the time limit ([`Done::bootstraps`]) and its raw observation
+    /// is finite with |o| ≤ 1e6 (DiffRL's `obs_before_reset` check).
+    pub bootstrap: Array2<bool>,
     raw_obs: Array2<f32>,
     obs_adj: Array3<f32>,
     next_state_adj: Array3<f32>,
@@ -172,6 +178,7 @@ impl WindowEngine {
             obs: Array3::zeros((h, n, od)),
             next_obs: Array3::zeros((h, n, od)),
             noise: Array3::zeros((h, n, ad)),
+            bootstrap: Array2::from_elem((h, n), false),
             raw_obs: Array2::zeros((n, od)),
             obs_adj: Array3::zeros((h, n, od)),
             next_state_adj: Array3::zeros((h, n, sd)),
@@ -267,8 +274,14 @@ impl WindowEngine {
                 self.next_obs.slice_mut(s![t, .., ..]),
             );
             for (i, d) in self.tape.done[t].iter().enumerate() {
+                let raw_ok = self
+                    .raw_obs
+                    .row(i)
+                    .iter()
+                    .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT);
+                self.bootstrap[[t, i]] = d.bootstraps() && raw_ok;
                 let mut row = self.next_obs.slice_mut(s![t, i, ..]);
-                if *d == Done::NonFinite || row.iter().any(|x| !x.is_finite()) {
+                if !raw_ok || row.iter().any(|x| !x.is_finite()) {
                     row.fill(0.0);
                 }
             }
@@ -301,7 +314,7 @@ impl WindowEngine {
         );
         for t in 0..h {
             for i in 0..n {
-                out[[t, i]] = if self.tape.done[t][i].bootstraps() {
+                out[[t, i]] = if self.bootstrap[[t, i]] {
                     values[t * n + i]
                 } else {
                     0.0
@@ -544,6 +557,7 @@ mod tests {
         let mut seeds = WindowSeeds::zeros(H, N);
         let loss = shac_seeds(
             &engine.tape.done,
+            engine.bootstrap.view(),
             engine.tape.rewards.view(),
             next_values.view(),
             0.99,
@@ -637,7 +651,17 @@ mod tests {
         let values = Array2::from_shape_vec((4, 1), vec![10.0, 20.0, 30.0, 40.0]).unwrap();
         let mut seeds = WindowSeeds::zeros(4, 1);
         let g = 0.5f32;
-        let loss = shac_seeds(&done, rewards.view(), values.view(), g, 2.0, &mut seeds);
+        let bootstrap_of =
+            |done: &[Vec<Done>]| Array2::from_shape_fn((4, 1), |(t, i)| done[t][i].bootstraps());
+        let loss = shac_seeds(
+            &done,
+            bootstrap_of(&done).view(),
+            rewards.view(),
+            values.view(),
+            g,
+            2.0,
+            &mut seeds,
+        );
         // −[2(1 + g·2) + g·g·20] − [2(3 + g·4) + g·g·40], over h·N = 4.
         let want = -((2.0 * (1.0 + g * 2.0) + g * g * 20.0)
             + (2.0 * (3.0 + g * 4.0) + g * g * 40.0))
@@ -654,9 +678,33 @@ mod tests {
             vec![Done::No],
             vec![Done::NonFinite],
         ];
-        shac_seeds(&done_t, rewards.view(), values.view(), g, 1.0, &mut seeds);
+        shac_seeds(
+            &done_t,
+            bootstrap_of(&done_t).view(),
+            rewards.view(),
+            values.view(),
+            g,
+            1.0,
+            &mut seeds,
+        );
         assert_eq!(seeds.value.column(0).to_vec(), vec![0.0; 4]);
         assert_eq!(seeds.reward[[3, 0]], 0.0);
         assert_eq!(seeds.reward[[2, 0]], -g / 4.0);
+        // A time-limit end whose observation is out of bounds does not bootstrap either.
+        let mut bad_obs = bootstrap_of(&done);
+        bad_obs[[1, 0]] = false;
+        shac_seeds(
+            &done,
+            bad_obs.view(),
+            rewards.view(),
+            values.view(),
+            g,
+            1.0,
+            &mut seeds,
+        );
+        assert_eq!(
+            seeds.value.column(0).to_vec(),
+            vec![0.0, 0.0, 0.0, -g * g / 4.0]
+        );
     }
 }
