@@ -42,7 +42,9 @@ pub struct ShacConfig {
     pub target_critic_alpha: f64,
     /// Passes over the window's data per epoch when fitting the critic. Default 16 (§1.4).
     pub critic_iterations: usize,
-    /// Minibatches per critic pass (batch size h·N / critic_batches). Default 4 (§1.4).
+    /// Minibatches per critic pass (batch size h·N / critic_batches). Each pass draws a fresh
+    /// random permutation of the window's states from a seeded RNG (DiffRL's
+    /// `CriticDataset` does not shuffle). Default 4 (§1.4).
     pub critic_batches: usize,
     /// Adam betas (β1, β2) for actor and critic. Default [0.7, 0.95] (§1.6).
     pub betas: [f64; 2],

@@ -21,10 +21,10 @@
 //!    the env reset at t (resets cut the adjoint; the window start cuts it too);
 //! 2. `reward_vjp` adds `∂r/∂s⁺` and `∂r/∂a` weighted by `reward_seed[t]`;
 //! 3. `step_vjp` gives `s̄_t` and adds into `ā_t`;
-//! 4. `ā_t` goes through tanh, the Gaussian reparameterisation (→ log-std) and μ (a traced
-//!    re-run of the actor at step t, surrogate `sum(μ ⊙ seed)`) into θ and into the
-//!    normalised observation, then through the frozen normalisation and `observe_vjp` into
-//!    `s̄_t`.
+//! 4. `ā_t` goes through tanh, the Gaussian reparameterisation (→ log-std) and μ (the
+//!    actor's forward pass at step t is re-run and its VJP taken, [`Mlp::vjp`]) into θ and
+//!    into the normalised observation, then through the frozen normalisation and
+//!    `observe_vjp` into `s̄_t`.
 //!
 //! Envs whose step produced a non-finite state (`Done::NonFinite`) contribute nothing: their
 //! reward was replaced by a constant 0 and they neither bootstrap nor carry, so their
