@@ -138,13 +138,23 @@ impl Report {
                 env_steps: r.env_steps,
             });
         }
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short=12", "HEAD"])
-            .current_dir(root)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(root)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        // A tree with uncommitted changes is marked, so that a number is never attributed
+        // to a commit that did not produce it.
+        let git_commit = git(&["rev-parse", "--short=12", "HEAD"]).map(|c| {
+            match git(&["status", "--porcelain", "--untracked-files=no"]) {
+                Some(changes) if !changes.is_empty() => format!("{c}-dirty"),
+                _ => c,
+            }
+        });
         Report {
             suite: suite.to_string(),
             date_utc: crate::time::utc_iso(),

@@ -133,7 +133,7 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
     let io = |e| Error::Io {
         action: "cannot write to",
         path: PathBuf::from("<stdout>"),
-        source: e,
+        cause: e,
     };
     match cli.command {
         Command::List => list(out).map_err(io)?,
@@ -202,7 +202,7 @@ fn train(args: TrainArgs, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit
     let io = |e| Error::Io {
         action: "cannot write to",
         path: PathBuf::from("<stdout>"),
-        source: e,
+        cause: e,
     };
     match outcome {
         TrainOutcome::Finished(summary) => {

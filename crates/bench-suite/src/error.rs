@@ -14,20 +14,26 @@ pub enum Error {
     /// evaluation, checkpoints).
     #[error(transparent)]
     Policy(#[from] mbmix_policy::Error),
-    /// Training stopped with an error in the given epoch (1-based).
-    #[error("training failed in epoch {epoch}: {source}")]
+    /// Training stopped with an error in the given epoch (1-based). The metrics of the
+    /// epochs before it and the checkpoints written so far are kept.
+    ///
+    /// (Causes are part of the message rather than a `source()`, so that a report of the
+    /// error chain does not print them twice.)
+    #[error("training failed in epoch {epoch} ({}): {cause}", match .checkpoint {
+        Some(e) => format!("last checkpoint: epoch {e}"),
+        None => "no checkpoint written".to_string(),
+    })]
     Training {
         epoch: usize,
-        #[source]
-        source: mbmix_policy::Error,
+        checkpoint: Option<usize>,
+        cause: mbmix_policy::Error,
     },
     /// A file-system operation failed.
-    #[error("{action} `{path}`: {source}")]
+    #[error("{action} `{path}`: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A config file has a key that the run configuration does not define.
     #[error("config file `{file}`: unknown field `{field}` (fields allowed here: {known})")]
@@ -84,10 +90,10 @@ impl Error {
         action: &'static str,
         path: &'a Path,
     ) -> impl FnOnce(std::io::Error) -> Error + 'a {
-        move |source| Error::Io {
+        move |cause| Error::Io {
             action,
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 }

@@ -284,11 +284,11 @@ fn read_npy_f32(path: &Path) -> Result<ArrayD<f32>> {
         Err(ReadNpyError::WrongDescriptor(_)) => read_npy::<_, ArrayD<f64>>(path)
             .map_err(bad)?
             .mapv(|x| x as f32),
-        Err(ReadNpyError::Io(source)) => {
+        Err(ReadNpyError::Io(cause)) => {
             return Err(Error::Io {
                 action: "cannot read",
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         }
         Err(e) => return Err(bad(e)),

@@ -236,12 +236,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    result.map_err(|source| {
+    result.map_err(|cause| {
         let _ = fs::remove_file(&tmp);
         Error::Io {
             action: "cannot write",
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     })
 }
@@ -316,7 +316,7 @@ impl Session {
             _ => Error::Io {
                 action: "cannot create",
                 path: dir.clone(),
-                source: e,
+                cause: e,
             },
         })?;
         let ckpt = dir.join(CHECKPOINT_DIR);
@@ -383,6 +383,12 @@ impl Session {
         // or unreadable metrics leave the directory untouched.
         load_latest(trainer.as_mut(), &dir)?;
         let epoch = trainer.epoch();
+        if epoch > cfg.max_epochs() {
+            return Err(Error::Usage(format!(
+                "--epochs {} is fewer than the {epoch} epochs the run's checkpoint has done",
+                cfg.max_epochs()
+            )));
+        }
         let metrics_path = dir.join(METRICS_FILE);
         let mut history = if metrics_path.is_file() {
             read_metrics(&metrics_path)?
@@ -468,6 +474,7 @@ impl Session {
         }
         let bar = progress_bar(progress, max_epochs, self.trainer.epoch());
         let mut last_eval = self.history.iter().rev().find_map(|m| m.eval_return);
+        let mut final_stats = None;
         while self.trainer.epoch() < max_epochs {
             if stop.load(Ordering::SeqCst) {
                 let epoch = self.trainer.epoch();
@@ -482,13 +489,17 @@ impl Session {
             let t0 = Instant::now();
             let stats = match self.trainer.train_epoch() {
                 Ok(stats) => stats,
-                Err(source) => {
+                Err(cause) => {
                     bar.abandon();
                     let epoch = self.trainer.epoch() + 1;
                     // The metrics so far are flushed and the last good checkpoint stays;
                     // the plot only reads the metrics.
                     let _ = self.plot();
-                    return Err(Error::Training { epoch, source });
+                    return Err(Error::Training {
+                        epoch,
+                        checkpoint: self.checkpointed_epoch,
+                        cause,
+                    });
                 }
             };
             let train_s = t0.elapsed().as_secs_f64();
@@ -523,16 +534,19 @@ impl Session {
             if epoch.is_multiple_of(self.cfg.checkpoint_every) || epoch == max_epochs {
                 self.checkpoint()?;
             }
+            if epoch == max_epochs {
+                final_stats = eval;
+            }
         }
         bar.finish_and_clear();
 
         let epoch = self.trainer.epoch();
-        if self.checkpointed_epoch != Some(epoch) {
-            self.checkpoint()?;
-        }
-        // The last epoch was evaluated with the run's evaluation seed; a resumed run that
-        // had nothing left to train evaluates again (same seed, same result).
-        let final_stats = self.evaluate()?;
+        // A resumed run that had nothing left to train evaluates its checkpoint again
+        // (same seed, same result).
+        let final_stats = match final_stats {
+            Some(stats) => stats,
+            None => self.evaluate()?,
+        };
         let final_eval = EvalReport::new(
             epoch,
             self.cfg.eval_episodes,

@@ -327,6 +327,15 @@ fn resume_truncates_metrics_to_the_checkpoint_and_continues_the_same_run() {
     let config = std::fs::read_to_string(full.join("config.toml")).expect("config");
     assert!(config.contains("max_epochs = 6"), "{config}");
 
+    let before = snapshot(&full);
+    let (result, _) = mbmix(&["train", "--out", s(&full), "--resume", "--epochs", "3"]);
+    let msg = result.expect_err("cannot shrink").to_string();
+    assert!(
+        msg.contains("--epochs 3") && msg.contains("6 epochs"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&full), before);
+
     // A resumed run keeps its own configuration.
     let (result, _) = mbmix(&["train", "--out", s(&full), "--resume", "--seed", "99"]);
     let msg = result.expect_err("seed conflict").to_string();
@@ -692,4 +701,52 @@ fn short_shac_run_learns_to_swing() {
         trained > untrained + 500.0 && trained > still + 500.0,
         "trained {trained:.1}, untrained {untrained:.1}, zero action {still:.1}"
     );
+}
+
+#[test]
+fn exploding_gradient_stops_with_the_epoch_and_keeps_what_was_written() {
+    // An absurd actor learning rate without gradient clipping makes SHAC's abort rule fire
+    // (actor gradient norm NaN or above 1e6) within a few epochs.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = write(
+        tmp.path(),
+        "boom.toml",
+        "eval_every = 1\neval_episodes = 2\ncheckpoint_every = 1\n\
+         [shac]\nnum_envs = 4\nhorizon = 4\nmax_epochs = 20\nactor_lr = 1e8\n\
+         truncate_grads = false\nobs_rms = false\n",
+    );
+    let dir = tmp.path().join("boom");
+    let (result, _) = mbmix(&[
+        "train",
+        "--task",
+        "cartpole-swingup",
+        "--algo",
+        "shac",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&dir),
+        "--quiet",
+    ]);
+    let err = result.expect_err("the run must abort");
+    let msg = err.to_string();
+    let Error::Training {
+        epoch, checkpoint, ..
+    } = err
+    else {
+        panic!("expected a training error, got {msg}");
+    };
+    assert!(
+        msg.contains(&format!("epoch {epoch}")) && msg.contains("gradient"),
+        "{msg}"
+    );
+    assert!(epoch >= 2, "the first epoch's gradient is finite: {msg}");
+    // Every epoch before the failing one is recorded and checkpointed; nothing after.
+    let metrics = read_metrics(&dir.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(metrics.last().map(|m| m.epoch), Some(epoch - 1));
+    assert_eq!(checkpoint, Some(epoch - 1));
+    assert!(dir
+        .join(format!("checkpoints/epoch-{:06}.safetensors", epoch - 1))
+        .is_file());
+    assert!(!dir.join("summary.json").exists());
 }
