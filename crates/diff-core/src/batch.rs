@@ -165,10 +165,13 @@ impl BatchEnv {
             done[i] = if !finite {
                 reward[i] = 0.0;
                 Done::NonFinite
+            } else if self.progress[i] >= episode_length {
+                // DiffRL tells truncation from termination by the episode length alone
+                // (`episode_length < max_episode_length` ⇒ early termination), so an
+                // episode that terminates on its last step still bootstraps.
+                Done::TimeLimit
             } else if self.scratch_terminated[i] {
                 Done::Terminated
-            } else if self.progress[i] >= episode_length {
-                Done::TimeLimit
             } else {
                 Done::No
             };

@@ -42,10 +42,12 @@ pub struct ShacConfig {
     pub target_critic_alpha: f64,
     /// Passes over the window's data per epoch when fitting the critic. Default 16 (§1.4).
     pub critic_iterations: usize,
-    /// Minibatches per critic pass (batch size h·N / critic_batches). Each pass draws a fresh
-    /// random permutation of the window's states from a seeded RNG (DiffRL's
-    /// `CriticDataset` does not shuffle). Default 4 (§1.4).
+    /// Minibatches per critic pass (batch size h·N / critic_batches). Default 4 (§1.4).
     pub critic_batches: usize,
+    /// Whether each critic pass draws a fresh random permutation of the window's states
+    /// (seeded). DiffRL's `CriticDataset` is built with `shuffle = False`, so its minibatches
+    /// are contiguous runs of time steps. Default false (DiffRL).
+    pub critic_shuffle: bool,
     /// Adam betas (β1, β2) for actor and critic. Default [0.7, 0.95] (§1.6).
     pub betas: [f64; 2],
     /// Gradient-norm clip for actor and critic. Default 1.0 (§1.6).
@@ -80,6 +82,7 @@ impl Default for ShacConfig {
             target_critic_alpha: 0.2,
             critic_iterations: 16,
             critic_batches: 4,
+            critic_shuffle: false,
             betas: [0.7, 0.95],
             grad_norm: 1.0,
             truncate_grads: true,

@@ -301,8 +301,9 @@ impl Shac {
         })
     }
 
-    /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches, each pass
-    /// over a fresh permutation of the window's h·N states. Returns the mean minibatch loss
+    /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches over the
+    /// window's h·N states (in window order, or a fresh permutation per pass with
+    /// `critic_shuffle`). Returns the mean minibatch loss
     /// of the last pass.
     fn train_critic(&mut self) -> f32 {
         let cfg = &self.cfg;
@@ -339,7 +340,9 @@ impl Shac {
         for _ in 0..cfg.critic_iterations {
             perm.clear();
             perm.extend(0..total);
-            perm.shuffle(&mut self.critic_rng);
+            if cfg.critic_shuffle {
+                perm.shuffle(&mut self.critic_rng);
+            }
             let mut sum = 0.0f32;
             for b in 0..num_batches {
                 let idx = &perm[b * batch..((b + 1) * batch).min(total)];
