@@ -665,13 +665,15 @@ fn do_nothing_return(episodes: usize, eval_seed: u64) -> f32 {
 
 #[test]
 fn short_shac_run_learns_to_swing() {
-    // 150 epochs of 16 envs × 16 steps (38,400 env steps): a few seconds.
+    // 200 epochs of 16 envs × 32 steps (102,400 env steps): a few seconds. Over seeds
+    // 0..6 this setting ends between −580 and −910 with 62–100% of the evaluation
+    // episodes upright at the end (the full 500-epoch preset reaches about −520).
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = write(
         tmp.path(),
         "learn.toml",
-        "seed = 2\neval_every = 50\neval_episodes = 8\ncheckpoint_every = 150\n\
-         [shac]\nnum_envs = 16\nhorizon = 16\nmax_epochs = 150\ncritic_iterations = 8\n",
+        "seed = 2\neval_every = 100\neval_episodes = 8\ncheckpoint_every = 200\n\
+         [shac]\nnum_envs = 16\nhorizon = 32\nmax_epochs = 200\ncritic_iterations = 8\n",
     );
     let dir = tmp.path().join("learn");
     let (result, _) = mbmix(&[
@@ -692,14 +694,19 @@ fn short_shac_run_learns_to_swing() {
             .expect("summary parses");
     let untrained = summary.initial_eval_return.expect("epoch-0 evaluation");
     let trained = summary.final_eval.mean_return;
+    let success = summary
+        .final_eval
+        .success_rate
+        .expect("cartpole defines success");
     let still = do_nothing_return(8, summary.final_eval.seed);
-    eprintln!("trained {trained:.1}, untrained {untrained:.1}, zero action {still:.1}");
-    // Same start states for all three numbers. Beating the untrained policy alone could
-    // mean "stopped flailing"; beating the zero-action policy by 500 (about 2 s of
-    // the pole held away from the bottom over the 4 s episode) means it swings the pole up.
+    eprintln!("trained {trained:.1} ({success} upright), untrained {untrained:.1}, zero action {still:.1}");
+    // Same start states for all three returns. Beating the untrained policy alone could
+    // mean "stopped flailing"; beating the zero-action policy (pole left hanging, about
+    // −2200) by 1000 and holding the pole upright at the end of at least half of the
+    // episodes means it swings the pole up.
     assert!(
-        trained > untrained + 500.0 && trained > still + 500.0,
-        "trained {trained:.1}, untrained {untrained:.1}, zero action {still:.1}"
+        trained > untrained + 1000.0 && trained > still + 1000.0 && success >= 0.5,
+        "trained {trained:.1} ({success} upright), untrained {untrained:.1}, zero action {still:.1}"
     );
 }
 
