@@ -461,12 +461,13 @@ impl Session {
 
     fn run(&mut self, progress: bool, stop: &AtomicBool) -> Result<TrainOutcome> {
         let started = Instant::now();
-        let wall = |offset: f64| offset + started.elapsed().as_secs_f64();
+        let wall_offset = self.wall_offset;
+        let wall = || wall_offset + started.elapsed().as_secs_f64();
         let max_epochs = self.cfg.max_epochs();
         if self.history.is_empty() && self.trainer.epoch() == 0 {
             let eval = self.evaluate()?;
             let line = MetricsLine {
-                wall_s: wall(self.wall_offset),
+                wall_s: wall(),
                 ..MetricsLine::default()
             }
             .with_eval(Some(&eval));
@@ -514,7 +515,7 @@ impl Session {
             let line = MetricsLine {
                 epoch,
                 env_steps,
-                wall_s: wall(self.wall_offset),
+                wall_s: wall(),
                 steps_per_s: (train_s > 0.0).then(|| steps / train_s),
                 mean_train_return: stats.mean_train_return,
                 actor_loss: Some(stats.actor_loss),
@@ -553,7 +554,7 @@ impl Session {
             trainer::eval_seed(self.cfg.seed),
             final_stats,
         );
-        let wall_s = wall(self.wall_offset);
+        let wall_s = wall();
         let env_steps = self.trainer.env_steps();
         let summary = Summary {
             task: self.cfg.task.clone(),
