@@ -24,7 +24,7 @@ fn cartpole_window(c: &mut Criterion) {
     let mut group = c.benchmark_group("cartpole_window_h32");
     for &n in &[64usize, 1024] {
         let s0 = initial_states(&task, n);
-        let mut w = WindowBench::new(&task, &s0, H);
+        let w = WindowBench::new(&task, &s0, H);
         group.throughput(Throughput::Elements((n * H) as u64));
         group.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
             b.iter(|| w.forward(&task))

@@ -30,84 +30,43 @@ pub struct RolloutGrad {
     pub initial_state: Array2<f32>,
 }
 
-/// Replays `actions` `[steps, N, act_dim]` from `state0` `[N, state_dim]`.
+/// Replays `actions` `[steps, N, act_dim]` from `state0` `[N, state_dim]`
+/// ([`diff_core::open_loop_rollout`]) and observes every visited state.
 pub fn replay(
     task: &dyn Task,
     state0: ArrayView2<f32>,
     actions: ArrayView3<f32>,
 ) -> Result<Trajectory> {
-    let spec = task.spec();
+    let window = diff_core::open_loop_rollout(task, state0, actions)?;
     let (steps, n, _) = actions.dim();
-    diff_core::check_batch("actions[t]", &actions.shape()[1..], n, spec.act_dim)?;
-    diff_core::check_batch("initial state", state0.shape(), n, spec.state_dim)?;
-    let mut states = Array3::zeros((steps + 1, n, spec.state_dim));
-    let mut observations = Array3::zeros((steps + 1, n, spec.obs_dim));
-    let mut rewards = Array2::zeros((steps, n));
-    states.index_axis_mut(Axis(0), 0).assign(&state0);
-    for t in 0..steps {
-        let (done, mut next) = states.view_mut().split_at(Axis(0), t + 1);
-        let s_t = done.index_axis(Axis(0), t);
-        let a_t = actions.index_axis(Axis(0), t);
-        let mut s_next = next.index_axis_mut(Axis(0), 0);
-        task.step(s_t.view(), a_t, s_next.view_mut());
-        task.reward(s_next.view(), a_t, rewards.row_mut(t));
-    }
+    let mut observations = Array3::zeros((steps + 1, n, task.spec().obs_dim));
     for t in 0..=steps {
         task.observe(
-            states.index_axis(Axis(0), t),
+            window.states.index_axis(Axis(0), t),
             observations.index_axis_mut(Axis(0), t),
         );
     }
     Ok(Trajectory {
-        states,
+        states: window.states,
         observations,
-        rewards,
+        rewards: window.rewards,
     })
 }
 
-/// The gradient of the summed reward of `traj` (replayed from `actions`) by a reverse
-/// sweep: with `λ_{t+1}` the adjoint of `s_{t+1}`,
-/// `λ_{t+1} += ∂r_t/∂s_{t+1}`, `g_{a_t} = ∂r_t/∂a_t + (∂F/∂a)ᵀ λ_{t+1}`,
-/// `λ_t = (∂F/∂s)ᵀ λ_{t+1}`. The task's VJPs accumulate into their outputs, so every
-/// adjoint starts at zero.
+/// The gradient of the summed reward of `traj` (replayed from `actions`) with respect to
+/// the actions and the initial state ([`diff_core::open_loop_vjp`] with unit weights).
 pub fn summed_reward_grad(
     task: &dyn Task,
     traj: &Trajectory,
     actions: ArrayView3<f32>,
-) -> RolloutGrad {
-    let (steps, n, act_dim) = actions.dim();
-    let state_dim = traj.states.dim().2;
-    let ones = ndarray::Array1::<f32>::ones(n);
-    let mut grad_actions = Array3::zeros((steps, n, act_dim));
-    // adj_next: adjoint of s_{t+1}; adj_cur: adjoint of s_t, built from it.
-    let mut adj_next = Array2::<f32>::zeros((n, state_dim));
-    let mut adj_cur = Array2::<f32>::zeros((n, state_dim));
-    for t in (0..steps).rev() {
-        let a_t = actions.index_axis(Axis(0), t);
-        let s_t = traj.states.index_axis(Axis(0), t);
-        let s_next = traj.states.index_axis(Axis(0), t + 1);
-        let mut g_a = grad_actions.index_axis_mut(Axis(0), t);
-        task.reward_vjp(
-            s_next,
-            a_t,
-            ones.view(),
-            adj_next.view_mut(),
-            g_a.view_mut(),
-        );
-        adj_cur.fill(0.0);
-        task.step_vjp(
-            s_t,
-            a_t,
-            adj_next.view(),
-            adj_cur.view_mut(),
-            g_a.view_mut(),
-        );
-        std::mem::swap(&mut adj_next, &mut adj_cur);
-    }
-    RolloutGrad {
-        actions: grad_actions,
-        initial_state: adj_next,
-    }
+) -> Result<RolloutGrad> {
+    let weights = Array2::<f32>::ones(traj.rewards.dim());
+    let (actions_grad, initial_state) =
+        diff_core::open_loop_vjp(task, traj.states.view(), actions, weights.view())?;
+    Ok(RolloutGrad {
+        actions: actions_grad,
+        initial_state,
+    })
 }
 
 /// What `mbmix rollout` writes (as nested JSON arrays).
@@ -166,9 +125,11 @@ pub fn run(opts: &RolloutOptions) -> Result<RolloutOutput> {
         }
     };
     let traj = replay(task.as_ref(), state0.view(), actions.view())?;
-    let grad = opts
-        .grad
-        .then(|| summed_reward_grad(task.as_ref(), &traj, actions.view()));
+    let grad = if opts.grad {
+        Some(summed_reward_grad(task.as_ref(), &traj, actions.view())?)
+    } else {
+        None
+    };
     let (grad_actions, grad_initial_state) = match grad {
         Some(g) => (Some(g.actions), Some(g.initial_state)),
         None => (None, None),

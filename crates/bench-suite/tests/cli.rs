@@ -557,7 +557,7 @@ fn rollout_gradient_matches_finite_differences() {
     let actions = ndarray::Array3::from_shape_fn((3, 2, 1), |(t, i, _)| ACTIONS[t][i][0]);
     let state0 = ndarray::Array2::from_shape_fn((2, 4), |(i, j)| STATE0[i][j]);
     let traj = rollout::replay(task.as_ref(), state0.view(), actions.view()).expect("replay");
-    let grad = rollout::summed_reward_grad(task.as_ref(), &traj, actions.view());
+    let grad = rollout::summed_reward_grad(task.as_ref(), &traj, actions.view()).expect("grad");
     let summed = |s0: &ndarray::Array2<f32>, a: &ndarray::Array3<f32>| -> f64 {
         let t = rollout::replay(task.as_ref(), s0.view(), a.view()).expect("replay");
         t.rewards.iter().map(|&r| f64::from(r)).sum()

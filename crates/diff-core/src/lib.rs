@@ -2,7 +2,8 @@
 //!
 //! - [`Task`], the batched differentiable environment contract (forward, VJP, JVP of the
 //!   dynamics, observation and reward), and [`BatchEnv`], which runs N episodes of a task;
-//! - [`WindowTape`], what a window's reverse sweep needs;
+//! - [`WindowTape`], what a window's reverse sweep needs, and [`openloop`], the replay of an
+//!   action sequence with the VJP of its rewards;
 //! - [`Real`] and [`Dual`], the scalar abstraction the simulators are generic over;
 //! - seeded RNG ([`rng`]), device selection ([`Device`]) and the shared [`Error`];
 //! - [`gradcheck`], the finite-difference and dot-product test helpers with proptest
@@ -12,6 +13,7 @@ pub mod batch;
 pub mod device;
 pub mod error;
 pub mod gradcheck;
+pub mod openloop;
 pub mod rng;
 pub mod scalar;
 pub mod task;
@@ -19,6 +21,7 @@ pub mod task;
 pub use batch::{BatchEnv, BatchEnvSnapshot, Done, WindowTape, NONFINITE_LIMIT};
 pub use device::Device;
 pub use error::{Error, Result};
+pub use openloop::{open_loop_rollout, open_loop_vjp, OpenLoopWindow};
 pub use rng::{seeded, SeededRng};
 pub use scalar::{Dual, Real};
 pub use task::{check_batch, Task, TaskSpec};
