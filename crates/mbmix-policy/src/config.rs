@@ -2,6 +2,7 @@
 //! `reference/algorithms.md` §1.6 (DiffRL `examples/cfg/shac/cartpole_swing_up.yaml`).
 
 use crate::error::{Error, Result};
+use crate::nn::NetworkBackend;
 
 /// What to do when the actor gradient norm before clipping is NaN or above 1e6.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,6 +65,10 @@ pub struct ShacConfig {
     pub stochastic_init: bool,
     /// NaN / >1e6 actor gradient: `abort` (default, DiffRL behaviour) or `skip` the update.
     pub on_nonfinite_grad: NonFiniteGradPolicy,
+    /// Which implementation runs the actor and critic networks: `fused` (hand-written
+    /// forward/backward, default, ≈ 3× faster per SHAC epoch) or `dfdx` (the same networks
+    /// composed from dfdx ops on dfdx's tape). Both compute the same function and gradients.
+    pub network_backend: NetworkBackend,
 }
 
 impl Default for ShacConfig {
@@ -91,6 +96,7 @@ impl Default for ShacConfig {
             rew_scale: 1.0,
             stochastic_init: true,
             on_nonfinite_grad: NonFiniteGradPolicy::Abort,
+            network_backend: NetworkBackend::Fused,
         }
     }
 }

@@ -25,4 +25,5 @@ pub mod window;
 
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
+pub use nn::NetworkBackend;
 pub use shac::{EpochStats, EvalStats, Shac};

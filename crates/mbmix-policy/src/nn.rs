@@ -124,14 +124,29 @@ struct LayerSlots {
 ///   composed from dfdx tensor ops and differentiated by dfdx's tape, the reference the fast
 ///   path is tested against (and usable for losses the fast path does not cover).
 ///
-/// The split is for speed: at the critic's minibatch of 512 × [64, 64] the dfdx tape costs
-/// ≈ 6 ms per step (≈ 48 element-wise ops, each with an allocated gradient buffer), the fast
-/// path a fraction of that; SHAC takes 64 critic steps per epoch.
+/// [`Mlp::forward`], [`Mlp::vjp`] and [`Mlp::mse_grad`] run on the network's
+/// [`NetworkBackend`]: `Fused` (default) or `Dfdx`. The split is for speed: at the critic's
+/// minibatch of 512 × [64, 64] the dfdx tape costs ≈ 6 ms per step (≈ 48 element-wise ops,
+/// each with an allocated gradient buffer), the fused path a fraction of that; SHAC takes 64
+/// critic steps per epoch (BENCHMARKS.md compares whole training runs on both).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp<E: Float> {
     dims: Vec<usize>,
     layers: Vec<LayerSlots>,
     params: Vec<E>,
+    backend: NetworkBackend,
+}
+
+/// Which implementation computes a network's forward pass and gradients. Both compute the
+/// same function (tested to 1e-12 in f64); they differ in speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkBackend {
+    /// Hand-written forward/backward over ndarray GEMMs with fused element-wise loops.
+    #[default]
+    Fused,
+    /// The network composed from dfdx tensor ops, differentiated by dfdx's tape.
+    Dfdx,
 }
 
 /// One layer as dfdx tensors: weight, bias and, for hidden layers, LayerNorm gain and bias.
@@ -213,7 +228,18 @@ where
             dims,
             layers,
             params,
+            backend: NetworkBackend::default(),
         }
+    }
+
+    /// The backend that runs [`Mlp::forward`], [`Mlp::vjp`] and [`Mlp::mse_grad`].
+    pub fn backend(&self) -> NetworkBackend {
+        self.backend
+    }
+
+    /// Selects the backend (the parameters are shared by both).
+    pub fn set_backend(&mut self, backend: NetworkBackend) {
+        self.backend = backend;
     }
 
     /// Layer widths `[in, hidden…, out]`.
@@ -456,6 +482,11 @@ where
 
     /// Forward pass of `n` rows `x` (row-major `[n, in]`); returns `[n, out]` row-major.
     pub fn forward(&self, x: &[E], n: usize) -> Vec<E> {
+        if self.backend == NetworkBackend::Dfdx {
+            self.input_view(x, n, "Mlp::forward");
+            let xt = Cpu::default().tensor_from_vec(x.to_vec(), (n, self.input_dim()));
+            return self.dfdx_forward_t(xt).as_vec();
+        }
         let y = self.forward_impl(self.input_view(x, n, "Mlp::forward"), None);
         y.into_raw_vec_and_offset().0
     }
@@ -472,6 +503,11 @@ where
     ) {
         assert_eq!(seed.len(), n * self.output_dim(), "Mlp::vjp: seed length");
         assert_eq!(param_grad.len(), self.num_params(), "Mlp::vjp: grad length");
+        if self.backend == NetworkBackend::Dfdx {
+            let seed_t = Cpu::default().tensor_from_vec(seed.to_vec(), (n, self.output_dim()));
+            self.dfdx_grad_of(x, n, |y| (y * seed_t).sum(), param_grad, input_grad);
+            return;
+        }
         let mut cache = self.cache();
         self.forward_impl(self.input_view(x, n, "Mlp::vjp"), Some(&mut cache));
         let dy = Array2::from_shape_vec((n, self.output_dim()), seed.to_vec()).expect("seed shape");
@@ -497,6 +533,10 @@ where
             self.num_params(),
             "Mlp::mse_grad: grad length"
         );
+        if self.backend == NetworkBackend::Dfdx {
+            let t = Cpu::default().tensor_from_vec(target.to_vec(), (n, self.output_dim()));
+            return self.dfdx_grad_of(x, n, |y| dfdx::losses::mse_loss(y, t), param_grad, None);
+        }
         let mut cache = self.cache();
         let mut y = self.forward_impl(self.input_view(x, n, "Mlp::mse_grad"), Some(&mut cache));
         let count = E::from_usize(target.len()).unwrap();

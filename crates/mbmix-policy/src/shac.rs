@@ -113,14 +113,15 @@ impl Shac {
         }
         let env = BatchEnv::new(task.clone(), cfg.num_envs, seed, cfg.stochastic_init)?;
         let mut init_rng = seeded(seed, stream::INIT);
-        let actor = StochasticActor::new(
+        let mut actor = StochasticActor::new(
             spec.obs_dim,
             &cfg.actor_units,
             spec.act_dim,
             cfg.actor_logstd_init as f32,
             &mut init_rng,
         );
-        let critic = Mlp::new(
+        actor.mu.set_backend(cfg.network_backend);
+        let mut critic = Mlp::new(
             spec.obs_dim,
             &cfg.critic_units,
             1,
@@ -129,6 +130,7 @@ impl Shac {
             },
             &mut init_rng,
         );
+        critic.set_backend(cfg.network_backend);
         let target_critic = critic.clone();
         let betas = (cfg.betas[0], cfg.betas[1]);
         let (h, n) = (cfg.horizon, cfg.num_envs);
@@ -489,6 +491,7 @@ impl Shac {
 pub(crate) mod tests {
     use super::*;
     use crate::testing::PointMass;
+    use crate::NetworkBackend;
 
     pub(crate) fn toy_config() -> ShacConfig {
         ShacConfig {
@@ -535,6 +538,54 @@ pub(crate) mod tests {
             after.mean_return
         );
         assert!(after.success_rate.unwrap() > before.success_rate.unwrap());
+    }
+
+    #[test]
+    fn dfdx_backend_trains_like_the_fused_backend() {
+        // Same seed, same function, different arithmetic order: after three epochs the
+        // losses and parameters agree to f32 rounding, not bitwise.
+        let run = |backend| {
+            let cfg = ShacConfig {
+                network_backend: backend,
+                ..toy_config()
+            };
+            let mut agent = Shac::new(cfg, toy_task(), 11).unwrap();
+            assert_eq!(agent.actor.mu.backend(), backend);
+            assert_eq!(agent.critic.backend(), backend);
+            assert_eq!(agent.target_critic.backend(), backend);
+            let stats: Vec<EpochStats> = (0..3).map(|_| agent.train_epoch().unwrap()).collect();
+            (stats, agent.actor.params_flat(), agent.critic.params_flat())
+        };
+        let (sf, af, cf) = run(NetworkBackend::Fused);
+        let (sd, ad, cd) = run(NetworkBackend::Dfdx);
+        for (f, d) in sf.iter().zip(&sd) {
+            for (x, y) in [
+                (f.actor_loss, d.actor_loss),
+                (f.critic_loss, d.critic_loss),
+                (f.actor_grad_norm, d.actor_grad_norm),
+            ] {
+                assert!(
+                    (x - y).abs() <= 1e-3 * (1.0 + x.abs()),
+                    "fused {x} vs dfdx {y}"
+                );
+            }
+        }
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(
+            max_diff(&af, &ad) < 1e-3,
+            "actor params differ by {}",
+            max_diff(&af, &ad)
+        );
+        assert!(
+            max_diff(&cf, &cd) < 1e-3,
+            "critic params differ by {}",
+            max_diff(&cf, &cd)
+        );
     }
 
     #[test]
