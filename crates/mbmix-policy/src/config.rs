@@ -65,9 +65,10 @@ pub struct ShacConfig {
     pub stochastic_init: bool,
     /// NaN / >1e6 actor gradient: `abort` (default, DiffRL behaviour) or `skip` the update.
     pub on_nonfinite_grad: NonFiniteGradPolicy,
-    /// Which implementation runs the actor and critic networks: `fused` (hand-written
-    /// forward/backward, default, ≈ 3× faster per SHAC epoch) or `dfdx` (the same networks
-    /// composed from dfdx ops on dfdx's tape). Both compute the same function and gradients.
+    /// Which implementation runs the actor and critic networks: `dfdx` (default: the networks
+    /// composed from dfdx ops and differentiated by dfdx's tape, ARCHITECTURE.md) or `fused`
+    /// (a hand-written forward/backward over ndarray GEMMs, ≈ 2.5× faster per CartPole run,
+    /// BENCHMARKS.md). Both compute the same function and gradients (tested).
     pub network_backend: NetworkBackend,
 }
 
@@ -96,7 +97,7 @@ impl Default for ShacConfig {
             rew_scale: 1.0,
             stochastic_init: true,
             on_nonfinite_grad: NonFiniteGradPolicy::Abort,
-            network_backend: NetworkBackend::Fused,
+            network_backend: NetworkBackend::Dfdx,
         }
     }
 }
