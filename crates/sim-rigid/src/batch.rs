@@ -51,11 +51,15 @@ pub trait RigidTask: Send + Sync + 'static {
     }
 }
 
-/// Per-env working memory: the articulation workspace plus actuation buffers.
+/// Per-env working memory: the articulation workspace plus actuation buffers and, for the
+/// dual-number JVP, the lifted state, action and next state of one row.
 pub struct RowScratch<T> {
     pub ws: Workspace<T>,
     act: Vec<T>,
     adj_act: Vec<T>,
+    row_s: Vec<T>,
+    row_a: Vec<T>,
+    row_next: Vec<T>,
 }
 
 impl<T: Real> RowScratch<T> {
@@ -66,6 +70,9 @@ impl<T: Real> RowScratch<T> {
             ws: Workspace::new(art, task.sim_params()),
             act: vec![T::zero(); art.n_qd],
             adj_act: vec![T::zero(); art.n_qd],
+            row_s: vec![T::zero(); task.spec().state_dim],
+            row_a: vec![T::zero(); task.spec().act_dim],
+            row_next: vec![T::zero(); task.spec().state_dim],
         }
     }
 }
@@ -245,10 +252,12 @@ impl<D: RigidTask> Task for RigidEnv<D> {
             .into_par_iter()
             .enumerate()
             .for_each(|(k, mut out)| {
-                let mut sx = vec![Dual::<f32>::default(); sd];
-                let mut ax = vec![Dual::<f32>::default(); ad];
-                let mut sn = vec![Dual::<f32>::default(); sd];
                 self.pool_dual.with(&self.task, |sc| {
+                    let (mut sx, mut ax, mut sn) = (
+                        std::mem::take(&mut sc.row_s),
+                        std::mem::take(&mut sc.row_a),
+                        std::mem::take(&mut sc.row_next),
+                    );
                     for (r, mut row) in out.outer_iter_mut().enumerate() {
                         let i = k * c + r;
                         for j in 0..sd {
@@ -262,6 +271,7 @@ impl<D: RigidTask> Task for RigidEnv<D> {
                             row[j] = sn[j].eps;
                         }
                     }
+                    (sc.row_s, sc.row_a, sc.row_next) = (sx, ax, sn);
                 })
             });
     }

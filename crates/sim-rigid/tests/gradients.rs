@@ -644,7 +644,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(64))]
+    #![proptest_config(cases(256))]
 
     /// A whole 32-step window: the gradient of the summed reward with respect to the action
     /// sequence, against finite differences of the window's return.
