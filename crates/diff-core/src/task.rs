@@ -40,7 +40,8 @@ pub struct TaskSpec {
 
 /// A batched differentiable task. All batch arrays have `N` rows; the row count of every
 /// argument must agree (callers check shapes once at the batch level, see
-/// [`check_batch`]).
+/// [`check_batch`]), and rows must be contiguous (standard row-major layout, as every
+/// array this workspace allocates is).
 pub trait Task: Send + Sync {
     /// Static facts: dimensions, names, episode length.
     fn spec(&self) -> &TaskSpec;
