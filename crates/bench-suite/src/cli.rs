@@ -80,6 +80,10 @@ pub struct EvalArgs {
     /// `summary.json`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Start every episode from the task's deterministic initial state (e.g. CartPole
+    /// hanging straight down at rest) instead of its stochastic reset.
+    #[arg(long)]
+    pub deterministic_init: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -139,7 +143,12 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
         Command::List => list(out).map_err(io)?,
         Command::Train(args) => return train(args, stop, out),
         Command::Eval(args) => {
-            let report = run::evaluate_run(&args.run, args.episodes, args.seed)?;
+            let report = run::evaluate_run(
+                &args.run,
+                args.episodes,
+                args.seed,
+                !args.deterministic_init,
+            )?;
             if args.json {
                 let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Serialise {
                     path: PathBuf::from("<stdout>"),
@@ -149,10 +158,15 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
             } else {
                 writeln!(
                     out,
-                    "{}: epoch {}, {} episodes (seed {}): return {:.2} ± {:.2}, success rate {}",
+                    "{}: epoch {}, {} episodes ({}, seed {}): return {:.2} ± {:.2}, success rate {}",
                     args.run.display(),
                     report.epoch,
                     report.episodes,
+                    if report.stochastic_init {
+                        "stochastic initial states"
+                    } else {
+                        "deterministic initial state"
+                    },
                     report.seed,
                     report.mean_return,
                     report.std_return,

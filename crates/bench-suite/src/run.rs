@@ -111,14 +111,23 @@ pub struct EvalReport {
     pub success_rate: Option<f32>,
     /// Every episode's return.
     pub returns: Vec<f32>,
+    /// Whether the episodes started from the task's stochastic reset (true) or from its
+    /// deterministic initial state.
+    #[serde(default = "stochastic_by_default")]
+    pub stochastic_init: bool,
+}
+
+fn stochastic_by_default() -> bool {
+    true
 }
 
 impl EvalReport {
-    fn new(epoch: usize, episodes: usize, seed: u64, e: EvalStats) -> Self {
+    fn new(epoch: usize, episodes: usize, seed: u64, stochastic_init: bool, e: EvalStats) -> Self {
         EvalReport {
             epoch,
             episodes,
             seed,
+            stochastic_init,
             mean_return: e.mean_return,
             std_return: e.std_return,
             success_rate: e.success_rate,
@@ -198,7 +207,14 @@ pub fn train(opts: &TrainOptions, stop: &AtomicBool) -> Result<(PathBuf, TrainOu
 }
 
 /// Evaluates the latest checkpoint of a run directory.
-pub fn evaluate_run(dir: &Path, episodes: Option<usize>, seed: Option<u64>) -> Result<EvalReport> {
+/// `stochastic_init` false starts every episode from the task's deterministic initial state
+/// (DiffRL's reset without `stochastic_init`), true from its reset noise as training does.
+pub fn evaluate_run(
+    dir: &Path,
+    episodes: Option<usize>,
+    seed: Option<u64>,
+    stochastic_init: bool,
+) -> Result<EvalReport> {
     let cfg = load_run_config(dir)?;
     let mut trainer = trainer::build(&cfg)?;
     load_latest(trainer.as_mut(), dir)?;
@@ -207,8 +223,14 @@ pub fn evaluate_run(dir: &Path, episodes: Option<usize>, seed: Option<u64>) -> R
         return Err(Error::Usage("--episodes must be at least 1".into()));
     }
     let seed = seed.unwrap_or_else(|| trainer::eval_seed(cfg.seed));
-    let stats = trainer.evaluate(episodes, seed)?;
-    Ok(EvalReport::new(trainer.epoch(), episodes, seed, stats))
+    let stats = trainer.evaluate(episodes, seed, stochastic_init)?;
+    Ok(EvalReport::new(
+        trainer.epoch(),
+        episodes,
+        seed,
+        stochastic_init,
+        stats,
+    ))
 }
 
 /// Reads a run's `metrics.jsonl`, stopping at the first line that does not parse (a line
@@ -446,9 +468,11 @@ impl Session {
     }
 
     fn evaluate(&self) -> Result<EvalStats> {
-        Ok(self
-            .trainer
-            .evaluate(self.cfg.eval_episodes, trainer::eval_seed(self.cfg.seed))?)
+        Ok(self.trainer.evaluate(
+            self.cfg.eval_episodes,
+            trainer::eval_seed(self.cfg.seed),
+            true,
+        )?)
     }
 
     fn plot(&self) -> Result<()> {
@@ -552,6 +576,7 @@ impl Session {
             epoch,
             self.cfg.eval_episodes,
             trainer::eval_seed(self.cfg.seed),
+            true,
             final_stats,
         );
         let wall_s = wall();

@@ -15,8 +15,14 @@ pub trait Trainer {
     fn env_steps(&self) -> u64;
     /// Runs one training epoch.
     fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error>;
-    /// Evaluates the deterministic policy over `episodes` episodes seeded by `seed`.
-    fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats, mbmix_policy::Error>;
+    /// Evaluates the deterministic policy over `episodes` episodes seeded by `seed`, from the
+    /// task's stochastic reset or (`stochastic_init` false) its deterministic initial state.
+    fn evaluate(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+    ) -> Result<EvalStats, mbmix_policy::Error>;
     /// Writes a checkpoint (atomically).
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error>;
     /// Restores a checkpoint; on error the trainer is unchanged.
@@ -33,8 +39,13 @@ impl Trainer for Shac {
     fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
         Shac::train_epoch(self)
     }
-    fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats, mbmix_policy::Error> {
-        Shac::evaluate(self, episodes, seed)
+    fn evaluate(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+    ) -> Result<EvalStats, mbmix_policy::Error> {
+        Shac::evaluate_from(self, episodes, seed, stochastic_init)
     }
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
         Shac::save_checkpoint(self, path)

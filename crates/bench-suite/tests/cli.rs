@@ -241,8 +241,36 @@ fn train_writes_the_run_directory() {
     let (result, out) = mbmix(&["eval", "--run", s(&dir), "--episodes", "2", "--seed", "9"]);
     assert_eq!(result.expect("eval"), Exit::Success);
     assert!(
-        out.contains("2 episodes (seed 9)") && out.contains('±'),
+        out.contains("2 episodes (stochastic initial states, seed 9)") && out.contains('±'),
         "{out}"
+    );
+    // From the deterministic initial state every episode is the same one.
+    let (result, out) = mbmix(&[
+        "eval",
+        "--run",
+        s(&dir),
+        "--episodes",
+        "3",
+        "--deterministic-init",
+        "--json",
+    ]);
+    assert_eq!(result.expect("eval"), Exit::Success);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("eval --json");
+    assert_eq!(report["stochastic_init"], serde_json::Value::Bool(false));
+    let returns: Vec<f64> = report["returns"]
+        .as_array()
+        .expect("returns")
+        .iter()
+        .map(|r| r.as_f64().expect("number"))
+        .collect();
+    assert_eq!(returns.len(), 3);
+    assert!(
+        returns.iter().all(|r| *r == returns[0]),
+        "identical episodes: {returns:?}"
+    );
+    assert_ne!(
+        report["mean_return"].as_f64().map(|x| x as f32),
+        Some(summary.final_eval.mean_return)
     );
 }
 

@@ -414,12 +414,23 @@ impl Shac {
     /// finished one full episode; undiscounted returns; success via
     /// [`Task::episode_success`] on each episode's states (start state first).
     pub fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats> {
+        self.evaluate_from(episodes, seed, true)
+    }
+
+    /// [`Shac::evaluate`] with the choice of initial states: the task's reset noise
+    /// (`stochastic_init`, as training uses) or its deterministic initial state.
+    pub fn evaluate_from(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+    ) -> Result<EvalStats> {
         if episodes == 0 {
             return Err(Error::config("episodes", "must be at least 1"));
         }
         let spec = self.task.spec();
         let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
-        let mut env = BatchEnv::new(self.task.clone(), episodes, seed, true)?;
+        let mut env = BatchEnv::new(self.task.clone(), episodes, seed, stochastic_init)?;
         let mut returns = vec![0.0f32; episodes];
         let mut finished = vec![false; episodes];
         let mut states: Vec<Vec<f32>> =
