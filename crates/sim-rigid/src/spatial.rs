@@ -30,10 +30,6 @@ pub fn add<T: Real>(a: V3<T>, b: V3<T>) -> V3<T> {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 #[inline(always)]
-pub fn sub<T: Real>(a: V3<T>, b: V3<T>) -> V3<T> {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-#[inline(always)]
 pub fn scale<T: Real>(a: V3<T>, s: T) -> V3<T> {
     [a[0] * s, a[1] * s, a[2] * s]
 }
@@ -76,15 +72,6 @@ pub fn m3_cst<T: Real>(m: [[f64; 3]; 3]) -> M3<T> {
 #[inline(always)]
 pub fn mv<T: Real>(a: &M3<T>, x: V3<T>) -> V3<T> {
     [dot(a[0], x), dot(a[1], x), dot(a[2], x)]
-}
-/// `Aᵀ·x`.
-#[inline(always)]
-pub fn mtv<T: Real>(a: &M3<T>, x: V3<T>) -> V3<T> {
-    [
-        a[0][0] * x[0] + a[1][0] * x[1] + a[2][0] * x[2],
-        a[0][1] * x[0] + a[1][1] * x[1] + a[2][1] * x[2],
-        a[0][2] * x[0] + a[1][2] * x[1] + a[2][2] * x[2],
-    ]
 }
 /// `A·B`.
 #[inline(always)]
