@@ -230,6 +230,18 @@ impl Articulation {
             let axis = v3_cst::<T>(link.joint.axis);
             let x_sc = match link.joint.kind {
                 JointKind::Fixed => x_sj,
+                JointKind::Ball => Transform {
+                    p: x_sj.p,
+                    r: mm(&x_sj.r, &quat_rot(self.joint_quat(sub, i))),
+                },
+                JointKind::Free => {
+                    let qs = link.q_start;
+                    let pq = [sub.q[qs], sub.q[qs + 1], sub.q[qs + 2]];
+                    Transform {
+                        p: add(x_sj.p, mv(&x_sj.r, pq)),
+                        r: mm(&x_sj.r, &quat_rot(self.joint_quat(sub, i))),
+                    }
+                }
                 JointKind::Revolute => {
                     let q = sub.q[link.q_start];
                     Transform {
@@ -245,14 +257,30 @@ impl Articulation {
                     }
                 }
             };
+            let d = link.qd_start;
             match link.joint.kind {
                 JointKind::Fixed => {}
                 JointKind::Revolute => {
                     let w = mv(&x_sj.r, axis);
-                    sub.s[link.qd_start] = sv_new(w, cross(x_sj.p, w));
+                    sub.s[d] = sv_new(w, cross(x_sj.p, w));
                 }
                 JointKind::Prismatic => {
-                    sub.s[link.qd_start] = sv_new(v3_zero(), mv(&x_sj.r, axis));
+                    sub.s[d] = sv_new(v3_zero(), mv(&x_sj.r, axis));
+                }
+                JointKind::Ball => {
+                    // S_k = X_sj·(e_k, 0): the joint-frame axes carried to the world
+                    for k in 0..3 {
+                        let w = [x_sj.r[0][k], x_sj.r[1][k], x_sj.r[2][k]];
+                        sub.s[d + k] = sv_new(w, cross(x_sj.p, w));
+                    }
+                }
+                JointKind::Free => {
+                    // the twist is already in world coordinates: S = I₆
+                    for k in 0..6 {
+                        let mut e = sv_zero::<T>();
+                        e[k] = T::one();
+                        sub.s[d + k] = e;
+                    }
                 }
             }
             let ls = &mut sub.links[i];
@@ -309,6 +337,32 @@ impl Articulation {
                     adj.q[qi] += dot(mv(&ls.x_sj.r, axis), la.x_sc_p);
                     m3_add_assign(&mut la.x_sj_r, &la.x_sc_r);
                 }
+                JointKind::Ball => {
+                    let d = link.qd_start;
+                    for k in 0..3 {
+                        let s = adj.s[d + k];
+                        let w = [ls.x_sj.r[0][k], ls.x_sj.r[1][k], ls.x_sj.r[2][k]];
+                        let adj_w = add(sv_ang(&s), cross(sv_lin(&s), ls.x_sj.p));
+                        add_assign(&mut la.x_sj_p, cross(w, sv_lin(&s)));
+                        for r in 0..3 {
+                            la.x_sj_r[r][k] += adj_w[r];
+                        }
+                    }
+                    add_assign(&mut la.x_sj_p, la.x_sc_p);
+                    self.joint_rotation_vjp(sub, i, &ls.x_sj.r, &mut la, adj);
+                }
+                JointKind::Free => {
+                    // S = I₆ is constant; x_sc = (p_sj + R_sj·p_q, R_sj·R(quat))
+                    let qs = link.q_start;
+                    let pq = [sub.q[qs], sub.q[qs + 1], sub.q[qs + 2]];
+                    add_assign(&mut la.x_sj_p, la.x_sc_p);
+                    m3_add_outer(&mut la.x_sj_r, la.x_sc_p, pq);
+                    let apq = mtv(&ls.x_sj.r, la.x_sc_p);
+                    for k in 0..3 {
+                        adj.q[qs + k] += apq[k];
+                    }
+                    self.joint_rotation_vjp(sub, i, &ls.x_sj.r, &mut la, adj);
+                }
             }
             // x_sj = X_sc(parent)·X_pj
             if let Some(p) = link.parent {
@@ -319,6 +373,45 @@ impl Articulation {
                 m3_add_outer(&mut pa.x_sc_r, la.x_sj_p, v3_cst(pj.p));
             }
             adj.links[i] = la;
+        }
+    }
+
+    /// The quaternion coordinates of link `i`'s ball or free joint.
+    #[inline(always)]
+    fn joint_quat<T: Real>(&self, sub: &Substep<T>, i: usize) -> [T; 4] {
+        let link = &self.links[i];
+        let o = link.q_start
+            + if link.joint.kind == JointKind::Free {
+                3
+            } else {
+                0
+            };
+        [sub.q[o], sub.q[o + 1], sub.q[o + 2], sub.q[o + 3]]
+    }
+
+    /// Adjoint of `R_sc = R_sj·R(quat)` for ball and free joints: accumulates into
+    /// `la.x_sj_r` and the quaternion's coordinate adjoints.
+    fn joint_rotation_vjp<T: Real>(
+        &self,
+        sub: &Substep<T>,
+        i: usize,
+        r_sj: &M3<T>,
+        la: &mut LinkAdj<T>,
+        adj: &mut SubstepAdj<T>,
+    ) {
+        let link = &self.links[i];
+        let quat = self.joint_quat(sub, i);
+        let rq = quat_rot(quat);
+        m3_add_assign(&mut la.x_sj_r, &mmt(&la.x_sc_r, &rq));
+        let aq = quat_rot_adjoint(quat, &mtm(r_sj, &la.x_sc_r));
+        let o = link.q_start
+            + if link.joint.kind == JointKind::Free {
+                3
+            } else {
+                0
+            };
+        for k in 0..4 {
+            adj.q[o + k] += aq[k];
         }
     }
 
@@ -342,12 +435,11 @@ impl Articulation {
     #[inline(always)]
     fn joint_twist<T: Real>(&self, sub: &Substep<T>, i: usize) -> Sv<T> {
         let link = &self.links[i];
-        match link.joint.kind {
-            JointKind::Fixed => sv_zero(),
-            JointKind::Revolute | JointKind::Prismatic => {
-                sv_scale(&sub.s[link.qd_start], sub.qd[link.qd_start])
-            }
+        let mut vj = sv_zero();
+        for d in link.qd_start..link.qd_start + link.joint.kind.dof_count() {
+            sv_add_assign(&mut vj, &sv_scale(&sub.s[d], sub.qd[d]));
         }
+        vj
     }
 
     /// Adjoint of [`Articulation::velocities`]: consumes `adj.links[*].{v, a}`, accumulates
@@ -363,8 +455,7 @@ impl Articulation {
                 sv_add_assign(&mut adj.links[p].v, &adj_v);
                 sv_add_assign(&mut adj.links[p].a, &adj_a);
             }
-            if link.joint.kind != JointKind::Fixed {
-                let d = link.qd_start;
+            for d in link.qd_start..link.qd_start + link.joint.kind.dof_count() {
                 adj.qd[d] += sv_dot(&sub.s[d], &adj_vj);
                 sv_add_assign(&mut adj.s[d], &sv_scale(&adj_vj, sub.qd[d]));
             }
@@ -436,18 +527,34 @@ impl Articulation {
                 sv_add_assign(&mut sub.links[p].f_tot, &f);
             }
             let j = &link.joint;
-            if j.kind == JointKind::Fixed {
-                continue;
-            }
             let (qi, d) = (link.q_start, link.qd_start);
-            let (q, qd) = (sub.q[qi], sub.qd[d]);
-            let limit_f = limit_force(q, j.limit_lower, j.limit_upper, j.limit_ke);
-            sub.tau[d] = -sv_dot(&sub.s[d], &sub.links[i].f_tot)
-                - T::cst(j.target_ke) * (q - T::cst(j.target))
-                - T::cst(j.target_kd) * qd
-                + act[d]
-                + limit_f
-                - T::cst(j.limit_kd) * qd;
+            match j.kind {
+                JointKind::Fixed => {}
+                JointKind::Prismatic | JointKind::Revolute => {
+                    let (q, qd) = (sub.q[qi], sub.qd[d]);
+                    let limit_f = limit_force(q, j.limit_lower, j.limit_upper, j.limit_ke);
+                    sub.tau[d] = -sv_dot(&sub.s[d], &sub.links[i].f_tot)
+                        - T::cst(j.target_ke) * (q - T::cst(j.target))
+                        - T::cst(j.target_kd) * qd
+                        + act[d]
+                        + limit_f
+                        - T::cst(j.limit_kd) * qd;
+                }
+                JointKind::Ball => {
+                    // spring on the quaternion's imaginary part, damping on ω; no limits,
+                    // no actuation (dflex `jcalc_tau`)
+                    for k in 0..3 {
+                        sub.tau[d + k] = -sv_dot(&sub.s[d + k], &sub.links[i].f_tot)
+                            - sub.qd[d + k] * T::cst(j.target_kd)
+                            - sub.q[qi + k] * T::cst(j.target_ke);
+                    }
+                }
+                JointKind::Free => {
+                    for k in 0..6 {
+                        sub.tau[d + k] = -sv_dot(&sub.s[d + k], &sub.links[i].f_tot);
+                    }
+                }
+            }
         }
     }
 
@@ -461,16 +568,29 @@ impl Articulation {
                 let pa = adj.links[p].f_tot;
                 sv_add_assign(&mut adj.links[i].f_tot, &pa);
             }
-            if j.kind != JointKind::Fixed {
-                let (qi, d) = (link.q_start, link.qd_start);
-                let at = adj.tau[d];
-                sv_add_assign(&mut adj.links[i].f_tot, &sv_scale(&sub.s[d], -at));
-                sv_add_assign(&mut adj.s[d], &sv_scale(&sub.links[i].f_tot, -at));
-                let dlim =
-                    limit_force_derivative(sub.q[qi], j.limit_lower, j.limit_upper, j.limit_ke);
-                adj.q[qi] += at * (dlim - T::cst(j.target_ke));
-                adj.qd[d] -= at * T::cst(j.target_kd + j.limit_kd);
-                adj.act[d] += at;
+            let (qi, d) = (link.q_start, link.qd_start);
+            for k in 0..j.kind.dof_count() {
+                let at = adj.tau[d + k];
+                sv_add_assign(&mut adj.links[i].f_tot, &sv_scale(&sub.s[d + k], -at));
+                sv_add_assign(&mut adj.s[d + k], &sv_scale(&sub.links[i].f_tot, -at));
+            }
+            match j.kind {
+                JointKind::Prismatic | JointKind::Revolute => {
+                    let at = adj.tau[d];
+                    let dlim =
+                        limit_force_derivative(sub.q[qi], j.limit_lower, j.limit_upper, j.limit_ke);
+                    adj.q[qi] += at * (dlim - T::cst(j.target_ke));
+                    adj.qd[d] -= at * T::cst(j.target_kd + j.limit_kd);
+                    adj.act[d] += at;
+                }
+                JointKind::Ball => {
+                    for k in 0..3 {
+                        let at = adj.tau[d + k];
+                        adj.qd[d + k] -= at * T::cst(j.target_kd);
+                        adj.q[qi + k] -= at * T::cst(j.target_ke);
+                    }
+                }
+                JointKind::Fixed | JointKind::Free => {}
             }
         }
         for la in adj.links.iter_mut() {
@@ -578,15 +698,39 @@ impl Articulation {
 
     // ------------------------------------------------------------------ stage 7
     /// Semi-implicit Euler: `q̇' = q̇ + q̈ dt`, `q' = q + q̇' dt`.
+    ///
+    /// Ball: `ω' = ω + ω̇ dt`, `quat' = normalize(quat + ½(ω', 0) ⊗ quat dt)`. Free: the same
+    /// for `ω` and `v`, then `p' = p + (v' + ω' × p) dt` (dflex `jcalc_integrate`).
     pub fn integrate<T: Real>(&self, sub: &mut Substep<T>, dt: T) {
-        for link in &self.links {
-            if link.joint.kind == JointKind::Fixed {
-                continue;
-            }
+        for (i, link) in self.links.iter().enumerate() {
             let (qi, d) = (link.q_start, link.qd_start);
-            let qd = sub.qd[d] + sub.qdd[d] * dt;
-            sub.qd_out[d] = qd;
-            sub.q_out[qi] = sub.q[qi] + qd * dt;
+            let nd = link.joint.kind.dof_count();
+            for k in d..d + nd {
+                sub.qd_out[k] = sub.qd[k] + sub.qdd[k] * dt;
+            }
+            match link.joint.kind {
+                JointKind::Fixed => {}
+                JointKind::Prismatic | JointKind::Revolute => {
+                    sub.q_out[qi] = sub.q[qi] + sub.qd_out[d] * dt;
+                }
+                JointKind::Ball | JointKind::Free => {
+                    let w = [sub.qd_out[d], sub.qd_out[d + 1], sub.qd_out[d + 2]];
+                    let o = if link.joint.kind == JointKind::Free {
+                        let v = [sub.qd_out[d + 3], sub.qd_out[d + 4], sub.qd_out[d + 5]];
+                        let p = [sub.q[qi], sub.q[qi + 1], sub.q[qi + 2]];
+                        let dp = add(v, cross(w, p));
+                        for k in 0..3 {
+                            sub.q_out[qi + k] = p[k] + dp[k] * dt;
+                        }
+                        3
+                    } else {
+                        0
+                    };
+                    let quat = self.joint_quat(sub, i);
+                    let qn = quat_integrate(quat, w, dt);
+                    sub.q_out[qi + o..qi + o + 4].copy_from_slice(&qn);
+                }
+            }
         }
     }
 
@@ -594,20 +738,65 @@ impl Articulation {
     /// `adj.qdd` and accumulates into `adj.{q, qd}`.
     pub fn integrate_vjp<T: Real>(
         &self,
+        sub: &Substep<T>,
         adj_q_out: &[T],
         adj_qd_out: &[T],
         dt: T,
         adj: &mut SubstepAdj<T>,
     ) {
-        for link in &self.links {
-            if link.joint.kind == JointKind::Fixed {
-                continue;
-            }
+        for (i, link) in self.links.iter().enumerate() {
             let (qi, d) = (link.q_start, link.qd_start);
-            let adj_qd_new = adj_qd_out[d] + adj_q_out[qi] * dt;
-            adj.q[qi] += adj_q_out[qi];
-            adj.qd[d] += adj_qd_new;
-            adj.qdd[d] = adj_qd_new * dt;
+            match link.joint.kind {
+                JointKind::Fixed => continue,
+                JointKind::Prismatic | JointKind::Revolute => {
+                    let adj_qd_new = adj_qd_out[d] + adj_q_out[qi] * dt;
+                    adj.q[qi] += adj_q_out[qi];
+                    adj.qd[d] += adj_qd_new;
+                    adj.qdd[d] = adj_qd_new * dt;
+                    continue;
+                }
+                JointKind::Ball | JointKind::Free => {}
+            }
+            let nd = link.joint.kind.dof_count();
+            // adjoint of the new velocities, starting from the outputs' own
+            let mut a_new = [T::zero(); 6];
+            a_new[..nd].copy_from_slice(&adj_qd_out[d..d + nd]);
+            let w = [sub.qd_out[d], sub.qd_out[d + 1], sub.qd_out[d + 2]];
+            let o = if link.joint.kind == JointKind::Free {
+                // p' = p + (v' + ω' × p) dt
+                let p = [sub.q[qi], sub.q[qi + 1], sub.q[qi + 2]];
+                let ap = [adj_q_out[qi], adj_q_out[qi + 1], adj_q_out[qi + 2]];
+                let ap_w = cross(ap, w);
+                let aw = cross(p, ap);
+                for k in 0..3 {
+                    adj.q[qi + k] += ap[k] + dt * ap_w[k];
+                    a_new[k] += dt * aw[k];
+                    a_new[3 + k] += dt * ap[k];
+                }
+                3
+            } else {
+                0
+            };
+            let quat = self.joint_quat(sub, i);
+            let aq_out = [
+                adj_q_out[qi + o],
+                adj_q_out[qi + o + 1],
+                adj_q_out[qi + o + 2],
+                adj_q_out[qi + o + 3],
+            ];
+            let mut aq = [T::zero(); 4];
+            let mut aw = v3_zero::<T>();
+            quat_integrate_adjoint(quat, w, dt, aq_out, &mut aq, &mut aw);
+            for k in 0..4 {
+                adj.q[qi + o + k] += aq[k];
+            }
+            for k in 0..3 {
+                a_new[k] += aw[k];
+            }
+            for k in 0..nd {
+                adj.qd[d + k] += a_new[k];
+                adj.qdd[d + k] = a_new[k] * dt;
+            }
         }
     }
 
@@ -639,6 +828,7 @@ impl Articulation {
             self.kinematics(sub);
             self.velocities(sub);
             self.bias_forces(sub);
+            self.contacts(sub);
             self.joint_torques(sub, act);
             let b = k / params.mm_freq;
             if k % params.mm_freq == 0 {
@@ -703,7 +893,7 @@ impl Articulation {
         for k in (0..params.substeps).rev() {
             let sub = &subs[k];
             adj.clear_stages();
-            self.integrate_vjp(carry_q, carry_qd, dt, adj);
+            self.integrate_vjp(sub, carry_q, carry_qd, dt, adj);
             // the solve of substep k used the H built at substep k − k % mm_freq, whose
             // adjoint accumulates until the reverse sweep reaches that substep
             let b = k / params.mm_freq;
@@ -712,6 +902,7 @@ impl Articulation {
                 self.mass_matrix_vjp(sub, &mut mm[b], adj);
             }
             self.joint_torques_vjp(sub, adj);
+            self.contacts_vjp(sub, adj);
             self.bias_forces_vjp(sub, adj);
             self.velocities_vjp(sub, adj);
             self.kinematics_vjp(sub, adj);

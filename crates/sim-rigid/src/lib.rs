@@ -11,6 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod batch;
+pub mod contact;
 pub mod dynamics;
 pub mod model;
 pub mod spatial;
@@ -18,6 +19,7 @@ pub mod tasks;
 
 pub use dynamics::{SimParams, Workspace};
 pub use model::{
-    Articulation, ArticulationBuilder, Geometry, InertiaTransform, Joint, JointKind, Shape,
+    Articulation, ArticulationBuilder, ContactMaterial, ContactPoint, Geometry, InertiaTransform,
+    Inertial, Joint, JointKind, LinkShape, Shape,
 };
 pub use tasks::CartPoleSwingUp;

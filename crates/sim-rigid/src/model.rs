@@ -7,16 +7,24 @@
 use crate::spatial::{quat_to_matrix, Transform, M3};
 use diff_core::{Error, Result};
 
-/// Joint types (dflex ids: PRISMATIC 0, REVOLUTE 1, FIXED 3; BALL 2 and FREE 4 arrive with
-/// ground contact).
+/// Joint types (dflex ids: PRISMATIC 0, REVOLUTE 1, BALL 2, FIXED 3, FREE 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JointKind {
     /// Translation along `axis` (one coordinate, one DOF).
     Prismatic,
     /// Rotation about `axis` (one coordinate, one DOF).
     Revolute,
+    /// Spherical joint: coordinates are a quaternion `(x, y, z, w)` (child → joint frame),
+    /// velocities the angular velocity expressed in the world frame axes through the joint
+    /// frame (`S_k = X_sj·e_k`, dflex `jcalc_motion`). No limits, no limit damping
+    /// (fidelity trap 7); stiffness acts on the quaternion's imaginary part.
+    Ball,
     /// Rigid attachment (no DOF).
     Fixed,
+    /// Floating base: coordinates `[p (3), quat (x, y, z, w)]`, velocities the world-frame
+    /// spatial twist `[ω, v]` with `v` the velocity of the body point at the world origin
+    /// (fidelity trap 13). Armature is always 0 (fidelity trap 5); no actuation.
+    Free,
 }
 
 impl JointKind {
@@ -24,12 +32,23 @@ impl JointKind {
     pub fn coord_count(self) -> usize {
         match self {
             JointKind::Prismatic | JointKind::Revolute => 1,
+            JointKind::Ball => 4,
             JointKind::Fixed => 0,
+            JointKind::Free => 7,
         }
     }
     /// Number of degrees of freedom (velocity coordinates).
     pub fn dof_count(self) -> usize {
-        self.coord_count()
+        match self {
+            JointKind::Prismatic | JointKind::Revolute => 1,
+            JointKind::Ball => 3,
+            JointKind::Fixed => 0,
+            JointKind::Free => 6,
+        }
+    }
+    /// Whether the joint has one coordinate and one DOF along an axis.
+    pub fn is_1dof(self) -> bool {
+        matches!(self, JointKind::Prismatic | JointKind::Revolute)
     }
 }
 
@@ -93,6 +112,31 @@ pub enum Geometry {
     Capsule { radius: f64, half_width: f64 },
 }
 
+/// Ground-contact material of a shape (dflex `shape_materials`: ke, kd, kf, mu).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContactMaterial {
+    /// Normal stiffness (N/m).
+    pub ke: f64,
+    /// Normal damping, scaled by the penetration depth (N·s/m²).
+    pub kd: f64,
+    /// Viscous friction coefficient (N·s/m).
+    pub kf: f64,
+    /// Coulomb coefficient applied to the elastic normal force only.
+    pub mu: f64,
+}
+
+impl Default for ContactMaterial {
+    /// dflex's shape defaults: ke 1e4, kd 1e4, kf 1e2, mu 0.25 (tasks.md §1.2).
+    fn default() -> Self {
+        ContactMaterial {
+            ke: 1e4,
+            kd: 1e4,
+            kf: 1e2,
+            mu: 0.25,
+        }
+    }
+}
+
 /// A collision shape attached to a link, whose volume gives the link its mass.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -101,6 +145,50 @@ pub struct Shape {
     pub pose: Transform<f64>,
     /// Density in kg/m³ (dflex default 1000).
     pub density: f64,
+    /// Ground-contact material.
+    pub material: ContactMaterial,
+}
+
+impl Shape {
+    /// A shape at `pose` with dflex's defaults: density 1000, default material.
+    pub fn new(geometry: Geometry, pose: Transform<f64>) -> Shape {
+        Shape {
+            geometry,
+            pose,
+            density: 1000.0,
+            material: ContactMaterial::default(),
+        }
+    }
+}
+
+/// A ground-contact point fixed on a link (dflex `model.collide`, fidelity trap 10).
+#[derive(Clone, Copy, Debug)]
+pub struct ContactPoint {
+    /// The link it belongs to.
+    pub link: usize,
+    /// Position in the link frame.
+    pub point: [f64; 3],
+    /// Shape thickness (radius for spheres and capsules, 0 for box corners): the point
+    /// touches the ground when `y − thickness < 0`.
+    pub thickness: f64,
+    pub material: ContactMaterial,
+}
+
+/// A shape kept on the articulation for contacts and rendering.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkShape {
+    pub link: usize,
+    pub shape: Shape,
+}
+
+/// Explicit mass properties of a link (URDF `<inertial>`), used instead of the shapes'.
+#[derive(Clone, Copy, Debug)]
+pub struct Inertial {
+    pub mass: f64,
+    /// COM in the link frame.
+    pub com: [f64; 3],
+    /// Inertia about the COM, in the link frame.
+    pub inertia: M3<f64>,
 }
 
 /// How a shape's inertia is rotated into its link frame when merged (fidelity trap 27).
@@ -213,12 +301,19 @@ pub struct Articulation {
     /// For each DOF `e`, the DOFs `d ≤ e` whose link is an ancestor of (or equal to) the
     /// link of `e`: the non-zero pattern of row `e` of the mass matrix.
     pub dof_support: Vec<Vec<usize>>,
+    /// All shapes, in the order they were added.
+    pub shapes: Vec<LinkShape>,
+    /// Ground-contact points (empty when the ground is disabled).
+    pub contacts: Vec<ContactPoint>,
 }
 
 /// Builds an [`Articulation`] link by link.
 #[derive(Clone, Debug)]
 pub struct ArticulationBuilder {
     links: Vec<Link>,
+    shapes: Vec<LinkShape>,
+    extra_contacts: Vec<ContactPoint>,
+    ground: bool,
     inertia_transform: InertiaTransform,
     gravity: [f64; 3],
 }
@@ -234,9 +329,72 @@ impl ArticulationBuilder {
     pub fn new(inertia_transform: InertiaTransform) -> Self {
         ArticulationBuilder {
             links: Vec::new(),
+            shapes: Vec::new(),
+            extra_contacts: Vec::new(),
+            ground: true,
             inertia_transform,
             gravity: [0.0, -9.81, 0.0],
         }
+    }
+
+    /// Enables or disables ground contact (dflex `model.ground`, on by default). With the
+    /// ground on, every shape gets contact points at `build` time (spheres 1, capsules 2,
+    /// boxes 8 corners).
+    pub fn ground(mut self, on: bool) -> Self {
+        self.ground = on;
+        self
+    }
+
+    /// Sets whether ground contact is on (see [`ArticulationBuilder::ground`]).
+    pub fn set_ground(&mut self, on: bool) {
+        self.ground = on;
+    }
+
+    /// The links added so far.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// Adds an explicit ground-contact point on `link` (used when the collision geometry is
+    /// not made of primitives, e.g. Bruce's feet). Only active when the ground is on.
+    pub fn add_contact_point(&mut self, c: ContactPoint) -> Result<()> {
+        if c.link >= self.links.len() {
+            return Err(Error::InvalidParameter {
+                name: "contact point link".into(),
+                reason: format!("link {} does not exist", c.link),
+            });
+        }
+        self.extra_contacts.push(c);
+        Ok(())
+    }
+
+    /// Adds a link with explicit mass properties (URDF `<inertial>`); `shapes` are kept for
+    /// contact and rendering but do not add mass.
+    pub fn add_link_inertial(
+        &mut self,
+        parent: Option<usize>,
+        joint: Joint,
+        inertial: Inertial,
+        shapes: &[Shape],
+    ) -> Result<usize> {
+        if !(inertial.mass >= 0.0 && inertial.mass.is_finite()) {
+            return Err(Error::InvalidParameter {
+                name: format!("link of joint `{}` mass", joint.name),
+                reason: format!("must be finite and ≥ 0, is {}", inertial.mass),
+            });
+        }
+        let idx = self.add_link(parent, joint, &[])?;
+        let link = &mut self.links[idx];
+        link.mass = inertial.mass;
+        link.com = inertial.com;
+        link.inertia = inertial.inertia;
+        for s in shapes {
+            self.shapes.push(LinkShape {
+                link: idx,
+                shape: *s,
+            });
+        }
+        Ok(idx)
     }
 
     /// Sets gravity.
@@ -264,8 +422,19 @@ impl ArticulationBuilder {
                 });
             }
         }
+        let mut joint = joint;
+        if joint.kind == JointKind::Free {
+            if parent.is_some() {
+                return Err(Error::InvalidParameter {
+                    name: format!("joint `{}`", joint.name),
+                    reason: "a free joint must attach a root link to the world".into(),
+                });
+            }
+            // dflex `add_link`: free joints never get armature (fidelity trap 5)
+            joint.armature = 0.0;
+        }
         let axis_norm = joint.axis.iter().map(|a| a * a).sum::<f64>().sqrt();
-        if joint.kind != JointKind::Fixed && (axis_norm - 1.0).abs() > 1e-9 {
+        if joint.kind.is_1dof() && (axis_norm - 1.0).abs() > 1e-9 {
             return Err(Error::InvalidParameter {
                 name: format!("joint `{}` axis", joint.name),
                 reason: format!("must be a unit vector, has norm {axis_norm}"),
@@ -298,6 +467,10 @@ impl ArticulationBuilder {
         };
         for s in shapes {
             self.merge_shape(&mut link, s);
+            self.shapes.push(LinkShape {
+                link: idx,
+                shape: *s,
+            });
         }
         self.links.push(link);
         Ok(idx)
@@ -365,6 +538,13 @@ impl ArticulationBuilder {
             support.sort_unstable();
             dof_support.push(support);
         }
+        let mut contacts = Vec::new();
+        if self.ground {
+            for ls in &self.shapes {
+                shape_contacts(ls, &mut contacts);
+            }
+            contacts.extend_from_slice(&self.extra_contacts);
+        }
         Ok(Articulation {
             links: self.links,
             n_q,
@@ -372,6 +552,44 @@ impl ArticulationBuilder {
             gravity: self.gravity,
             dof_link,
             dof_support,
+            shapes: self.shapes,
+            contacts,
         })
+    }
+}
+
+/// dflex `Model.collide`: the fixed contact points of a shape, in the link frame.
+fn shape_contacts(ls: &LinkShape, out: &mut Vec<ContactPoint>) {
+    let s = &ls.shape;
+    let mut push = |local: [f64; 3], thickness: f64| {
+        out.push(ContactPoint {
+            link: ls.link,
+            point: s.pose.point(local),
+            thickness,
+            material: s.material,
+        })
+    };
+    match s.geometry {
+        Geometry::Sphere { radius } => push([0.0; 3], radius),
+        Geometry::Capsule { radius, half_width } => {
+            push([-half_width, 0.0, 0.0], radius);
+            push([half_width, 0.0, 0.0], radius);
+        }
+        Geometry::Box {
+            half_extents: [x, y, z],
+        } => {
+            for &(sz, sy, sx) in &[
+                (-1.0, -1.0, -1.0),
+                (-1.0, -1.0, 1.0),
+                (-1.0, 1.0, -1.0),
+                (-1.0, 1.0, 1.0),
+                (1.0, -1.0, -1.0),
+                (1.0, -1.0, 1.0),
+                (1.0, 1.0, -1.0),
+                (1.0, 1.0, 1.0),
+            ] {
+                push([sx * x, sy * y, sz * z], 0.0);
+            }
+        }
     }
 }

@@ -95,6 +95,17 @@ pub fn mmt<T: Real>(a: &M3<T>, b: &M3<T>) -> M3<T> {
     }
     c
 }
+
+/// `Aᵀ·x`.
+#[inline(always)]
+pub fn mtv<T: Real>(a: &M3<T>, x: V3<T>) -> V3<T> {
+    [
+        a[0][0] * x[0] + a[1][0] * x[1] + a[2][0] * x[2],
+        a[0][1] * x[0] + a[1][1] * x[1] + a[2][1] * x[2],
+        a[0][2] * x[0] + a[1][2] * x[1] + a[2][2] * x[2],
+    ]
+}
+
 /// `Aᵀ·B`.
 #[inline(always)]
 pub fn mtm<T: Real>(a: &M3<T>, b: &M3<T>) -> M3<T> {
@@ -302,7 +313,8 @@ pub fn m6v<T: Real>(a: &M6<T>, x: &Sv<T>) -> Sv<T> {
     }
     y
 }
-/// `Aᵀ·x` for a 6×6 matrix.
+
+/// `Aᵀ·x`.for a 6×6 matrix.
 #[inline(always)]
 pub fn m6tv<T: Real>(a: &M6<T>, x: &Sv<T>) -> Sv<T> {
     let mut y = sv_zero();
@@ -393,4 +405,113 @@ pub fn spatial_inertia_adjoint<T: Real>(
         }
     }
     add_assign(adj_c, skew_adjoint(&adj_k));
+}
+
+// ---------------------------------------------------------------------- quaternions
+
+/// dflex's rotation of a quaternion `q = (x, y, z, w)` as a function of all four components
+/// (`quat_rotate`: `R = (2w² − 1)I + 2w[v]× + 2vvᵀ`, `v = (x, y, z)`). Equal to the usual
+/// rotation matrix on the unit sphere; off it, this is the function whose derivatives the
+/// adjoints return.
+#[inline(always)]
+pub fn quat_rot<T: Real>(q: [T; 4]) -> M3<T> {
+    let v = [q[0], q[1], q[2]];
+    let w = q[3];
+    let two = T::cst(2.0);
+    let d = two * w * w - T::one();
+    let mut r = [[T::zero(); 3]; 3];
+    for a in 0..3 {
+        for b in 0..3 {
+            r[a][b] = two * v[a] * v[b];
+        }
+        r[a][a] += d;
+    }
+    let tw = two * w;
+    r[0][1] -= tw * v[2];
+    r[0][2] += tw * v[1];
+    r[1][0] += tw * v[2];
+    r[1][2] -= tw * v[0];
+    r[2][0] -= tw * v[1];
+    r[2][1] += tw * v[0];
+    r
+}
+
+/// Adjoint of [`quat_rot`]: the gradient of `Σ adj ⊙ R(q)` in `q`.
+#[inline(always)]
+pub fn quat_rot_adjoint<T: Real>(q: [T; 4], adj: &M3<T>) -> [T; 4] {
+    let v = [q[0], q[1], q[2]];
+    let w = q[3];
+    let two = T::cst(2.0);
+    // Σ adj ⊙ [v]× = v · k, k = (A21 − A12, A02 − A20, A10 − A01)
+    let k = [
+        adj[2][1] - adj[1][2],
+        adj[0][2] - adj[2][0],
+        adj[1][0] - adj[0][1],
+    ];
+    let tr = adj[0][0] + adj[1][1] + adj[2][2];
+    let mut out = [T::zero(); 4];
+    out[3] = T::cst(4.0) * w * tr + two * dot(v, k);
+    // d/dv_k: 2w·k_k + 2((A + Aᵀ) v)_k
+    for i in 0..3 {
+        let mut s = T::zero();
+        for j in 0..3 {
+            s += (adj[i][j] + adj[j][i]) * v[j];
+        }
+        out[i] = two * w * k[i] + two * s;
+    }
+    out
+}
+
+/// `normalize(q + ½·(ω, 0) ⊗ q·dt)`: dflex's quaternion update with a world-frame (left)
+/// angular velocity (`jcalc_integrate`).
+#[inline(always)]
+pub fn quat_integrate<T: Real>(q: [T; 4], w: V3<T>, dt: T) -> [T; 4] {
+    let u = quat_integrate_raw(q, w, dt);
+    let n = (u[0] * u[0] + u[1] * u[1] + u[2] * u[2] + u[3] * u[3]).sqrt();
+    [u[0] / n, u[1] / n, u[2] / n, u[3] / n]
+}
+
+#[inline(always)]
+fn quat_integrate_raw<T: Real>(q: [T; 4], w: V3<T>, dt: T) -> [T; 4] {
+    let h = dt * T::cst(0.5);
+    let qv = [q[0], q[1], q[2]];
+    let c = cross(w, qv);
+    [
+        q[0] + h * (q[3] * w[0] + c[0]),
+        q[1] + h * (q[3] * w[1] + c[1]),
+        q[2] + h * (q[3] * w[2] + c[2]),
+        q[3] - h * dot(w, qv),
+    ]
+}
+
+/// Adjoint of [`quat_integrate`]: accumulates into `adj_q` and `adj_w`.
+#[inline(always)]
+pub fn quat_integrate_adjoint<T: Real>(
+    q: [T; 4],
+    w: V3<T>,
+    dt: T,
+    adj_out: [T; 4],
+    adj_q: &mut [T; 4],
+    adj_w: &mut V3<T>,
+) {
+    let u = quat_integrate_raw(q, w, dt);
+    let n = (u[0] * u[0] + u[1] * u[1] + u[2] * u[2] + u[3] * u[3]).sqrt();
+    let o = [u[0] / n, u[1] / n, u[2] / n, u[3] / n];
+    let od = o[0] * adj_out[0] + o[1] * adj_out[1] + o[2] * adj_out[2] + o[3] * adj_out[3];
+    let mut lu = [T::zero(); 4];
+    for k in 0..4 {
+        lu[k] = (adj_out[k] - o[k] * od) / n;
+    }
+    let h = dt * T::cst(0.5);
+    let qv = [q[0], q[1], q[2]];
+    let lv = [lu[0], lu[1], lu[2]];
+    let lw = lu[3];
+    // u_v = q_v + h(q_w ω + ω × q_v); u_w = q_w − h ω·q_v
+    let a = cross(lv, w); // λ·(ω × q_v) = q_v·(λ × ω)
+    let b = cross(qv, lv); // = ω·(q_v × λ)
+    for k in 0..3 {
+        adj_q[k] += lv[k] + h * a[k] - h * lw * w[k];
+        adj_w[k] += h * b[k] + h * q[3] * lv[k] - h * lw * qv[k];
+    }
+    adj_q[3] += lw + h * dot(lv, w);
 }

@@ -72,7 +72,8 @@ impl Default for CartPole {
 impl CartPole {
     /// Builds the model as dflex's `urdf_load` does for `cartpole.urdf`.
     pub fn new() -> Self {
-        let mut b = ArticulationBuilder::new(InertiaTransform::Exact);
+        // dflex: `model.ground = False` for CartPole
+        let mut b = ArticulationBuilder::new(InertiaTransform::Exact).ground(false);
         let root_x = Transform {
             p: [0.0, 2.5, 0.0],
             r: quat_to_matrix([
@@ -93,13 +94,12 @@ impl CartPole {
         slider.limit_lower = -4.0;
         slider.limit_upper = 4.0;
         slider.limit_kd = 1.0;
-        let cart_box = Shape {
-            geometry: Geometry::Box {
+        let cart_box = Shape::new(
+            Geometry::Box {
                 half_extents: [0.25, 0.25, 0.1],
             },
-            pose: Transform::default(),
-            density: 1000.0,
-        };
+            Transform::default(),
+        );
         let cart = b
             .add_link(Some(root), slider, &[cart_box])
             .expect("static cartpole model");
@@ -110,16 +110,15 @@ impl CartPole {
             Transform::default(),
         );
         hinge.limit_kd = 1.0;
-        let pole_box = Shape {
-            geometry: Geometry::Box {
+        let pole_box = Shape::new(
+            Geometry::Box {
                 half_extents: [0.025, 0.025, 0.5],
             },
-            pose: Transform {
+            Transform {
                 p: [0.0, 0.0, 0.5],
                 ..Transform::default()
             },
-            density: 1000.0,
-        };
+        );
         b.add_link(Some(cart), hinge, &[pole_box])
             .expect("static cartpole model");
         let art = b.build().expect("static cartpole model");
