@@ -41,6 +41,12 @@ pub trait RigidTask: Send + Sync + 'static {
         adj_s_next: &mut [T],
         adj_a: &mut [T],
     );
+    /// Writes the entries a task keeps after `[q, q̇]` in its state (e.g. the previous
+    /// action DiffRL's Ant and Humanoid observe), after the physics step. Default: none.
+    fn extra_step<T: Real>(&self, _s: &[T], _a: &[T], _extra_next: &mut [T]) {}
+    /// VJP of [`RigidTask::extra_step`] in the action (the extra state never feeds the
+    /// physics): accumulates into `adj_a`.
+    fn extra_step_vjp<T: Real>(&self, _a: &[T], _adj_extra_next: &[T], _adj_a: &mut [T]) {}
     /// Early termination.
     fn terminated(&self, s_next: &[f32]) -> bool;
     /// Initial state, with the task's reset noise when `stochastic`.
@@ -86,18 +92,20 @@ pub fn step_row<D: RigidTask, T: Real>(
     sc: &mut RowScratch<T>,
 ) {
     let art = task.articulation();
-    let nq = art.n_q;
+    let (nq, nx) = (art.n_q, art.n_q + art.n_qd);
     task.actuation(a, &mut sc.act);
-    let (q_out, qd_out) = s_next.split_at_mut(nq);
+    let (q_out, rest) = s_next.split_at_mut(nq);
+    let (qd_out, extra) = rest.split_at_mut(art.n_qd);
     art.step(
         task.sim_params(),
         &s[..nq],
-        &s[nq..],
+        &s[nq..nx],
         &sc.act,
         q_out,
         qd_out,
         &mut sc.ws,
     );
+    task.extra_step(s, a, extra);
 }
 
 /// VJP of [`step_row`]: accumulates into `adj_s` and `adj_a`.
@@ -111,23 +119,25 @@ pub fn step_row_vjp<D: RigidTask, T: Real>(
     sc: &mut RowScratch<T>,
 ) {
     let art = task.articulation();
-    let nq = art.n_q;
+    let (nq, nx) = (art.n_q, art.n_q + art.n_qd);
     task.actuation(a, &mut sc.act);
     sc.adj_act.iter_mut().for_each(|x| *x = T::zero());
-    let (adj_q, adj_qd) = adj_s.split_at_mut(nq);
+    let (adj_q, rest) = adj_s.split_at_mut(nq);
+    let adj_qd = &mut rest[..art.n_qd];
     art.step_vjp(
         task.sim_params(),
         &s[..nq],
-        &s[nq..],
+        &s[nq..nx],
         &sc.act,
         &adj_next[..nq],
-        &adj_next[nq..],
+        &adj_next[nq..nx],
         adj_q,
         adj_qd,
         &mut sc.adj_act,
         &mut sc.ws,
     );
     task.actuation_vjp(a, &sc.adj_act, adj_a);
+    task.extra_step_vjp(a, &adj_next[nx..], adj_a);
 }
 
 /// A pool of scratch buffers shared by the rayon workers.
@@ -348,4 +358,5 @@ impl<D: RigidTask> Task for RigidEnv<D> {
     fn episode_success(&self, states: ArrayView2<f32>) -> Option<bool> {
         self.task.episode_success(states)
     }
+
 }

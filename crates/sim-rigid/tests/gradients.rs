@@ -37,6 +37,11 @@ fn check_stage<S: Stage>(s: &S, x: &[f64], u_seed: &[f64], v: &[f64], what: &str
 
 /// [`check_stage`] with finite-difference step `h`.
 fn check_stage_h<S: Stage>(s: &S, x: &[f64], u_seed: &[f64], v: &[f64], what: &str, h: f64) {
+    assert_eq!(
+        v.len(),
+        x.len(),
+        "{what}: tangent and input dimensions differ"
+    );
     let y = s.forward::<f64>(x);
     let u: Vec<f64> = (0..y.len())
         .map(|i| u_seed[i % u_seed.len()] * (1.0 + 0.1 * i as f64).sin())
@@ -952,8 +957,9 @@ fn contact_regimes(art: &Articulation, sub: &Substep<f64>, m: f64) -> (bool, usi
     let (mut clear, mut pen, mut slide, mut stick) = (true, 0, 0, 0);
     for cp in &art.contacts {
         let l = &sub.links[cp.link];
-        let p = l.x_sc.point(cp.point);
-        let c = p[1] - cp.thickness;
+        let mut p = l.x_sc.point(cp.point);
+        p[1] -= cp.thickness; // the contact point is on the surface (dflex: p − r·n)
+        let c = p[1];
         clear &= c.abs() > 1e-3 * m;
         if c >= 0.0 {
             continue;
@@ -1180,4 +1186,298 @@ fn tree_states_cover_contact_regimes_and_limits() {
     assert!(clear > 64, "only {clear} of 256 states are clear of kinks");
     assert!(pen > 32 && slide > 16 && stick > 16 && past_limit > 16,
         "regimes among clear states: penetrating {pen}, sliding {slide}, sticking {stick}, past a limit {past_limit}");
+}
+
+// ================================================================ locomotion templates
+//
+// The free-base (Ant/Humanoid/Bruce) and planar (Hopper/Cheetah) task templates on small
+// hand-built models: observation, reward and the task step with its extra state (the
+// previous action), against finite differences and dual numbers.
+
+use sim_rigid::tasks::locomotion::{HeightReward, Locomotion, LocomotionConfig};
+use sim_rigid::tasks::planar::{HopperTerms, Planar, PlanarConfig};
+
+/// A free box with two hinged capsules (q 9, q̇ 8), as a locomotion task with 2 actions.
+fn mini_locomotion(height: HeightReward) -> Locomotion {
+    let mut b = ArticulationBuilder::default();
+    let root = Joint::new("root", JointKind::Free, [0.0; 3], Transform::default());
+    let r = b
+        .add_link(
+            None,
+            root,
+            &[shape(
+                Geometry::Box {
+                    half_extents: [0.2, 0.1, 0.15],
+                },
+                [0.0; 3],
+            )],
+        )
+        .unwrap();
+    for (k, x) in [0.25f64, -0.25].iter().enumerate() {
+        let mut j = Joint::new(
+            &format!("hip{k}"),
+            JointKind::Revolute,
+            [0.0, 0.6, 0.8],
+            Transform {
+                p: [*x, 0.0, 0.0],
+                ..Transform::default()
+            },
+        );
+        (
+            j.limit_lower,
+            j.limit_upper,
+            j.limit_ke,
+            j.limit_kd,
+            j.target_kd,
+        ) = (-0.7, 0.7, 1e3, 10.0, 1.0);
+        b.add_link(
+            Some(r),
+            j,
+            &[shape(
+                Geometry::Capsule {
+                    radius: 0.05,
+                    half_width: 0.15,
+                },
+                [x.signum() * 0.15, 0.0, 0.0],
+            )],
+        )
+        .unwrap();
+    }
+    let art = b.build().unwrap();
+    Locomotion::new(LocomotionConfig {
+        name: "mini".into(),
+        art,
+        params: SimParams {
+            dt: 1.0 / 60.0,
+            substeps: 4,
+            mm_freq: 4,
+        },
+        episode_length: 100,
+        start_pos: [0.0, 0.3, 0.0],
+        start_rot: [
+            -std::f64::consts::FRAC_1_SQRT_2,
+            0.0,
+            0.0,
+            std::f64::consts::FRAC_1_SQRT_2,
+        ],
+        rest_pose: vec![0.2, -0.2],
+        actuators: vec![(6, 30.0), (7, 30.0)],
+        target: [5.0, 0.0, 1.0],
+        termination_height: 0.1,
+        height_reward: height,
+        up_weight: 0.1,
+        heading_weight: 1.0,
+        action_penalty: -0.01,
+        noise_pos: 0.1,
+        noise_rot: 0.1,
+        noise_joint: 0.1,
+        noise_vel: 0.1,
+        joint_vel_obs_scale: 0.1,
+        joint_names: vec!["hip0".into(), "hip1".into()],
+    })
+    .unwrap()
+}
+
+/// A random mini-locomotion state `[q 9, q̇ 8, prev a 2]`: torso near the ground with any
+/// orientation, hinges within and past their limits.
+fn mini_state_action() -> impl Strategy<Value = Vec<f64>> {
+    (
+        diff_core::gradcheck::vec_in(-1.0, 1.0, 4),
+        diff_core::gradcheck::vec_in(-1.0, 1.0, 2),
+        diff_core::gradcheck::vec_in(-2.0, 2.0, 8),
+        diff_core::gradcheck::vec_in(-1.0, 1.0, 2),
+        (0.02..0.4f64, -1.0..1.0f64, -1.0..1.0f64),
+    )
+        .prop_map(|(quat, hinges, qd, prev_a, (h, x, z))| {
+            let mut s = vec![x, h, z];
+            s.extend(unit_quat(&quat));
+            s.extend(hinges);
+            s.extend(qd);
+            s.extend(prev_a);
+            s
+        })
+}
+
+/// The task-level step `step_row` (actuation, physics, previous-action state) as a stage.
+struct TaskStepOf<D: RigidTask>(D);
+impl<D: RigidTask> Stage for TaskStepOf<D> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let n = self.0.spec().state_dim;
+        let mut sc = RowScratch::<T>::new(&self.0);
+        let mut out = vec![T::zero(); n];
+        step_row(&self.0, &x[..n], &x[n..], &mut out, &mut sc);
+        out
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let n = self.0.spec().state_dim;
+        let mut sc = RowScratch::<f64>::new(&self.0);
+        let mut g = vec![0.0; x.len()];
+        let (gs, ga) = g.split_at_mut(n);
+        step_row_vjp(&self.0, &x[..n], &x[n..], u, gs, ga, &mut sc);
+        g
+    }
+}
+
+struct ObserveOf<D: RigidTask>(D);
+impl<D: RigidTask> Stage for ObserveOf<D> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let mut o = vec![T::zero(); self.0.spec().obs_dim];
+        self.0.observe(x, &mut o);
+        o
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let mut g = vec![0.0; x.len()];
+        self.0.observe_vjp(x, u, &mut g);
+        g
+    }
+}
+
+struct RewardOf<D: RigidTask>(D);
+impl<D: RigidTask> Stage for RewardOf<D> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let n = self.0.spec().state_dim;
+        vec![self.0.reward(&x[..n], &x[n..])]
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let n = self.0.spec().state_dim;
+        let mut g = vec![0.0; x.len()];
+        let (gs, ga) = g.split_at_mut(n);
+        self.0.reward_vjp(&x[..n], &x[n..], u[0], gs, ga);
+        g
+    }
+}
+
+fn mini_planar() -> Planar {
+    let mut b = ArticulationBuilder::default();
+    let rot = Transform {
+        p: [0.0, 0.5, 0.0],
+        r: axis_angle([1.0, 0.0, 0.0], -std::f64::consts::FRAC_PI_2),
+    };
+    let mut rx = Joint::new("rootx", JointKind::Prismatic, [1.0, 0.0, 0.0], rot);
+    let mut rz = Joint::new(
+        "rootz",
+        JointKind::Prismatic,
+        [0.0, 0.0, 1.0],
+        Transform::default(),
+    );
+    let mut ry = Joint::new(
+        "rooty",
+        JointKind::Revolute,
+        [0.0, 1.0, 0.0],
+        Transform::default(),
+    );
+    for j in [&mut rx, &mut rz, &mut ry] {
+        (j.limit_lower, j.limit_upper, j.armature) = (-1e6, 1e6, 1.0);
+    }
+    let a = b.add_link(None, rx, &[]).unwrap();
+    let z = b.add_link(Some(a), rz, &[]).unwrap();
+    let t = b
+        .add_link(
+            Some(z),
+            ry,
+            &[shape(
+                Geometry::Capsule {
+                    radius: 0.05,
+                    half_width: 0.2,
+                },
+                [0.0; 3],
+            )],
+        )
+        .unwrap();
+    let mut leg = Joint::new(
+        "leg",
+        JointKind::Revolute,
+        [0.0, -1.0, 0.0],
+        Transform {
+            p: [0.0, 0.0, -0.2],
+            ..Transform::default()
+        },
+    );
+    (leg.limit_lower, leg.limit_upper) = (-1.0, 0.5);
+    b.add_link(
+        Some(t),
+        leg,
+        &[shape(
+            Geometry::Capsule {
+                radius: 0.04,
+                half_width: 0.2,
+            },
+            [0.0, 0.0, -0.2],
+        )],
+    )
+    .unwrap();
+    Planar::new(PlanarConfig {
+        name: "mini-planar".into(),
+        art: b.build().unwrap(),
+        params: SimParams {
+            dt: 1.0 / 60.0,
+            substeps: 4,
+            mm_freq: 4,
+        },
+        episode_length: 100,
+        start_xz: [0.0, 0.0],
+        actuators: vec![(3, 50.0)],
+        action_penalty: -0.1,
+        hopper: Some(HopperTerms {
+            termination_height: -0.45,
+            height_tolerance: 0.15,
+            height_clip: 0.3,
+            height_scale: 1.0,
+            termination_angle: std::f64::consts::PI / 6.0,
+        }),
+        noise_root: 0.05,
+        noise_angle: 0.05,
+        noise_joint: 0.05,
+        noise_vel: 0.05,
+        joint_names: ["rootx", "rootz", "rooty", "leg"]
+            .map(String::from)
+            .to_vec(),
+    })
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn locomotion_observation_adjoint(s in mini_state_action(), u in diff_core::gradcheck::direction(28), v in diff_core::gradcheck::direction(19)) {
+        check_stage(&ObserveOf(mini_locomotion(HeightReward::Linear)), &s, &u, &v, "locomotion observation");
+    }
+
+    #[test]
+    fn locomotion_reward_adjoint(s in mini_state_action(), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 2), clipped in any::<bool>(), v in diff_core::gradcheck::direction(21)) {
+        let hr = if clipped { HeightReward::Clipped { tolerance: 0.1, scale: 10.0 } } else { HeightReward::Linear };
+        // away from the clip kinks: actions at ±1, height term at d = −1, 0, tol
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let d = s[1] - 0.2;
+        prop_assume!(!clipped || [-1.0, 0.0, 0.1].iter().all(|k| (d - k).abs() > 1e-2));
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(mini_locomotion(hr)), &x, &[1.0], &v, "locomotion reward");
+    }
+
+    #[test]
+    fn locomotion_task_step_adjoint(s in mini_state_action(), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 2), u in diff_core::gradcheck::direction(19), v in diff_core::gradcheck::direction(21)) {
+        let task = mini_locomotion(HeightReward::Linear);
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let x: Vec<f64> = s.iter().copied().chain(a.iter().copied()).collect();
+        let act: Vec<f64> = {
+            let mut act = vec![0.0; 8];
+            task.actuation(&a, &mut act);
+            act
+        };
+        let st = ArtStep { art: task.articulation().clone(), params: *task.sim_params() };
+        let phys: Vec<f64> = s[..17].iter().copied().chain(act).collect();
+        prop_assume!(st.clear_of_kinks(&phys).0);
+        check_stage_h(&TaskStepOf(task), &x, &u, &v, "locomotion task step (actuation, physics, previous action)", FD_STEP_CONTACT);
+    }
+
+    #[test]
+    fn planar_reward_and_observation_adjoint(s in diff_core::gradcheck::vec_in(-1.5, 1.5, 8), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 1), u in diff_core::gradcheck::direction(7), v in diff_core::gradcheck::direction(9)) {
+        prop_assume!((a[0].abs() - 1.0).abs() > 1e-2);
+        let d = s[1] + 0.3;
+        prop_assume!([-1.0, 0.0, 0.3].iter().all(|k| (d - k).abs() > 1e-2));
+        check_stage(&ObserveOf(mini_planar()), &s, &u, &v[..8], "planar observation");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(mini_planar()), &x, &[1.0], &v, "planar reward (hopper terms)");
+    }
 }

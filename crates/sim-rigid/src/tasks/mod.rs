@@ -2,5 +2,7 @@
 //! reset noise as in `shared/reference/tasks.md` §2).
 
 pub mod cartpole;
+pub mod locomotion;
+pub mod planar;
 
 pub use cartpole::{CartPole, CartPoleSwingUp};

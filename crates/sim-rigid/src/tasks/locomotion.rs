@@ -1,0 +1,474 @@
+//! The DiffRL locomotion template shared by Ant, Humanoid and Bruce (`envs/ant.py`,
+//! `envs/humanoid.py`; tasks.md §2.5–2.6, §6.3): a free-floating torso plus hinge joints.
+//! Each task file fills a [`LocomotionConfig`] with its constants; this file holds the
+//! observation, reward, termination and reset that the DiffRL envs share, with their VJPs.
+//!
+//! **State layout** `[q (7 + n_j), q̇ (6 + n_j), previous action (n_a)]`: the articulation's
+//! coordinates (torso position, torso quaternion (x, y, z, w), joint angles), its velocities
+//! (world twist ω, v, then joint rates), and the clipped action of the previous step, which
+//! DiffRL keeps in its observation (`self.actions`). The step writes `clip(a)` there;
+//! resets zero it (fidelity trap 22).
+//!
+//! **Observation** (Ant: 37, Humanoid: 76):
+//! `[h, quat (4), v − p × ω (3), ω (3), q_j (n_j), 0.1·q̇_j (n_j), up_y, heading·target_dir,
+//! previous action (n_a)]`, with `up = rotate(quat ⊗ start_rot⁻¹, e_y)`,
+//! `heading = rotate(quat ⊗ start_rot⁻¹, e_x)` and `target_dir` the unit vector from the
+//! torso to `start + target` in the ground plane (fidelity trap 13: the twist's `v` is the
+//! velocity of the point at the world origin).
+//!
+//! **Reward** `obs[5] (forward speed) + 0.1·up_y + heading + height term + c·Σa²` (a
+//! clipped), with the height term of [`HeightReward`].
+//!
+//! **Termination** `h < termination_height`.
+
+use crate::batch::RigidTask;
+use crate::dynamics::SimParams;
+use crate::model::Articulation;
+use crate::spatial::{quat_rot, quat_rot_adjoint};
+use diff_core::rng::uniform01;
+use diff_core::{Real, SeededRng, TaskSpec};
+
+/// The height term of the reward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HeightReward {
+    /// Ant: `h − h_T`.
+    Linear,
+    /// Humanoid: `d = clip(h − (h_T + tol), −1, tol)`; `−200·d²` if `d < 0`, else
+    /// `scale·d`.
+    Clipped { tolerance: f64, scale: f64 },
+}
+
+/// Everything that distinguishes one free-base locomotion task from another.
+#[derive(Clone, Debug)]
+pub struct LocomotionConfig {
+    pub name: String,
+    pub art: Articulation,
+    pub params: SimParams,
+    pub episode_length: usize,
+    /// Torso start position (DiffRL `start_pos`).
+    pub start_pos: [f64; 3],
+    /// Torso start rotation (x, y, z, w) (DiffRL `start_rot`: −π/2 about x for z-up MJCF).
+    pub start_rot: [f64; 4],
+    /// Joint angles at reset (also the PD targets set in the articulation).
+    pub rest_pose: Vec<f64>,
+    /// For each action entry: the DOF it actuates and its gain (torque per unit action).
+    pub actuators: Vec<(usize, f64)>,
+    /// Target offset from the start position (Ant: (10000, 0, 0), Humanoid: (200, 0, 0)).
+    pub target: [f64; 3],
+    pub termination_height: f64,
+    pub height_reward: HeightReward,
+    /// Weight of the up term (DiffRL 0.1).
+    pub up_weight: f64,
+    /// Weight of the heading term (DiffRL 1.0).
+    pub heading_weight: f64,
+    /// Coefficient of Σa² (Ant 0, Humanoid −0.002).
+    pub action_penalty: f64,
+    /// Reset noise: position ±, rotation angle ± (about a random axis), joints ±, q̇ ±.
+    pub noise_pos: f64,
+    pub noise_rot: f64,
+    pub noise_joint: f64,
+    pub noise_vel: f64,
+    /// Scale of joint velocities in the observation (DiffRL 0.1).
+    pub joint_vel_obs_scale: f64,
+    /// Names of the hinge joints, in DOF order (for the state and observation names).
+    pub joint_names: Vec<String>,
+}
+
+/// A free-base locomotion task built from a [`LocomotionConfig`].
+pub struct Locomotion {
+    pub cfg: LocomotionConfig,
+    spec: TaskSpec,
+    /// start_rot⁻¹ (x, y, z, w).
+    inv_start: [f64; 4],
+    nj: usize,
+}
+
+/// `clip(a, −1, 1)` and whether `a` is inside (derivative 1) or outside (0).
+#[inline(always)]
+pub fn clip_unit<T: Real>(a: T) -> (T, bool) {
+    if a.re() > 1.0 {
+        (T::one(), false)
+    } else if a.re() < -1.0 {
+        (-T::one(), false)
+    } else {
+        (a, true)
+    }
+}
+
+/// Hamilton product `a ⊗ b` of (x, y, z, w) quaternions, `b` constant.
+#[inline(always)]
+fn quat_mul_c<T: Real>(a: [T; 4], b: [f64; 4]) -> [T; 4] {
+    let [bx, by, bz, bw] = b.map(T::cst);
+    let [ax, ay, az, aw] = a;
+    [
+        aw * bx + bw * ax + (ay * bz - az * by),
+        aw * by + bw * ay + (az * bx - ax * bz),
+        aw * bz + bw * az + (ax * by - ay * bx),
+        aw * bw - (ax * bx + ay * by + az * bz),
+    ]
+}
+
+/// VJP of [`quat_mul_c`] in `a`.
+#[inline(always)]
+fn quat_mul_c_vjp<T: Real>(b: [f64; 4], l: [T; 4]) -> [T; 4] {
+    let [bx, by, bz, bw] = b.map(T::cst);
+    let [lx, ly, lz, lw] = l;
+    // λ·(a_v × b_v) = a_v·(b_v × λ_v)
+    let c = [by * lz - bz * ly, bz * lx - bx * lz, bx * ly - by * lx];
+    [
+        bw * lx + c[0] - lw * bx,
+        bw * ly + c[1] - lw * by,
+        bw * lz + c[2] - lw * bz,
+        lx * bx + ly * by + lz * bz + lw * bw,
+    ]
+}
+
+impl Locomotion {
+    /// Builds the task; checks the configuration against the articulation.
+    pub fn new(cfg: LocomotionConfig) -> diff_core::Result<Self> {
+        let art = &cfg.art;
+        let bad = |reason: String| diff_core::Error::InvalidParameter {
+            name: format!("task `{}`", cfg.name),
+            reason,
+        };
+        if art.links.first().map(|l| l.joint.kind) != Some(crate::JointKind::Free) {
+            return Err(bad("the first link must have a free joint".into()));
+        }
+        let nj = art.n_q - 7;
+        if art.n_qd != 6 + nj
+            || art.links[1..]
+                .iter()
+                .any(|l| !l.joint.kind.is_1dof() && l.joint.kind != crate::JointKind::Fixed)
+        {
+            return Err(bad(
+                "all joints below the torso must be hinges or slides".into()
+            ));
+        }
+        if cfg.rest_pose.len() != nj || cfg.joint_names.len() != nj {
+            return Err(bad(format!(
+                "rest pose ({}) and joint names ({}) must have one entry per joint ({nj})",
+                cfg.rest_pose.len(),
+                cfg.joint_names.len()
+            )));
+        }
+        if let Some(&(d, _)) = cfg.actuators.iter().find(|(d, _)| *d < 6 || *d >= art.n_qd) {
+            return Err(bad(format!("actuated DOF {d} is not a joint DOF")));
+        }
+        let na = cfg.actuators.len();
+        let [x, y, z, w] = cfg.start_rot;
+        let n2 = x * x + y * y + z * z + w * w;
+        let inv_start = [-x / n2, -y / n2, -z / n2, w / n2];
+        let mut state_names: Vec<String> = ["x", "y", "z", "qx", "qy", "qz", "qw"]
+            .iter()
+            .map(|s| format!("torso_{s}"))
+            .collect();
+        state_names.extend(cfg.joint_names.iter().cloned());
+        state_names.extend(
+            ["wx", "wy", "wz", "vx", "vy", "vz"]
+                .iter()
+                .map(|s| format!("torso_{s}")),
+        );
+        state_names.extend(cfg.joint_names.iter().map(|n| format!("{n}_vel")));
+        state_names.extend((0..na).map(|k| format!("prev_action_{k}")));
+        let mut obs_names: Vec<String> = [
+            "height", "qx", "qy", "qz", "qw", "vx", "vy", "vz", "wx", "wy", "wz",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        obs_names.extend(cfg.joint_names.iter().cloned());
+        obs_names.extend(cfg.joint_names.iter().map(|n| format!("{n}_vel_scaled")));
+        obs_names.extend(["up_y".to_string(), "heading_to_target".to_string()]);
+        obs_names.extend((0..na).map(|k| format!("prev_action_{k}")));
+        let spec = TaskSpec {
+            name: cfg.name.clone(),
+            state_dim: art.n_q + art.n_qd + na,
+            obs_dim: 11 + 2 * nj + 2 + na,
+            act_dim: na,
+            episode_length: cfg.episode_length,
+            dt: cfg.params.dt,
+            state_names,
+            obs_names,
+        };
+        Ok(Locomotion {
+            cfg,
+            spec,
+            inv_start,
+            nj,
+        })
+    }
+
+    fn nq(&self) -> usize {
+        self.cfg.art.n_q
+    }
+
+    /// Unit direction from the torso to the target in the ground plane, and the length of
+    /// the unnormalised vector.
+    fn target_dir<T: Real>(&self, s: &[T]) -> ([T; 3], T) {
+        let tx = T::cst(self.cfg.start_pos[0] + self.cfg.target[0]) - s[0];
+        let tz = T::cst(self.cfg.start_pos[2] + self.cfg.target[2]) - s[2];
+        let n = (tx * tx + tz * tz).sqrt().max_r(T::cst(1e-9));
+        ([tx / n, T::zero(), tz / n], n)
+    }
+
+    fn torso_quat<T: Real>(&self, s: &[T]) -> [T; 4] {
+        quat_mul_c([s[3], s[4], s[5], s[6]], self.inv_start)
+    }
+
+    /// `(up_y, heading·target_dir)`.
+    fn up_heading<T: Real>(&self, s: &[T]) -> (T, T) {
+        let r = quat_rot(self.torso_quat(s));
+        let (dir, _) = self.target_dir(s);
+        (
+            r[1][1],
+            r[0][0] * dir[0] + r[1][0] * dir[1] + r[2][0] * dir[2],
+        )
+    }
+
+    /// VJP of [`Locomotion::up_heading`]: accumulates into `adj_s`.
+    fn up_heading_vjp<T: Real>(&self, s: &[T], a_up: T, a_hd: T, adj_s: &mut [T]) {
+        let tq = self.torso_quat(s);
+        let r = quat_rot(tq);
+        let (dir, n) = self.target_dir(s);
+        let mut ar = [[T::zero(); 3]; 3];
+        ar[1][1] = a_up;
+        for k in 0..3 {
+            ar[k][0] = a_hd * dir[k];
+        }
+        let atq = quat_rot_adjoint(tq, &ar);
+        let aq = quat_mul_c_vjp(self.inv_start, atq);
+        for k in 0..4 {
+            adj_s[3 + k] += aq[k];
+        }
+        if n.re() > 1e-9 {
+            let adir = [a_hd * r[0][0], a_hd * r[1][0], a_hd * r[2][0]];
+            let dd = dir[0] * adir[0] + dir[2] * adir[2];
+            adj_s[0] -= (adir[0] - dir[0] * dd) / n;
+            adj_s[2] -= (adir[2] - dir[2] * dd) / n;
+        }
+    }
+
+    fn height_term<T: Real>(&self, h: T) -> T {
+        let ht = self.cfg.termination_height;
+        match self.cfg.height_reward {
+            HeightReward::Linear => h - T::cst(ht),
+            HeightReward::Clipped { tolerance, scale } => {
+                let d = h - T::cst(ht + tolerance);
+                let d = if d.re() < -1.0 {
+                    T::cst(-1.0)
+                } else if d.re() > tolerance {
+                    T::cst(tolerance)
+                } else {
+                    d
+                };
+                if d.re() < 0.0 {
+                    T::cst(-200.0) * d * d
+                } else {
+                    T::cst(scale) * d
+                }
+            }
+        }
+    }
+
+    fn height_term_derivative<T: Real>(&self, h: T) -> T {
+        let ht = self.cfg.termination_height;
+        match self.cfg.height_reward {
+            HeightReward::Linear => T::one(),
+            HeightReward::Clipped { tolerance, scale } => {
+                let d = h - T::cst(ht + tolerance);
+                if d.re() < -1.0 || d.re() > tolerance {
+                    T::zero()
+                } else if d.re() < 0.0 {
+                    T::cst(-400.0) * d
+                } else {
+                    T::cst(scale)
+                }
+            }
+        }
+    }
+}
+
+impl RigidTask for Locomotion {
+    fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+    fn articulation(&self) -> &Articulation {
+        &self.cfg.art
+    }
+    fn sim_params(&self) -> &SimParams {
+        &self.cfg.params
+    }
+
+    fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
+        act.iter_mut().for_each(|x| *x = T::zero());
+        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
+            act[d] = clip_unit(a[k]).0 * T::cst(gain);
+        }
+    }
+
+    fn actuation_vjp<T: Real>(&self, a: &[T], adj_act: &[T], adj_a: &mut [T]) {
+        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
+            if clip_unit(a[k]).1 {
+                adj_a[k] += adj_act[d] * T::cst(gain);
+            }
+        }
+    }
+
+    fn extra_step<T: Real>(&self, _s: &[T], a: &[T], extra_next: &mut [T]) {
+        for (k, x) in extra_next.iter_mut().enumerate() {
+            *x = clip_unit(a[k]).0;
+        }
+    }
+
+    fn extra_step_vjp<T: Real>(&self, a: &[T], adj_extra_next: &[T], adj_a: &mut [T]) {
+        for (k, &g) in adj_extra_next.iter().enumerate() {
+            if clip_unit(a[k]).1 {
+                adj_a[k] += g;
+            }
+        }
+    }
+
+    fn observe<T: Real>(&self, s: &[T], obs: &mut [T]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        let qd = &s[nq..];
+        obs[0] = s[1];
+        obs[1..5].copy_from_slice(&s[3..7]);
+        let w = [qd[0], qd[1], qd[2]];
+        let p = [s[0], s[1], s[2]];
+        // v − p × ω
+        obs[5] = qd[3] - (p[1] * w[2] - p[2] * w[1]);
+        obs[6] = qd[4] - (p[2] * w[0] - p[0] * w[2]);
+        obs[7] = qd[5] - (p[0] * w[1] - p[1] * w[0]);
+        obs[8..11].copy_from_slice(&w);
+        obs[11..11 + nj].copy_from_slice(&s[7..7 + nj]);
+        let sc = T::cst(self.cfg.joint_vel_obs_scale);
+        for k in 0..nj {
+            obs[11 + nj + k] = sc * qd[6 + k];
+        }
+        let (up, hd) = self.up_heading(s);
+        obs[11 + 2 * nj] = up;
+        obs[12 + 2 * nj] = hd;
+        let na = self.cfg.actuators.len();
+        let o = 13 + 2 * nj;
+        obs[o..o + na].copy_from_slice(&s[nq + 6 + nj..nq + 6 + nj + na]);
+    }
+
+    fn observe_vjp<T: Real>(&self, s: &[T], ao: &[T], adj_s: &mut [T]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        adj_s[1] += ao[0];
+        for k in 0..4 {
+            adj_s[3 + k] += ao[1 + k];
+        }
+        let w = [s[nq], s[nq + 1], s[nq + 2]];
+        let p = [s[0], s[1], s[2]];
+        let l = [ao[5], ao[6], ao[7]];
+        // obs = v − p × ω: adj_v += λ; adj_p −= ω × λ; adj_ω −= λ × p
+        let wl = [
+            w[1] * l[2] - w[2] * l[1],
+            w[2] * l[0] - w[0] * l[2],
+            w[0] * l[1] - w[1] * l[0],
+        ];
+        let lp = [
+            l[1] * p[2] - l[2] * p[1],
+            l[2] * p[0] - l[0] * p[2],
+            l[0] * p[1] - l[1] * p[0],
+        ];
+        for k in 0..3 {
+            adj_s[nq + 3 + k] += l[k];
+            adj_s[k] -= wl[k];
+            adj_s[nq + k] += ao[8 + k] - lp[k];
+        }
+        let sc = T::cst(self.cfg.joint_vel_obs_scale);
+        for k in 0..nj {
+            adj_s[7 + k] += ao[11 + k];
+            adj_s[nq + 6 + k] += sc * ao[11 + nj + k];
+        }
+        self.up_heading_vjp(s, ao[11 + 2 * nj], ao[12 + 2 * nj], adj_s);
+        let na = self.cfg.actuators.len();
+        let o = 13 + 2 * nj;
+        for k in 0..na {
+            adj_s[nq + 6 + nj + k] += ao[o + k];
+        }
+    }
+
+    fn reward<T: Real>(&self, s: &[T], a: &[T]) -> T {
+        let nq = self.nq();
+        let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
+        let progress = s[nq + 3] - (p[1] * w[2] - p[2] * w[1]);
+        let (up, hd) = self.up_heading(s);
+        let mut pen = T::zero();
+        for &ak in a {
+            pen += clip_unit(ak).0.sq();
+        }
+        progress
+            + T::cst(self.cfg.up_weight) * up
+            + T::cst(self.cfg.heading_weight) * hd
+            + self.height_term(s[1])
+            + T::cst(self.cfg.action_penalty) * pen
+    }
+
+    fn reward_vjp<T: Real>(&self, s: &[T], a: &[T], g: T, adj_s: &mut [T], adj_a: &mut [T]) {
+        let nq = self.nq();
+        let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
+        // progress = v_x − (p_y ω_z − p_z ω_y)
+        adj_s[nq + 3] += g;
+        adj_s[1] -= g * w[2];
+        adj_s[2] += g * w[1];
+        adj_s[nq + 2] -= g * p[1];
+        adj_s[nq + 1] += g * p[2];
+        self.up_heading_vjp(
+            s,
+            g * T::cst(self.cfg.up_weight),
+            g * T::cst(self.cfg.heading_weight),
+            adj_s,
+        );
+        adj_s[1] += g * self.height_term_derivative(s[1]);
+        let c = T::cst(2.0 * self.cfg.action_penalty) * g;
+        for (k, &ak) in a.iter().enumerate() {
+            let (x, inside) = clip_unit(ak);
+            if inside {
+                adj_a[k] += c * x;
+            }
+        }
+    }
+
+    fn terminated(&self, s: &[f32]) -> bool {
+        (s[1] as f64) < self.cfg.termination_height
+    }
+
+    fn reset(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        let c = &self.cfg;
+        s.iter_mut().for_each(|x| *x = 0.0);
+        let mut q = vec![0.0f64; nq];
+        q[..3].copy_from_slice(&c.start_pos);
+        q[3..7].copy_from_slice(&c.start_rot);
+        q[7..].copy_from_slice(&c.rest_pose);
+        let mut qd = vec![0.0f64; 6 + nj];
+        if stochastic {
+            let mut u = |amp: f64| amp * (uniform01(rng) - 0.5) * 2.0;
+            for x in q[..3].iter_mut() {
+                *x += u(c.noise_pos);
+            }
+            // rotation by angle (U − 0.5)·π/12 about a random axis, applied on the right
+            let angle = u(c.noise_rot);
+            let mut axis = [u(0.5), u(0.5), u(0.5)];
+            let n = (axis.iter().map(|x| x * x).sum::<f64>()).sqrt().max(1e-12);
+            axis.iter_mut().for_each(|x| *x /= n);
+            let (sh, ch) = ((angle * 0.5).sin(), (angle * 0.5).cos());
+            let r = [axis[0] * sh, axis[1] * sh, axis[2] * sh, ch];
+            let q0 = [q[3], q[4], q[5], q[6]];
+            let qn = quat_mul_c(q0, r);
+            q[3..7].copy_from_slice(&qn);
+            for x in q[7..].iter_mut() {
+                *x += u(c.noise_joint);
+            }
+            for x in qd.iter_mut() {
+                *x += u(c.noise_vel);
+            }
+        }
+        for (o, v) in s.iter_mut().zip(q.iter().chain(qd.iter())) {
+            *o = *v as f32;
+        }
+    }
+}
