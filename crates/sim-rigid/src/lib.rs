@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod contact;
 pub mod dynamics;
+pub mod loader;
 pub mod model;
 pub mod spatial;
 pub mod tasks;
