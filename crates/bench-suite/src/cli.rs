@@ -5,6 +5,7 @@
 use crate::config::Overrides;
 use crate::error::{Error, Result};
 use crate::registry::{ALGORITHMS, TASKS};
+use crate::render::{self, RenderOptions, View};
 use crate::rollout::{self, RolloutOptions};
 use crate::run::{self, TrainOptions, TrainOutcome};
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +36,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Replay actions through a task's dynamics, optionally with gradients.
     Rollout(RolloutArgs),
+    /// Draw the deterministic policy of a run as an animated GIF or a PNG frame strip.
+    Render(RenderArgs),
 }
 
 /// `mbmix train`.
@@ -111,6 +114,49 @@ pub struct RolloutArgs {
     /// Output JSON file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+/// `mbmix render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Run directory.
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Output file: `.gif` (animation) or `.png` (a grid of frames). Default
+    /// `DIR/render.gif`.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Checkpoint to draw (default: `DIR/checkpoints/latest.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Episodes, drawn one after the other.
+    #[arg(long, default_value_t = 1)]
+    pub episodes: usize,
+    /// Steps per episode at most (default: the task's episode length).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Draw every K-th step (default: about 30 frames per simulated second for a GIF, 12
+    /// frames for a PNG).
+    #[arg(long, value_name = "K")]
+    pub every: Option<usize>,
+    /// Seed of the initial states (default: the run's evaluation seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Start from the task's deterministic initial state instead of its stochastic reset.
+    #[arg(long)]
+    pub deterministic_init: bool,
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 480)]
+    pub width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 300)]
+    pub height: u32,
+    /// Projection: `side` (x right, y up) or `top` (seen from above).
+    #[arg(long, value_enum, default_value_t = View::Side)]
+    pub view: View,
+    /// Keep the camera still instead of following the root link horizontally.
+    #[arg(long)]
+    pub fixed_camera: bool,
 }
 
 /// How a command ended without an error.
@@ -192,6 +238,36 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
                 opts.out.display(),
                 result.rewards.sum(),
                 if opts.grad { ", with gradients" } else { "" }
+            )
+            .map_err(io)?;
+        }
+        Command::Render(args) => {
+            let opts = RenderOptions {
+                out: args.out,
+                checkpoint: args.checkpoint,
+                episodes: args.episodes,
+                steps: args.steps,
+                every: args.every,
+                seed: args.seed,
+                deterministic_init: args.deterministic_init,
+                width: args.width,
+                height: args.height,
+                view: args.view,
+                fixed_camera: args.fixed_camera,
+                ..RenderOptions::new(args.run)
+            };
+            let report = render::render(&opts)?;
+            let returns: Vec<String> = report.returns.iter().map(|r| format!("{r:.2}")).collect();
+            writeln!(
+                out,
+                "{}: {} frames ({}×{} px) of {} at epoch {}, return {}",
+                report.out.display(),
+                report.frames,
+                report.size.0,
+                report.size.1,
+                report.task,
+                report.epoch,
+                returns.join(", ")
             )
             .map_err(io)?;
         }

@@ -82,6 +82,12 @@ pub enum Error {
     /// Drawing a plot failed.
     #[error("cannot draw plot `{path}`: {reason}")]
     Plot { path: PathBuf, reason: String },
+    /// `mbmix render` on a task that does not describe its states as a scene.
+    #[error("task `{0}` cannot be rendered (it describes no scene)")]
+    NotRenderable(String),
+    /// Drawing or encoding a rendering failed.
+    #[error("cannot render `{path}`: {reason}")]
+    Render { path: PathBuf, reason: String },
 }
 
 impl Error {

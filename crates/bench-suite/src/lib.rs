@@ -6,6 +6,7 @@
 //!   evaluation);
 //! - [`rollout`]: replay of action sequences with reverse-mode gradients;
 //! - [`plot`]: learning curves;
+//! - [`render`]: pictures of a trained policy's rollout (GIF animation, PNG strip);
 //! - [`cli`]: the `mbmix` command line.
 
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod plot;
 pub mod registry;
+pub mod render;
 pub mod rollout;
 pub mod run;
 pub mod trainer;

@@ -42,5 +42,6 @@ fn command_name(cli: &Cli) -> &'static str {
         cli::Command::Train(_) => "train",
         cli::Command::Eval(_) => "eval",
         cli::Command::Rollout(_) => "rollout",
+        cli::Command::Render(_) => "render",
     }
 }

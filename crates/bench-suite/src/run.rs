@@ -215,9 +215,7 @@ pub fn evaluate_run(
     seed: Option<u64>,
     stochastic_init: bool,
 ) -> Result<EvalReport> {
-    let cfg = load_run_config(dir)?;
-    let mut trainer = trainer::build(&cfg)?;
-    load_latest(trainer.as_mut(), dir)?;
+    let (cfg, trainer) = load_run(dir, None)?;
     let episodes = episodes.unwrap_or(cfg.eval_episodes);
     if episodes == 0 {
         return Err(Error::Usage("--episodes must be at least 1".into()));
@@ -286,20 +284,43 @@ fn load_run_config(dir: &Path) -> Result<RunConfig> {
     RunConfig::load(&path)
 }
 
+/// Opens a run directory for evaluation: its configuration and a trainer holding the
+/// checkpoint `checkpoint` (default `checkpoints/latest.safetensors`).
+pub fn load_run(dir: &Path, checkpoint: Option<&Path>) -> Result<(RunConfig, Box<dyn Trainer>)> {
+    if !dir.is_dir() {
+        return Err(Error::BadRunDir {
+            dir: dir.to_path_buf(),
+            reason: "no such directory".into(),
+        });
+    }
+    let cfg = load_run_config(dir)?;
+    let mut trainer = trainer::build(&cfg)?;
+    match checkpoint {
+        None => load_latest(trainer.as_mut(), dir)?,
+        Some(path) => load_checkpoint_file(trainer.as_mut(), dir, path)?,
+    }
+    Ok((cfg, trainer))
+}
+
 fn load_latest(trainer: &mut dyn Trainer, dir: &Path) -> Result<()> {
-    let path = dir.join(CHECKPOINT_DIR).join(LATEST_CHECKPOINT);
+    load_checkpoint_file(
+        trainer,
+        dir,
+        &dir.join(CHECKPOINT_DIR).join(LATEST_CHECKPOINT),
+    )
+}
+
+fn load_checkpoint_file(trainer: &mut dyn Trainer, dir: &Path, path: &Path) -> Result<()> {
     if !path.is_file() {
         return Err(Error::BadRunDir {
             dir: dir.to_path_buf(),
             reason: format!("no checkpoint at {}", path.display()),
         });
     }
-    trainer
-        .load_checkpoint(&path)
-        .map_err(|e| Error::BadRunDir {
-            dir: dir.to_path_buf(),
-            reason: format!("cannot load checkpoint: {e}"),
-        })
+    trainer.load_checkpoint(path).map_err(|e| Error::BadRunDir {
+        dir: dir.to_path_buf(),
+        reason: format!("cannot load checkpoint: {e}"),
+    })
 }
 
 /// An open run: its directory, configuration, trainer and metrics file.

@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{EpochStats, EvalStats, Shac};
+use mbmix_policy::{EpochStats, EvalEpisode, EvalStats, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -23,6 +23,15 @@ pub trait Trainer {
         seed: u64,
         stochastic_init: bool,
     ) -> Result<EvalStats, mbmix_policy::Error>;
+    /// The episodes behind [`Trainer::evaluate`], with every visited state and reward, each
+    /// cut after at most `max_steps` steps (what `mbmix render` draws).
+    fn rollout(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error>;
     /// Writes a checkpoint (atomically).
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error>;
     /// Restores a checkpoint; on error the trainer is unchanged.
@@ -46,6 +55,15 @@ impl Trainer for Shac {
         stochastic_init: bool,
     ) -> Result<EvalStats, mbmix_policy::Error> {
         Shac::evaluate_from(self, episodes, seed, stochastic_init)
+    }
+    fn rollout(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
+        Shac::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
     }
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
         Shac::save_checkpoint(self, path)

@@ -5,6 +5,7 @@
 //! - [`WindowTape`], what a window's reverse sweep needs, and [`openloop`], the replay of an
 //!   action sequence with the VJP of its rewards;
 //! - [`Real`] and [`Dual`], the scalar abstraction the simulators are generic over;
+//! - [`Scene`], the renderer-neutral picture of a state that [`Task::scene`] returns;
 //! - seeded RNG ([`rng`]), device selection ([`Device`]) and the shared [`Error`];
 //! - [`gradcheck`], the finite-difference and dot-product test helpers with proptest
 //!   strategies.
@@ -16,6 +17,7 @@ pub mod gradcheck;
 pub mod openloop;
 pub mod rng;
 pub mod scalar;
+pub mod scene;
 pub mod task;
 
 pub use batch::{BatchEnv, BatchEnvSnapshot, Done, WindowTape, NONFINITE_LIMIT};
@@ -24,4 +26,5 @@ pub use error::{Error, Result};
 pub use openloop::{open_loop_rollout, open_loop_vjp, OpenLoopWindow};
 pub use rng::{seeded, SeededRng};
 pub use scalar::{Dual, Real};
+pub use scene::{Prim, Scene};
 pub use task::{check_batch, Task, TaskSpec};

@@ -15,6 +15,7 @@
 //! window's tape is `O(h · N · (state + action))` and is owned by [`crate::WindowTape`].
 
 use crate::rng::SeededRng;
+use crate::scene::Scene;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// Static facts about a task.
@@ -99,6 +100,14 @@ pub trait Task: Send + Sync {
     /// (start state first), counts as a success; `None` when the task defines no
     /// success criterion.
     fn episode_success(&self, _states: ArrayView2<f32>) -> Option<bool> {
+        None
+    }
+
+    /// What the full simulator state `state` (one row, `[state_dim]`) looks like, as
+    /// renderer-neutral primitives in world coordinates (metres, Y up); `None` when the
+    /// task cannot be drawn. Used for visualisation only (`mbmix render`): it is not
+    /// differentiated and may allocate.
+    fn scene(&self, _state: ArrayView1<f32>) -> Option<Scene> {
         None
     }
 }

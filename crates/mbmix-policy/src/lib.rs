@@ -26,4 +26,4 @@ pub mod window;
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use nn::NetworkBackend;
-pub use shac::{EpochStats, EvalStats, Shac};
+pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};

@@ -68,6 +68,22 @@ pub struct EvalStats {
     pub success_rate: Option<f32>,
 }
 
+/// One episode of the deterministic policy ([`Shac::rollout_episodes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalEpisode {
+    /// The visited states `[T + 1, state_dim]`, the start state first.
+    pub states: Array2<f32>,
+    /// The reward of each of the `T` transitions.
+    pub rewards: Vec<f32>,
+}
+
+impl EvalEpisode {
+    /// The undiscounted return (rewards summed in order, in `f32`).
+    pub fn total_return(&self) -> f32 {
+        self.rewards.iter().fold(0.0f32, |acc, &r| acc + r)
+    }
+}
+
 /// A SHAC agent training on one task.
 pub struct Shac {
     pub(crate) cfg: ShacConfig,
@@ -425,13 +441,48 @@ impl Shac {
         seed: u64,
         stochastic_init: bool,
     ) -> Result<EvalStats> {
+        let spec = self.task.spec();
+        let eps = self.rollout_episodes(episodes, seed, stochastic_init, spec.episode_length)?;
+        let returns: Vec<f32> = eps.iter().map(EvalEpisode::total_return).collect();
+        let mut successes = Some(0usize);
+        for e in &eps {
+            successes = match (successes, self.task.episode_success(e.states.view())) {
+                (Some(k), Some(ok)) => Some(k + ok as usize),
+                _ => None,
+            };
+        }
+        let m = episodes as f64;
+        let mean = returns.iter().map(|&r| r as f64).sum::<f64>() / m;
+        let var = returns
+            .iter()
+            .map(|&r| (r as f64 - mean) * (r as f64 - mean))
+            .sum::<f64>()
+            / m;
+        Ok(EvalStats {
+            mean_return: mean as f32,
+            std_return: var.sqrt() as f32,
+            returns,
+            success_rate: successes.map(|k| (k as f64 / m) as f32),
+        })
+    }
+
+    /// The episodes behind [`Shac::evaluate_from`]: `episodes` envs seeded by `seed`, run
+    /// with the deterministic policy `tanh(μ)` until each has finished one episode or
+    /// `max_steps` steps (whichever comes first), keeping every visited state and reward.
+    pub fn rollout_episodes(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>> {
         if episodes == 0 {
             return Err(Error::config("episodes", "must be at least 1"));
         }
         let spec = self.task.spec();
         let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
         let mut env = BatchEnv::new(self.task.clone(), episodes, seed, stochastic_init)?;
-        let mut returns = vec![0.0f32; episodes];
+        let mut rewards = vec![Vec::new(); episodes];
         let mut finished = vec![false; episodes];
         let mut states: Vec<Vec<f32>> =
             env.state().rows().into_iter().map(|r| r.to_vec()).collect();
@@ -442,7 +493,7 @@ impl Shac {
         let mut done = vec![Done::No; episodes];
         let mut remaining = episodes;
         // Every episode ends by the time limit at the latest.
-        for _ in 0..spec.episode_length {
+        for _ in 0..spec.episode_length.min(max_steps) {
             self.task.observe(env.state(), obs.view_mut());
             if let Some(r) = &self.obs_rms {
                 r.normalize_in_place(obs.view_mut());
@@ -463,7 +514,7 @@ impl Shac {
                 if finished[i] {
                     continue;
                 }
-                returns[i] += reward[i];
+                rewards[i].push(reward[i]);
                 states[i].extend(next.row(i).iter());
                 if done[i].is_done() {
                     finished[i] = true;
@@ -474,27 +525,14 @@ impl Shac {
                 break;
             }
         }
-        let mut successes = Some(0usize);
-        for s in &states {
-            let view = ArrayView2::from_shape((s.len() / sd, sd), s).expect("episode states");
-            successes = match (successes, self.task.episode_success(view)) {
-                (Some(k), Some(ok)) => Some(k + ok as usize),
-                _ => None,
-            };
-        }
-        let m = episodes as f64;
-        let mean = returns.iter().map(|&r| r as f64).sum::<f64>() / m;
-        let var = returns
-            .iter()
-            .map(|&r| (r as f64 - mean) * (r as f64 - mean))
-            .sum::<f64>()
-            / m;
-        Ok(EvalStats {
-            mean_return: mean as f32,
-            std_return: var.sqrt() as f32,
-            returns,
-            success_rate: successes.map(|k| (k as f64 / m) as f32),
-        })
+        Ok(states
+            .into_iter()
+            .zip(rewards)
+            .map(|(s, rewards)| EvalEpisode {
+                states: Array2::from_shape_vec((s.len() / sd, sd), s).expect("episode states"),
+                rewards,
+            })
+            .collect())
     }
 }
 

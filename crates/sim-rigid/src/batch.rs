@@ -359,4 +359,7 @@ impl<D: RigidTask> Task for RigidEnv<D> {
         self.task.episode_success(states)
     }
 
+    fn scene(&self, state: ArrayView1<f32>) -> Option<diff_core::Scene> {
+        crate::render::state_scene(self, state)
+    }
 }

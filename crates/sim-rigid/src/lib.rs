@@ -5,6 +5,7 @@
 //! - [`model`]: the immutable articulation (links, joints, mass from shapes);
 //! - [`dynamics`]: the substep pipeline, stage by stage, each with its adjoint;
 //! - [`batch`]: the batched driver over N envs (rayon, per-thread workspaces);
+//! - [`render`]: link world transforms and the [`diff_core::Scene`] of a state;
 //! - [`tasks`]: task definitions, one file each.
 
 // Index loops mirror the formulas (H[d][e], S_d, …) and read better than iterator chains.
@@ -15,6 +16,7 @@ pub mod contact;
 pub mod dynamics;
 pub mod loader;
 pub mod model;
+pub mod render;
 pub mod spatial;
 pub mod tasks;
 
