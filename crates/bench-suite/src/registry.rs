@@ -21,13 +21,85 @@ pub struct TaskEntry {
 }
 
 /// Every task the CLI knows, in listing order.
-pub static TASKS: &[TaskEntry] = &[TaskEntry {
-    name: "cartpole-swingup",
-    description: "CartPole swing-up (DiffRL, tasks.md §2.2)",
-    build: || Arc::new(sim_rigid::tasks::CartPoleSwingUp::new()),
-    // `ShacConfig::default()` is the paper's CartPole setting.
-    shac_preset: ShacConfig::default,
-}];
+pub static TASKS: &[TaskEntry] = &[
+    TaskEntry {
+        name: "cartpole-swingup",
+        description: "CartPole swing-up (DiffRL, tasks.md §2.2)",
+        build: || Arc::new(sim_rigid::tasks::CartPoleSwingUp::new()),
+        // `ShacConfig::default()` is the paper's CartPole setting.
+        shac_preset: ShacConfig::default,
+    },
+    TaskEntry {
+        name: "hopper",
+        description: "Hopper, planar one-legged hopping (DiffRL, tasks.md §2.3)",
+        build: || Arc::new(sim_rigid::tasks::Hopper::hopper()),
+        shac_preset: shac_hopper,
+    },
+    TaskEntry {
+        name: "half-cheetah",
+        description: "HalfCheetah, planar running (DiffRL, tasks.md §2.4)",
+        build: || Arc::new(sim_rigid::tasks::HalfCheetah::half_cheetah()),
+        shac_preset: shac_cheetah,
+    },
+    TaskEntry {
+        name: "ant",
+        description: "Ant, four-legged running (DiffRL, tasks.md §2.5)",
+        build: || Arc::new(sim_rigid::tasks::Ant::ant()),
+        shac_preset: shac_ant,
+    },
+    TaskEntry {
+        name: "humanoid",
+        description: "Humanoid, 21-DOF running (DiffRL, tasks.md §2.6)",
+        build: || Arc::new(sim_rigid::tasks::Humanoid::humanoid()),
+        shac_preset: shac_humanoid,
+    },
+];
+
+/// The DiffRL SHAC settings shared by the locomotion tasks (tasks.md §3): 2000 epochs,
+/// actor [128, 64, 32], critic [64, 64], actor lr 2e-3, α 0.2, 64 envs.
+fn shac_locomotion() -> ShacConfig {
+    ShacConfig {
+        max_epochs: 2000,
+        actor_units: vec![128, 64, 32],
+        critic_units: vec![64, 64],
+        actor_lr: 2e-3,
+        critic_lr: 2e-3,
+        target_critic_alpha: 0.2,
+        num_envs: 64,
+        ..ShacConfig::default()
+    }
+}
+
+/// `examples/cfg/shac/hopper.yaml`: 256 envs, critic lr 2e-4.
+fn shac_hopper() -> ShacConfig {
+    ShacConfig {
+        num_envs: 256,
+        critic_lr: 2e-4,
+        ..shac_locomotion()
+    }
+}
+
+/// `examples/cfg/shac/cheetah.yaml`.
+fn shac_cheetah() -> ShacConfig {
+    shac_locomotion()
+}
+
+/// `examples/cfg/shac/ant.yaml`.
+fn shac_ant() -> ShacConfig {
+    shac_locomotion()
+}
+
+/// `examples/cfg/shac/humanoid.yaml`: actor [256, 128], critic [128, 128], critic lr
+/// 5e-4, target critic α 0.995.
+fn shac_humanoid() -> ShacConfig {
+    ShacConfig {
+        actor_units: vec![256, 128],
+        critic_units: vec![128, 128],
+        critic_lr: 5e-4,
+        target_critic_alpha: 0.995,
+        ..shac_locomotion()
+    }
+}
 
 /// A learning algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,11 +4,13 @@
 //! 1. [`Articulation::kinematics`]: forward kinematics `X_sc = X_sc(parent)·X_pj·X_j(q)`,
 //!    COM positions and world-frame motion subspaces `S`;
 //! 2. [`Articulation::velocities`]: `v = v_parent + S q̇`, `a = a_parent + v ×ₘ S q̇`;
-//! 3. [`Articulation::bias_forces`]: world spatial inertias `I_s` and
-//!    `f = I_s a + v ×* I_s v − f_gravity`;
+//! 3. [`Articulation::bias_forces`]: `f = I_s a + v ×* I_s v − f_gravity`, with `I_s`
+//!    applied in compact form; 3b. [`Articulation::contacts`] (`contact.rs`): ground
+//!    contact wrenches added into `f`;
 //! 4. [`Articulation::joint_torques`]: `f_total` accumulated leaves → root and
 //!    `τ = −Sᵀf_total − k_e(q − q_target) − k_d q̇ + act + f_limit − k_limit_d q̇`;
-//! 5. [`Articulation::mass_matrix`] (every `mm_freq` substeps): `H = Jᵀ M J`, evaluated as
+//! 5. [`Articulation::spatial_inertias`] and [`Articulation::mass_matrix`] (every
+//!    `mm_freq` substeps): the world spatial inertias `I_s`, then `H = Jᵀ M J`, evaluated as
 //!    `H_de = S_dᵀ I^c_(link e) S_e` with subtree-composite inertias `I^c` (the same sum as
 //!    the dense product, without the zero blocks), plus the armature on the diagonal, and
 //!    its Cholesky factor;
@@ -60,7 +62,9 @@ pub struct LinkState<T> {
     pub v: Sv<T>,
     /// Velocity-product acceleration (q̈ = 0).
     pub a: Sv<T>,
-    /// Spatial inertia about the world origin.
+    /// Rotational inertia about the COM in world axes, `R I_c Rᵀ`.
+    pub i_w: M3<T>,
+    /// Spatial inertia about the world origin (built only on mass-matrix substeps).
     pub i_s: M6<T>,
     /// Bias force minus external forces (`body_f_s`).
     pub f: Sv<T>,
@@ -208,6 +212,7 @@ impl<T: Real> LinkState<T> {
             x_sj: Transform::default(),
             x_sc: Transform::default(),
             com: v3_zero(),
+            i_w: m3_zero(),
             v: sv_zero(),
             a: sv_zero(),
             i_s: m6_zero(),
@@ -224,6 +229,15 @@ impl Articulation {
         for (i, link) in self.links.iter().enumerate() {
             let x_pj = Transform::<T>::cst(&link.joint.x_pj);
             let x_sj = match link.parent {
+                // MJCF joint frames carry no rotation (body `quat` is ignored): skip the
+                // 3×3 product then
+                Some(p) if is_identity(&link.joint.x_pj.r) => {
+                    let xp = &sub.links[p].x_sc;
+                    Transform {
+                        p: xp.point(x_pj.p),
+                        r: xp.r,
+                    }
+                }
                 Some(p) => sub.links[p].x_sc.mul(&x_pj),
                 None => x_pj,
             };
@@ -369,7 +383,11 @@ impl Articulation {
                 let pj = &link.joint.x_pj;
                 let pa = &mut adj.links[p];
                 add_assign(&mut pa.x_sc_p, la.x_sj_p);
-                m3_add_assign(&mut pa.x_sc_r, &mmt(&la.x_sj_r, &m3_cst(pj.r)));
+                if is_identity(&pj.r) {
+                    m3_add_assign(&mut pa.x_sc_r, &la.x_sj_r);
+                } else {
+                    m3_add_assign(&mut pa.x_sc_r, &mmt(&la.x_sj_r, &m3_cst(pj.r)));
+                }
                 m3_add_outer(&mut pa.x_sc_r, la.x_sj_p, v3_cst(pj.p));
             }
             adj.links[i] = la;
@@ -463,17 +481,21 @@ impl Articulation {
     }
 
     // ------------------------------------------------------------------ stage 3
-    /// Spatial inertias and bias forces `f = I_s a + v ×* (I_s v) − f_g`.
+    /// Bias forces `f = I_s a + v ×* (I_s v) − f_g`, with `I_s` applied in compact form
+    /// (mass, world COM, world rotational inertia `i_w = R I_c Rᵀ`, kept in the substep).
     pub fn bias_forces<T: Real>(&self, sub: &mut Substep<T>) {
         let g = v3_cst::<T>(self.gravity);
         for (i, link) in self.links.iter().enumerate() {
             let m = T::cst(link.mass);
             let ls = &mut sub.links[i];
-            ls.i_s = spatial_inertia(m, ls.com, &ls.x_sc.r, &m3_cst(link.inertia));
-            let h = m6v(&ls.i_s, &ls.v);
+            ls.i_w = mmt(&mm(&ls.x_sc.r, &m3_cst(link.inertia)), &ls.x_sc.r);
+            let h = inertia_apply(m, ls.com, &ls.i_w, &ls.v);
             let mg = scale(g, m);
             let f_g = sv_new(cross(ls.com, mg), mg);
-            let mut f = sv_add(&m6v(&ls.i_s, &ls.a), &sv_cross_force(&ls.v, &h));
+            let mut f = sv_add(
+                &inertia_apply(m, ls.com, &ls.i_w, &ls.a),
+                &sv_cross_force(&ls.v, &h),
+            );
             for k in 0..6 {
                 f[k] -= f_g[k];
             }
@@ -481,8 +503,8 @@ impl Articulation {
         }
     }
 
-    /// Adjoint of [`Articulation::bias_forces`]: consumes `adj.links[*].{f, i_s}`,
-    /// accumulates into `adj.links[*].{v, a, com, x_sc_r}`.
+    /// Adjoint of [`Articulation::bias_forces`]: consumes `adj.links[*].f`, accumulates
+    /// into `adj.links[*].{v, a, com, x_sc_r}`.
     pub fn bias_forces_vjp<T: Real>(&self, sub: &Substep<T>, adj: &mut SubstepAdj<T>) {
         let g = v3_cst::<T>(self.gravity);
         for (i, link) in self.links.iter().enumerate() {
@@ -490,21 +512,66 @@ impl Articulation {
             let ls = &sub.links[i];
             let la = &mut adj.links[i];
             let adj_f = la.f;
-            let h = m6v(&ls.i_s, &ls.v);
+            let mut adj_iw = m3_zero::<T>();
             // I_s a
-            m6_add_outer(&mut la.i_s, &adj_f, &ls.a, T::one());
-            sv_add_assign(&mut la.a, &m6tv(&ls.i_s, &adj_f));
+            inertia_apply_adjoint(
+                m,
+                ls.com,
+                &ls.i_w,
+                &ls.a,
+                &adj_f,
+                &mut la.com,
+                &mut adj_iw,
+                &mut la.a,
+            );
             // v ×* h, h = I_s v
+            let h = inertia_apply(m, ls.com, &ls.i_w, &ls.v);
             let (av, ah) = sv_cross_force_adjoint(&ls.v, &h, &adj_f);
             sv_add_assign(&mut la.v, &av);
-            m6_add_outer(&mut la.i_s, &ah, &ls.v, T::one());
-            sv_add_assign(&mut la.v, &m6tv(&ls.i_s, &ah));
+            inertia_apply_adjoint(
+                m,
+                ls.com,
+                &ls.i_w,
+                &ls.v,
+                &ah,
+                &mut la.com,
+                &mut adj_iw,
+                &mut la.v,
+            );
             // −f_g = −(com × m g, m g): adj_com += λ_ang × m g
             add_assign(&mut la.com, cross(sv_ang(&adj_f), scale(g, m)));
-            // I_s(com, R_sc)
+            // i_w = R I_c Rᵀ: adj_R += (A + Aᵀ) R I_c
+            let mut a_sym = adj_iw;
+            for r in 0..3 {
+                for c in 0..3 {
+                    a_sym[r][c] = adj_iw[r][c] + adj_iw[c][r];
+                }
+            }
+            m3_add_assign(
+                &mut la.x_sc_r,
+                &mm(&mm(&a_sym, &ls.x_sc.r), &m3_cst(link.inertia)),
+            );
+        }
+    }
+
+    /// Spatial inertias about the world origin, `I_s(m, com, R_sc)`, for the mass matrix
+    /// (only on the substeps that rebuild it).
+    pub fn spatial_inertias<T: Real>(&self, sub: &mut Substep<T>) {
+        for (i, link) in self.links.iter().enumerate() {
+            let ls = &mut sub.links[i];
+            ls.i_s = spatial_inertia(T::cst(link.mass), ls.com, &ls.x_sc.r, &m3_cst(link.inertia));
+        }
+    }
+
+    /// Adjoint of [`Articulation::spatial_inertias`]: consumes `adj.links[*].i_s`,
+    /// accumulates into `adj.links[*].{com, x_sc_r}`.
+    pub fn spatial_inertias_vjp<T: Real>(&self, sub: &Substep<T>, adj: &mut SubstepAdj<T>) {
+        for (i, link) in self.links.iter().enumerate() {
+            let ls = &sub.links[i];
+            let la = &mut adj.links[i];
             let adj_is = la.i_s;
             spatial_inertia_adjoint(
-                m,
+                T::cst(link.mass),
                 ls.com,
                 &ls.x_sc.r,
                 &m3_cst(link.inertia),
@@ -832,6 +899,7 @@ impl Articulation {
             self.joint_torques(sub, act);
             let b = k / params.mm_freq;
             if k % params.mm_freq == 0 {
+                self.spatial_inertias(sub);
                 self.mass_matrix(sub, &mut ws.mm[b]);
             }
             self.solve(sub, &ws.mm[b]);
@@ -904,6 +972,9 @@ impl Articulation {
             self.joint_torques_vjp(sub, adj);
             self.contacts_vjp(sub, adj);
             self.bias_forces_vjp(sub, adj);
+            if k % params.mm_freq == 0 {
+                self.spatial_inertias_vjp(sub, adj);
+            }
             self.velocities_vjp(sub, adj);
             self.kinematics_vjp(sub, adj);
             carry_q.copy_from_slice(&adj.q);
@@ -919,6 +990,12 @@ impl Articulation {
             *a += *c;
         }
     }
+}
+
+/// Whether a constant rotation is exactly the identity.
+#[inline(always)]
+fn is_identity(r: &[[f64; 3]; 3]) -> bool {
+    *r == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 }
 
 /// dflex's limit force: `k(lower − q)` below, `k(upper − q)` above, 0 inside.
@@ -960,20 +1037,23 @@ pub fn cholesky<T: Real>(n: usize, a: &[T], l: &mut [T]) {
     }
 }
 
-/// Solves `L Lᵀ x = b` in place.
+/// Solves `L Lᵀ x = b` in place. Both substitutions read `L` row by row (the backward one
+/// as column updates), so the inner loops run over contiguous memory.
 pub fn cholesky_solve<T: Real>(n: usize, l: &[T], b: &mut [T]) {
     for i in 0..n {
+        let row = &l[i * n..i * n + i];
         let mut s = b[i];
-        for k in 0..i {
-            s -= l[i * n + k] * b[k];
+        for (lk, bk) in row.iter().zip(b[..i].iter()) {
+            s -= *lk * *bk;
         }
         b[i] = s / l[i * n + i];
     }
     for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in i + 1..n {
-            s -= l[k * n + i] * b[k];
+        let x = b[i] / l[i * n + i];
+        b[i] = x;
+        let row = &l[i * n..i * n + i];
+        for (bk, lk) in b[..i].iter_mut().zip(row.iter()) {
+            *bk -= *lk * x;
         }
-        b[i] = s / l[i * n + i];
     }
 }

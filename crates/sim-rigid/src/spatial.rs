@@ -515,3 +515,48 @@ pub fn quat_integrate_adjoint<T: Real>(
     }
     adj_q[3] += lw + h * dot(lv, w);
 }
+
+// ---------------------------------------------------------------------- compact inertia
+
+/// `I_s·x` for a body of mass `m`, world COM `c` and world rotational inertia about the
+/// COM `i_w`, without forming the 6×6 `I_s`: with `u = x_lin + x_ang × c`,
+/// `I_s x = (i_w x_ang + c × m u, m u)`.
+#[inline(always)]
+pub fn inertia_apply<T: Real>(m: T, c: V3<T>, i_w: &M3<T>, x: &Sv<T>) -> Sv<T> {
+    let (xa, xl) = (sv_ang(x), sv_lin(x));
+    let hl = scale(add(xl, cross(xa, c)), m);
+    sv_new(add(mv(i_w, xa), cross(c, hl)), hl)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Adjoint of [`inertia_apply`] (with `i_w` symmetric): accumulates into `adj_c`, `adj_iw`
+/// and `adj_x`.
+#[inline(always)]
+pub fn inertia_apply_adjoint<T: Real>(
+    m: T,
+    c: V3<T>,
+    i_w: &M3<T>,
+    x: &Sv<T>,
+    l: &Sv<T>,
+    adj_c: &mut V3<T>,
+    adj_iw: &mut M3<T>,
+    adj_x: &mut Sv<T>,
+) {
+    let (xa, xl) = (sv_ang(x), sv_lin(x));
+    let (la, ll) = (sv_ang(l), sv_lin(l));
+    let u = add(xl, cross(xa, c));
+    let hl = scale(u, m);
+    // h_ang = i_w x_ang + c × h_l
+    m3_add_outer(adj_iw, la, xa);
+    let aw = mv(i_w, la);
+    add_assign(adj_c, cross(hl, la));
+    let adj_hl = add(ll, cross(la, c));
+    // h_l = m u, u = x_lin + x_ang × c
+    let adj_u = scale(adj_hl, m);
+    add_assign(adj_c, cross(adj_u, xa));
+    let ax = add(aw, cross(c, adj_u));
+    for k in 0..3 {
+        adj_x[k] += ax[k];
+        adj_x[3 + k] += adj_u[k];
+    }
+}

@@ -7,6 +7,7 @@
 use diff_core::gradcheck::{cases, check_vjp_fd, dot_product_test};
 use diff_core::{Dual, Real};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use sim_rigid::batch::{step_row, step_row_vjp, RigidTask, RowScratch};
 use sim_rigid::dynamics::{Substep, Workspace};
 use sim_rigid::tasks::CartPole;
@@ -170,7 +171,7 @@ impl Stage for Velocities {
 }
 
 // ---------------------------------------------------------------- stage: bias forces
-/// Inputs per link: com (3), R_sc (9), v (6), a (6). Outputs per link: I_s (36), f (6).
+/// Inputs per link: com (3), R_sc (9), v (6), a (6). Output per link: f (6).
 struct Bias(Articulation);
 fn unpack_bias<T: Real>(x: &[T], sub: &mut Substep<T>) {
     for (i, l) in sub.links.iter_mut().enumerate() {
@@ -189,27 +190,14 @@ impl Stage for Bias {
         let sub = &mut ws.subs[0];
         unpack_bias(x, sub);
         self.0.bias_forces(sub);
-        sub.links
-            .iter()
-            .flat_map(|l| {
-                l.i_s
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .chain(l.f)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        sub.links.iter().flat_map(|l| l.f).collect()
     }
     fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
         let mut ws = fresh::<f64>(&self.0);
         unpack_bias(x, &mut ws.subs[0]);
         self.0.bias_forces(&mut ws.subs[0]);
         for (i, la) in ws.adj.links.iter_mut().enumerate() {
-            for r in 0..6 {
-                la.i_s[r].copy_from_slice(&u[42 * i + 6 * r..42 * i + 6 * r + 6]);
-            }
-            la.f.copy_from_slice(&u[42 * i + 36..42 * i + 42]);
+            la.f.copy_from_slice(&u[6 * i..6 * i + 6]);
         }
         self.0.bias_forces_vjp(&ws.subs[0], &mut ws.adj);
         ws.adj
@@ -220,6 +208,50 @@ impl Stage for Bias {
                 g.extend(l.x_sc_r.iter().flatten());
                 g.extend(l.v);
                 g.extend(l.a);
+                g
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- stage: spatial inertias
+/// Inputs per link: com (3), R_sc (9). Output per link: I_s (36).
+struct Inertias(Articulation);
+fn unpack_inertias<T: Real>(x: &[T], sub: &mut Substep<T>) {
+    for (i, l) in sub.links.iter_mut().enumerate() {
+        let o = 12 * i;
+        l.com.copy_from_slice(&x[o..o + 3]);
+        for r in 0..3 {
+            l.x_sc.r[r].copy_from_slice(&x[o + 3 + 3 * r..o + 6 + 3 * r]);
+        }
+    }
+}
+impl Stage for Inertias {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let mut ws = fresh::<T>(&self.0);
+        let sub = &mut ws.subs[0];
+        unpack_inertias(x, sub);
+        self.0.spatial_inertias(sub);
+        sub.links
+            .iter()
+            .flat_map(|l| l.i_s.iter().flatten().copied().collect::<Vec<_>>())
+            .collect()
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let mut ws = fresh::<f64>(&self.0);
+        unpack_inertias(x, &mut ws.subs[0]);
+        for (i, la) in ws.adj.links.iter_mut().enumerate() {
+            for r in 0..6 {
+                la.i_s[r].copy_from_slice(&u[36 * i + 6 * r..36 * i + 6 * r + 6]);
+            }
+        }
+        self.0.spatial_inertias_vjp(&ws.subs[0], &mut ws.adj);
+        ws.adj
+            .links
+            .iter()
+            .flat_map(|l| {
+                let mut g = l.com.to_vec();
+                g.extend(l.x_sc_r.iter().flatten());
                 g
             })
             .collect()
@@ -489,6 +521,16 @@ proptest! {
     #[test]
     fn bias_forces_adjoint(x in diff_core::gradcheck::vec_in(-2.0, 2.0, 72), u in diff_core::gradcheck::direction(8), v in diff_core::gradcheck::direction(72)) {
         check_stage(&Bias(art()), &x, &u, &v, "bias forces");
+    }
+
+    #[test]
+    fn spatial_inertias_adjoint(x in diff_core::gradcheck::vec_in(-2.0, 2.0, 36), u in diff_core::gradcheck::direction(8), v in diff_core::gradcheck::direction(36)) {
+        check_stage(&Inertias(art()), &x, &u, &v, "spatial inertias");
+    }
+
+    #[test]
+    fn bias_forces_adjoint_3d(x in diff_core::gradcheck::vec_in(-2.0, 2.0, 96), u in diff_core::gradcheck::direction(8), v in diff_core::gradcheck::direction(96)) {
+        check_stage(&Bias(tree3d()), &x, &u, &v, "bias forces (4 links)");
     }
 
     #[test]
@@ -1044,6 +1086,12 @@ impl ArtStep {
     /// Whether every substep of the step from `x` stays clear of the contact kinks and the
     /// hinge-limit kinks; also returns the contact regimes seen over the substeps.
     fn clear_of_kinks(&self, x: &[f64]) -> (bool, usize, usize, usize) {
+        self.clear_of_kinks_by(x, 2.0)
+    }
+
+    /// [`ArtStep::clear_of_kinks`] with the margins of [`contact_regimes`] scaled by `m`
+    /// (hinge limits: 5 mrad × m).
+    fn clear_of_kinks_by(&self, x: &[f64], m: f64) -> (bool, usize, usize, usize) {
         let (nq, nd) = (self.art.n_q, self.art.n_qd);
         let mut ws = Workspace::<f64>::new(&self.art, &self.params);
         let (mut q, mut qd) = (vec![0.0; nq], vec![0.0; nd]);
@@ -1058,13 +1106,13 @@ impl ArtStep {
         );
         let mut all = (true, 0, 0, 0);
         for sub in &ws.subs {
-            let r = contact_regimes(&self.art, sub, 2.0);
+            let r = contact_regimes(&self.art, sub, m);
             all = (all.0 && r.0, all.1 + r.1, all.2 + r.2, all.3 + r.3);
             for l in &self.art.links {
                 if l.joint.kind.is_1dof() {
                     let qi = sub.q[l.q_start];
-                    all.0 &= (qi - l.joint.limit_lower).abs() > 1e-2
-                        && (qi - l.joint.limit_upper).abs() > 1e-2;
+                    all.0 &= (qi - l.joint.limit_lower).abs() > 5e-3 * m
+                        && (qi - l.joint.limit_upper).abs() > 5e-3 * m;
                 }
             }
         }
@@ -1479,5 +1527,88 @@ proptest! {
         check_stage(&ObserveOf(mini_planar()), &s, &u, &v[..8], "planar observation");
         let x: Vec<f64> = s.iter().copied().chain(a).collect();
         check_stage(&RewardOf(mini_planar()), &x, &[1.0], &v, "planar reward (hopper terms)");
+    }
+}
+
+// ================================================================ Ant and Humanoid steps
+//
+// Full control steps of the shipped tasks (16 and 48 substeps with the mass matrix
+// cached over the step, all 25 / 35 contact points active) from states near the ground:
+// DiffRL's reset noise widened (feet penetrating, sliding or sticking, joints past their
+// limits, the torso tilted far from upright) and random actions.
+
+use sim_rigid::tasks::ant::ant_def;
+use sim_rigid::tasks::humanoid::humanoid_def;
+
+/// A task state: torso height `h`, orientation `quat` (normalised; anywhere on the sphere),
+/// joints at `mid ± spread·half-range` (past their limits when `spread > 1`), velocities.
+fn perturbed_state(
+    task: &Locomotion,
+    h: f64,
+    quat: &[f64],
+    joints: &[f64],
+    spread: f64,
+    vel: &[f64],
+) -> Vec<f64> {
+    let art = task.articulation();
+    let nj = art.n_q - 7;
+    let mut s = vec![0.0; task.spec().state_dim];
+    s[1] = h;
+    let q = unit_quat(quat);
+    s[3..7].copy_from_slice(&q);
+    for k in 0..nj {
+        let l = &art.links[art.dof_link[6 + k]].joint;
+        let mid = 0.5 * (l.limit_lower + l.limit_upper);
+        let half = 0.5 * (l.limit_upper - l.limit_lower);
+        s[7 + k] = mid + spread * half * joints[k % joints.len()];
+    }
+    for (k, v) in vel.iter().enumerate().take(6 + nj) {
+        s[art.n_q + k] = *v;
+    }
+    s
+}
+
+fn locomotion_step_case(
+    task: Locomotion,
+    x: Vec<f64>,
+    u: &[f64],
+    v: &[f64],
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let n = task.spec().state_dim;
+    let nphys = task.articulation().n_q + task.articulation().n_qd;
+    let mut act = vec![0.0; task.articulation().n_qd];
+    task.actuation(&x[n..], &mut act);
+    let st = ArtStep {
+        art: task.articulation().clone(),
+        params: *task.sim_params(),
+    };
+    let phys: Vec<f64> = x[..nphys].iter().copied().chain(act).collect();
+    // margins sized for the finite-difference step 1e-5 (a tenth of the default's reach)
+    let (clear, pen, _, _) = st.clear_of_kinks_by(&phys, 0.5);
+    prop_assume!(clear && pen > 0);
+    check_stage_h(&TaskStepOf(task), &x, u, v, what, FD_STEP_CONTACT);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    #[test]
+    fn ant_full_step_adjoint(h in 0.1..0.6f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 8), vel in diff_core::gradcheck::vec_in(-1.0, 1.0, 14), a in diff_core::gradcheck::vec_in(-0.95, 0.95, 8), u in diff_core::gradcheck::direction(37), v in diff_core::gradcheck::direction(45)) {
+        let task = ant_def().unwrap();
+        let mut x = perturbed_state(&task, h, &quat, &joints, 1.2, &vel);
+        x.extend(a);
+        locomotion_step_case(task, x, &u, &v, "Ant step (16 substeps, 25 contacts)")?;
+    }
+
+    #[test]
+    fn humanoid_full_step_adjoint(h in 0.3..1.1f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 21), vel in diff_core::gradcheck::vec_in(-0.3, 0.3, 27), a in diff_core::gradcheck::vec_in(-0.3, 0.3, 21), u in diff_core::gradcheck::direction(76), v in diff_core::gradcheck::direction(97)) {
+        let task = humanoid_def().unwrap();
+        // 48 substeps give the hinges time to cross a limit (a kink): keep them inside and
+        // the actions moderate so that enough cases are clear of kinks
+        let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
+        x.extend(a);
+        locomotion_step_case(task, x, &u, &v, "Humanoid step (48 substeps, 35 contacts)")?;
     }
 }

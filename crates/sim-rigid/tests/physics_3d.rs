@@ -22,12 +22,11 @@ fn shape(g: Geometry, p: [f64; 3]) -> Shape {
     )
 }
 
+/// A link's world spatial inertia, twist and COM.
+type LinkQuantities = ([[f64; 6]; 6], [f64; 6], [f64; 3]);
+
 /// Per-link world spatial inertias and twists at (q, q̇), from the engine's own stages.
-fn link_quantities(
-    art: &Articulation,
-    q: &[f64],
-    qd: &[f64],
-) -> Vec<([[f64; 6]; 6], [f64; 6], [f64; 3])> {
+fn link_quantities(art: &Articulation, q: &[f64], qd: &[f64]) -> Vec<LinkQuantities> {
     let params = SimParams {
         dt: 1.0,
         substeps: 1,
@@ -39,7 +38,7 @@ fn link_quantities(
     sub.qd.copy_from_slice(qd);
     art.kinematics(sub);
     art.velocities(sub);
-    art.bias_forces(sub);
+    art.spatial_inertias(sub);
     sub.links.iter().map(|l| (l.i_s, l.v, l.com)).collect()
 }
 

@@ -1,0 +1,103 @@
+//! The DiffRL locomotion tasks built from the shipped model files: dimensions, the
+//! observation and reward at the start state (values computed by hand from tasks.md), and
+//! zero-action rollouts that stay finite and physical.
+
+use diff_core::{seeded, Task};
+use ndarray::{Array1, Array2, Axis};
+use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
+
+fn rollout(task: &dyn Task, steps: usize) -> Vec<Array1<f32>> {
+    let spec = task.spec();
+    let mut rng = seeded(0, 0);
+    let mut s = Array2::<f32>::zeros((1, spec.state_dim));
+    task.reset_state(&mut rng, false, s.row_mut(0));
+    let a = Array2::<f32>::zeros((1, spec.act_dim));
+    let mut out = vec![s.row(0).to_owned()];
+    for _ in 0..steps {
+        let mut n = Array2::<f32>::zeros((1, spec.state_dim));
+        task.step(s.view(), a.view(), n.view_mut());
+        s = n;
+        out.push(s.row(0).to_owned());
+    }
+    out
+}
+
+fn obs_reward(task: &dyn Task, s: &Array1<f32>) -> (Vec<f32>, f32) {
+    let sp = task.spec();
+    let mut o = Array2::<f32>::zeros((1, sp.obs_dim));
+    task.observe(s.view().insert_axis(Axis(0)), o.view_mut());
+    let mut r = Array1::<f32>::zeros(1);
+    let a = Array2::<f32>::zeros((1, sp.act_dim));
+    task.reward(s.view().insert_axis(Axis(0)), a.view(), r.view_mut());
+    (o.row(0).to_vec(), r[0])
+}
+
+#[test]
+fn dimensions_match_diffrl() {
+    let dims = |t: &dyn Task| {
+        let s = t.spec();
+        (s.state_dim, s.obs_dim, s.act_dim, s.episode_length)
+    };
+    // state = [q, q̇] (+ previous action for the free-base tasks)
+    assert_eq!(dims(&Ant::ant()), (15 + 14 + 8, 37, 8, 1000));
+    assert_eq!(dims(&Humanoid::humanoid()), (28 + 27 + 21, 76, 21, 1000));
+    assert_eq!(dims(&Hopper::hopper()), (12, 11, 3, 1000));
+    assert_eq!(dims(&HalfCheetah::half_cheetah()), (18, 17, 6, 1000));
+}
+
+#[test]
+fn start_observations_and_rewards() {
+    // Ant: h 0.75, upright (up 1), heading along the target (1), reward
+    // 0 + 0.1·1 + 1 + (0.75 − 0.27) = 1.58
+    let ant = Ant::ant();
+    let (o, r) = obs_reward(&ant, &rollout(&ant, 0)[0]);
+    assert!((o[0] - 0.75).abs() < 1e-6 && (o[27] - 1.0).abs() < 1e-6 && (o[28] - 1.0).abs() < 1e-6);
+    assert_eq!(&o[11..19], &[0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0]);
+    assert!((r - 1.58).abs() < 1e-5, "ant start reward {r}");
+    // Humanoid: height term clip(1.35 − 0.84, −1, 0.1)·10 = 1, reward 0.1 + 1 + 1 = 2.1
+    let hum = Humanoid::humanoid();
+    let (o, r) = obs_reward(&hum, &rollout(&hum, 0)[0]);
+    assert!((o[0] - 1.35).abs() < 1e-6 && (o[53] - 1.0).abs() < 1e-6);
+    assert!((r - 2.1).abs() < 1e-5, "humanoid start reward {r}");
+    // Hopper: height term clip(0 + 0.3, −1, 0.3) = 0.3, angle term 1: reward 1.3
+    let hop = Hopper::hopper();
+    let (_, r) = obs_reward(&hop, &rollout(&hop, 0)[0]);
+    assert!((r - 1.3).abs() < 1e-6, "hopper start reward {r}");
+    // Cheetah: obs[0] is rootz = −0.2 at the start
+    let ch = HalfCheetah::half_cheetah();
+    let (o, r) = obs_reward(&ch, &rollout(&ch, 0)[0]);
+    assert!((o[0] + 0.2).abs() < 1e-6 && r.abs() < 1e-6);
+}
+
+#[test]
+fn zero_action_rollouts_stay_physical() {
+    // two seconds without actuation: the Ant's legs fold under its weight (no joint
+    // stiffness), the Humanoid falls, the Hopper balances on its foot; nothing explodes
+    // and nothing sinks through the ground
+    for (name, task, min_h) in [
+        ("ant", Box::new(Ant::ant()) as Box<dyn Task>, 0.1f32),
+        ("humanoid", Box::new(Humanoid::humanoid()), 0.05),
+    ] {
+        let traj = rollout(task.as_ref(), 120);
+        assert!(
+            traj.iter()
+                .all(|s| s.iter().all(|x| x.is_finite() && x.abs() < 1e3)),
+            "{name}"
+        );
+        let h_end = traj.last().unwrap()[1];
+        assert!(
+            h_end > min_h && h_end < traj[0][1],
+            "{name}: torso height {h_end}"
+        );
+    }
+    let hop = Hopper::hopper();
+    let traj = rollout(&hop, 120);
+    assert!(traj.iter().all(|s| s[1] > -0.1), "hopper stays up");
+    let ch = HalfCheetah::half_cheetah();
+    let traj = rollout(&ch, 120);
+    let z = traj.last().unwrap()[1];
+    assert!(
+        z < -0.2 && z > -0.6,
+        "cheetah settles on its legs, rootz {z}"
+    );
+}
