@@ -70,11 +70,30 @@ const QUICK: &[SuiteEntry] = &[SuiteEntry {
     algo: "shac",
 }];
 
-/// The full suite: the DiffRL tasks as they are registered in `mbmix list`.
-const FULL: &[SuiteEntry] = &[SuiteEntry {
-    task: "cartpole-swingup",
-    algo: "shac",
-}];
+/// The full suite: the DiffRL tasks as they are registered in `mbmix list`, each with
+/// its DiffRL SHAC preset (2000 epochs for the locomotion tasks).
+const FULL: &[SuiteEntry] = &[
+    SuiteEntry {
+        task: "ant",
+        algo: "shac",
+    },
+    SuiteEntry {
+        task: "half-cheetah",
+        algo: "shac",
+    },
+    SuiteEntry {
+        task: "hopper",
+        algo: "shac",
+    },
+    SuiteEntry {
+        task: "humanoid",
+        algo: "shac",
+    },
+    SuiteEntry {
+        task: "cartpole-swingup",
+        algo: "shac",
+    },
+];
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -53,6 +53,13 @@ pub static TASKS: &[TaskEntry] = &[
         build: || Arc::new(sim_rigid::tasks::Humanoid::humanoid()),
         shac_preset: shac_humanoid,
     },
+    TaskEntry {
+        name: "bruce",
+        description: "Bruce humanoid walking, 10 leg joints (tasks.md §6.3, our proposal)",
+        build: || Arc::new(sim_rigid::tasks::Bruce::bruce()),
+        // inferred: the Humanoid preset (MB-MIX's Bruce settings are unknown)
+        shac_preset: shac_humanoid,
+    },
 ];
 
 /// The DiffRL SHAC settings shared by the locomotion tasks (tasks.md §3): 2000 epochs,

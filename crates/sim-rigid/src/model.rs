@@ -314,6 +314,7 @@ pub struct ArticulationBuilder {
     shapes: Vec<LinkShape>,
     extra_contacts: Vec<ContactPoint>,
     ground: bool,
+    shape_contacts: bool,
     inertia_transform: InertiaTransform,
     gravity: [f64; 3],
 }
@@ -332,6 +333,7 @@ impl ArticulationBuilder {
             shapes: Vec::new(),
             extra_contacts: Vec::new(),
             ground: true,
+            shape_contacts: true,
             inertia_transform,
             gravity: [0.0, -9.81, 0.0],
         }
@@ -348,6 +350,17 @@ impl ArticulationBuilder {
     /// Sets whether ground contact is on (see [`ArticulationBuilder::ground`]).
     pub fn set_ground(&mut self, on: bool) {
         self.ground = on;
+    }
+
+    /// Whether shapes generate their own contact points at `build` (default true). Off,
+    /// only the points given to [`ArticulationBuilder::add_contact_point`] touch the ground.
+    pub fn set_shape_contacts(&mut self, on: bool) {
+        self.shape_contacts = on;
+    }
+
+    /// The shapes added so far.
+    pub fn shapes(&self) -> &[LinkShape] {
+        &self.shapes
     }
 
     /// The links added so far.
@@ -540,8 +553,10 @@ impl ArticulationBuilder {
         }
         let mut contacts = Vec::new();
         if self.ground {
-            for ls in &self.shapes {
-                shape_contacts(ls, &mut contacts);
+            if self.shape_contacts {
+                for ls in &self.shapes {
+                    shape_contacts(ls, &mut contacts);
+                }
             }
             contacts.extend_from_slice(&self.extra_contacts);
         }

@@ -101,3 +101,34 @@ fn zero_action_rollouts_stay_physical() {
         "cheetah settles on its legs, rootz {z}"
     );
 }
+
+#[test]
+fn bruce_loads_stands_on_its_soles_and_matches_its_reward() {
+    use sim_rigid::tasks::Bruce;
+    let t = Bruce::bruce();
+    let def = t.def();
+    let sp = t.spec();
+    // free base + 10 leg joints; 4 sole points per foot; URDF masses (arms welded on)
+    assert_eq!(
+        (sp.state_dim, sp.obs_dim, sp.act_dim),
+        (17 + 16 + 10, 43, 10)
+    );
+    assert_eq!(def.cfg.art.contacts.len(), 8);
+    let mass: f64 = def.cfg.art.links.iter().map(|l| l.mass).sum();
+    assert!((mass - 4.6459).abs() < 1e-3, "total mass {mass}");
+    // the start height puts the soles 1 mm above the ground: ≈ 0.47 m of leg
+    let h0 = def.cfg.start_pos[1];
+    assert!(h0 > 0.4 && h0 < 0.55, "start height {h0}");
+    // reward at rest: 0.1·up + heading + height term clip(h0 − (0.55 h0 + 0.05), −1, 0.05)·10
+    let s0 = &rollout(&t, 0)[0];
+    let (o, r) = obs_reward(&t, s0);
+    assert!((o[0] as f64 - h0).abs() < 1e-6);
+    assert!((r - 1.6).abs() < 1e-5, "start reward {r}");
+    // the first steps settle onto the soles without bouncing off or sinking far
+    let traj = rollout(&t, 10);
+    let h = traj.last().unwrap()[1] as f64;
+    assert!(
+        h < h0 && h > h0 - 0.02,
+        "height after 10 steps {h} (start {h0})"
+    );
+}

@@ -2,6 +2,7 @@
 //! reset noise as in `shared/reference/tasks.md` §2).
 
 pub mod ant;
+pub mod bruce;
 pub mod cartpole;
 pub mod cheetah;
 pub mod hopper;
@@ -10,6 +11,7 @@ pub mod locomotion;
 pub mod planar;
 
 pub use ant::Ant;
+pub use bruce::Bruce;
 pub use cartpole::{CartPole, CartPoleSwingUp};
 pub use cheetah::HalfCheetah;
 pub use hopper::Hopper;

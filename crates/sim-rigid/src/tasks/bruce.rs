@@ -1,0 +1,212 @@
+//! Bruce: Westwood Robotics' BRUCE humanoid walking forward (tasks.md §6.3, a proposal:
+//! MB-MIX's own Bruce environment is not public). It mirrors DiffRL's Humanoid
+//! ([`super::locomotion`]) on the official URDF's kinematics and masses.
+//!
+//! - Model: `datasets/robots/bruce.urdf` with its `<inertial>` masses and inertias (our
+//!   loader keeps them; dflex's would not, fidelity trap 3), a free base and the 10 leg
+//!   joints (hip yaw/roll/pitch, knee, ankle per side); the 6 arm joints are welded to
+//!   the base unless `arms` is set. Exact inertia rotation (not dflex's element-wise one).
+//! - Contact: four points per foot, the sole corners of og_bruce's foot box (toe/heel ×
+//!   inner/outer edge), not the box's eight corners; penalty contact as dflex's with
+//!   parameters scaled to a 4.6 kg robot (below).
+//! - Control: τ = τ_max·clip(a), τ_max = 10.5 N·m (Koala BEAR leg actuators).
+//! - Observation (43 legs only, 55 with arms) and reward as Humanoid: forward speed +
+//!   0.1·up + heading + height term − 0.002·Σa², with the height term and termination
+//!   height scaled from Humanoid's (0.74 of a 1.35 m start) to Bruce's start height.
+//! - Episode 1000 steps at dt 1/60 with 32 substeps.
+//!
+//! Everything is a field of [`BruceConfig`] (documented defaults); the registry uses the
+//! defaults. Deviations from DiffRL's Humanoid, all deliberate: exact inertias, URDF
+//! masses, explicit foot contact points, the scaled contact, joint and reward constants.
+
+use super::ant::Z_UP_TO_Y_UP;
+use super::locomotion::{HeightReward, Locomotion, LocomotionConfig};
+use crate::batch::RigidEnv;
+use crate::dynamics::SimParams;
+use crate::loader::{load_urdf, robot_path, DroppedJoints, UrdfOptions};
+use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform};
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+
+/// The leg joints in DOF order.
+pub const LEG_JOINTS: [&str; 10] = [
+    "hip_yaw_r",
+    "hip_roll_r",
+    "hip_pitch_r",
+    "knee_pitch_r",
+    "ankle_pitch_r",
+    "hip_yaw_l",
+    "hip_roll_l",
+    "hip_pitch_l",
+    "knee_pitch_l",
+    "ankle_pitch_l",
+];
+
+/// The Bruce task's parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruceConfig {
+    /// Keep the 6 arm joints (actuated like the legs); default false (welded to the base).
+    pub arms: bool,
+    /// Torque per unit action, N·m (10.5).
+    pub torque_limit: f64,
+    /// Substeps per 1/60 s control step (32); the mass matrix is rebuilt once per step.
+    pub substeps: usize,
+    /// Joint damping N·m·s/rad (0.1), armature kg·m² (0.011, og_bruce), limit stiffness
+    /// (100) and the always-on limit damping of dflex (0.1, fidelity trap 6).
+    pub damping: f64,
+    pub armature: f64,
+    pub limit_ke: f64,
+    pub limit_kd: f64,
+    /// Foot contact (ke 2e3, kd 1e3, kf 1e2, mu 1.0): Humanoid's 2e4 / 5e3 / 1e3 / 0.75
+    /// scaled to a robot of a tenth of its mass, with og_bruce's higher foot friction.
+    pub contact: ContactMaterial,
+    /// Termination height as a fraction of the start height (0.55, Humanoid's 0.74/1.35).
+    pub termination_fraction: f64,
+    /// Height-term tolerance (0.05 m) and positive-side scale (10).
+    pub height_tolerance: f64,
+    pub height_scale: f64,
+    /// Action penalty coefficient (−0.002).
+    pub action_penalty: f64,
+    /// Target offset from the start (1000, 0, 0).
+    pub target: [f64; 3],
+    /// Reset noise: position ± (0.02 m), rotation ± (π/24), joints ± (0.1), q̇ ± (0.1).
+    pub noise_pos: f64,
+    pub noise_rot: f64,
+    pub noise_joint: f64,
+    pub noise_vel: f64,
+    pub episode_length: usize,
+}
+
+impl Default for BruceConfig {
+    fn default() -> Self {
+        BruceConfig {
+            arms: false,
+            torque_limit: 10.5,
+            substeps: 32,
+            damping: 0.1,
+            armature: 0.011,
+            limit_ke: 100.0,
+            limit_kd: 0.1,
+            contact: ContactMaterial {
+                ke: 2e3,
+                kd: 1e3,
+                kf: 1e2,
+                mu: 1.0,
+            },
+            termination_fraction: 0.55,
+            height_tolerance: 0.05,
+            height_scale: 10.0,
+            action_penalty: -0.002,
+            target: [1000.0, 0.0, 0.0],
+            noise_pos: 0.02,
+            noise_rot: PI / 24.0,
+            noise_joint: 0.1,
+            noise_vel: 0.1,
+            episode_length: 1000,
+        }
+    }
+}
+
+/// The Bruce task as a batched [`diff_core::Task`].
+pub type Bruce = RigidEnv<Locomotion>;
+
+/// The Bruce definition for `cfg`.
+pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
+    let mut opts = UrdfOptions {
+        floating: true,
+        armature: cfg.armature,
+        limit_ke: cfg.limit_ke,
+        limit_kd: cfg.limit_kd,
+        contact: cfg.contact,
+        inertia_transform: InertiaTransform::Exact,
+        ..UrdfOptions::default()
+    };
+    if !cfg.arms {
+        opts.keep_joints = Some(LEG_JOINTS.iter().map(|s| s.to_string()).collect());
+        opts.dropped_joints = DroppedJoints::Merge;
+    }
+    let mut model = load_urdf(robot_path("bruce.urdf"), &opts)?;
+    let joint_names: Vec<String> = model.joint_names[1..].to_vec();
+    // four sole points per foot: the corners of each foot box on its +x (sole) face
+    let mut soles = Vec::new();
+    for ls in model.builder.shapes() {
+        if let Geometry::Box {
+            half_extents: [hx, hy, hz],
+        } = ls.shape.geometry
+        {
+            for (sy, sz) in [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)] {
+                soles.push(ContactPoint {
+                    link: ls.link,
+                    point: ls.shape.pose.point([hx, sy * hy, sz * hz]),
+                    thickness: 0.0,
+                    material: cfg.contact,
+                });
+            }
+        }
+    }
+    if soles.len() != 8 {
+        return Err(diff_core::Error::InvalidParameter {
+            name: "bruce.urdf".into(),
+            reason: format!("expected one foot box per foot, found {}", soles.len() / 4),
+        });
+    }
+    model.builder.set_shape_contacts(false);
+    for c in soles {
+        model.builder.add_contact_point(c)?;
+    }
+    let mut art = model.build()?;
+    for l in art.links.iter_mut().skip(1) {
+        l.joint.target_kd = cfg.damping;
+    }
+    // start height: the soles just touching the ground with the base rotated upright
+    let nj = art.n_q - 7;
+    let mut q0 = vec![0.0; art.n_q];
+    q0[3..7].copy_from_slice(&Z_UP_TO_Y_UP);
+    let xs = art.link_transforms(&q0);
+    let lowest = art
+        .contacts
+        .iter()
+        .map(|c| xs[c.link].point(c.point)[1])
+        .fold(f64::INFINITY, f64::min);
+    let h0 = -lowest + 1e-3;
+    let n_act = nj;
+    Locomotion::new(LocomotionConfig {
+        name: "bruce".into(),
+        art,
+        params: SimParams {
+            dt: 1.0 / 60.0,
+            substeps: cfg.substeps,
+            mm_freq: cfg.substeps,
+        },
+        episode_length: cfg.episode_length,
+        start_pos: [0.0, h0, 0.0],
+        start_rot: Z_UP_TO_Y_UP,
+        rest_pose: vec![0.0; nj],
+        actuators: (0..n_act).map(|k| (6 + k, cfg.torque_limit)).collect(),
+        target: cfg.target,
+        termination_height: cfg.termination_fraction * h0,
+        height_reward: HeightReward::Clipped {
+            tolerance: cfg.height_tolerance,
+            scale: cfg.height_scale,
+        },
+        up_weight: 0.1,
+        heading_weight: 1.0,
+        action_penalty: cfg.action_penalty,
+        noise_pos: cfg.noise_pos,
+        noise_rot: cfg.noise_rot,
+        noise_joint: cfg.noise_joint,
+        noise_vel: cfg.noise_vel,
+        joint_vel_obs_scale: 0.1,
+        joint_names,
+    })
+}
+
+impl RigidEnv<Locomotion> {
+    /// The Bruce task with the default [`BruceConfig`].
+    pub fn bruce() -> Self {
+        RigidEnv::from_def(
+            bruce_def(&BruceConfig::default()).expect("datasets/robots/bruce.urdf loads"),
+        )
+    }
+}
