@@ -579,53 +579,6 @@ proptest! {
 }
 
 // ---------------------------------------------------------------- task-level pieces
-/// The task's observation as a stage (state → obs).
-struct Observe(CartPole);
-impl Stage for Observe {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let mut o = vec![T::zero(); 5];
-        self.0.observe(x, &mut o);
-        o
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; 4];
-        self.0.observe_vjp(x, u, &mut g);
-        g
-    }
-}
-
-/// The task's reward as a stage ((s', a) → r).
-struct Reward(CartPole);
-impl Stage for Reward {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        vec![self.0.reward(&x[..4], &x[4..])]
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; 5];
-        let (gs, ga) = g.split_at_mut(4);
-        self.0.reward_vjp(&x[..4], &x[4..], u[0], gs, ga);
-        g
-    }
-}
-
-/// `step_row` through the task's actuation (clip and scale) as a stage.
-struct TaskStep(CartPole);
-impl Stage for TaskStep {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let mut sc = RowScratch::<T>::new(&self.0);
-        let mut out = vec![T::zero(); 4];
-        step_row(&self.0, &x[..4], &x[4..], &mut out, &mut sc);
-        out
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut sc = RowScratch::<f64>::new(&self.0);
-        let mut g = vec![0.0; 5];
-        let (gs, ga) = g.split_at_mut(4);
-        step_row_vjp(&self.0, &x[..4], &x[4..], u, gs, ga, &mut sc);
-        g
-    }
-}
-
 /// The sum of rewards over a window of `h` steps, as a function of the action sequence
 /// (the initial state fixed), or of the initial state and the actions.
 struct Window {
@@ -685,7 +638,7 @@ proptest! {
 
     #[test]
     fn observation_adjoint(x in diff_core::gradcheck::vec_in(-7.0, 7.0, 4), u in diff_core::gradcheck::direction(5), v in diff_core::gradcheck::direction(4)) {
-        check_stage(&Observe(cartpole()), &x, &u, &v, "observation");
+        check_stage(&ObserveOf(cartpole()), &x, &u, &v, "observation");
     }
 
     #[test]
@@ -693,13 +646,13 @@ proptest! {
         // away from the angle wrap's jumps at odd multiples of π
         let k = ((x[1] + std::f64::consts::PI) / (2.0 * std::f64::consts::PI)).fract();
         prop_assume!(k > 1e-3 && k < 1.0 - 1e-3);
-        check_stage(&Reward(cartpole()), &x, &u, &v, "reward");
+        check_stage(&RewardOf(cartpole()), &x, &u, &v, "reward");
     }
 
     #[test]
     fn task_step_adjoint(x in state_action(), u in diff_core::gradcheck::direction(4), v in diff_core::gradcheck::direction(5)) {
         prop_assume!(away_from_limit_kinks(&x, 4));
-        check_stage(&TaskStep(cartpole()), &x, &u, &v, "task step (actuation + 4 substeps)");
+        check_stage(&TaskStepOf(cartpole()), &x, &u, &v, "task step (actuation + 4 substeps)");
     }
 }
 
@@ -780,7 +733,7 @@ fn batched_f32_faces_match_per_row_f64() {
     let mut jv = Array2::<f32>::zeros((n, 4));
     let (vs, va) = (v.slice(ndarray::s![.., ..4]), v.slice(ndarray::s![.., 4..]));
     env.step_jvp(s.view(), a.view(), vs, va, jv.view_mut());
-    let stage = TaskStep(def);
+    let stage = TaskStepOf(def);
     for i in 0..n {
         let x: Vec<f64> = s
             .row(i)

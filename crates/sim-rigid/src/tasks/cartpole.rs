@@ -16,6 +16,7 @@
 //!   stochastic init q += π(U − 0.5), q̇ += 0.5(U − 0.5) per coordinate.
 //! - Success (our evaluation criterion): |θ̃| < 0.2 over the last 60 steps.
 
+use super::clip_unit;
 use crate::batch::{RigidEnv, RigidTask};
 use crate::dynamics::SimParams;
 use crate::model::{
@@ -149,17 +150,6 @@ pub fn wrap_angle<T: Real>(theta: T) -> T {
     let two_pi = 2.0 * PI;
     let k = ((theta.re() + PI) / two_pi).floor();
     theta - T::cst(k * two_pi)
-}
-
-/// Derivative of the clip to [−1, 1] (1 inside, 0 outside).
-fn clip_unit<T: Real>(a: T) -> (T, bool) {
-    if a.re() > 1.0 {
-        (T::one(), false)
-    } else if a.re() < -1.0 {
-        (-T::one(), false)
-    } else {
-        (a, true)
-    }
 }
 
 impl RigidTask for CartPole {

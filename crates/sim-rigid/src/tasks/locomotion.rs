@@ -21,6 +21,7 @@
 //!
 //! **Termination** `h < termination_height`.
 
+use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp, clip_unit};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::model::Articulation;
@@ -81,18 +82,6 @@ pub struct Locomotion {
     /// start_rot⁻¹ (x, y, z, w).
     inv_start: [f64; 4],
     nj: usize,
-}
-
-/// `clip(a, −1, 1)` and whether `a` is inside (derivative 1) or outside (0).
-#[inline(always)]
-pub fn clip_unit<T: Real>(a: T) -> (T, bool) {
-    if a.re() > 1.0 {
-        (T::one(), false)
-    } else if a.re() < -1.0 {
-        (-T::one(), false)
-    } else {
-        (a, true)
-    }
 }
 
 /// Hamilton product `a ⊗ b` of (x, y, z, w) quaternions, `b` constant.
@@ -300,18 +289,11 @@ impl RigidTask for Locomotion {
     }
 
     fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
-        act.iter_mut().for_each(|x| *x = T::zero());
-        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
-            act[d] = clip_unit(a[k]).0 * T::cst(gain);
-        }
+        actuate(&self.cfg.actuators, a, act);
     }
 
     fn actuation_vjp<T: Real>(&self, a: &[T], adj_act: &[T], adj_a: &mut [T]) {
-        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
-            if clip_unit(a[k]).1 {
-                adj_a[k] += adj_act[d] * T::cst(gain);
-            }
-        }
+        actuate_vjp(&self.cfg.actuators, a, adj_act, adj_a);
     }
 
     fn extra_step<T: Real>(&self, _s: &[T], a: &[T], extra_next: &mut [T]) {
@@ -396,15 +378,11 @@ impl RigidTask for Locomotion {
         let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
         let progress = s[nq + 3] - (p[1] * w[2] - p[2] * w[1]);
         let (up, hd) = self.up_heading(s);
-        let mut pen = T::zero();
-        for &ak in a {
-            pen += clip_unit(ak).0.sq();
-        }
         progress
             + T::cst(self.cfg.up_weight) * up
             + T::cst(self.cfg.heading_weight) * hd
             + self.height_term(s[1])
-            + T::cst(self.cfg.action_penalty) * pen
+            + action_penalty(self.cfg.action_penalty, a)
     }
 
     fn reward_vjp<T: Real>(&self, s: &[T], a: &[T], g: T, adj_s: &mut [T], adj_a: &mut [T]) {
@@ -423,13 +401,7 @@ impl RigidTask for Locomotion {
             adj_s,
         );
         adj_s[1] += g * self.height_term_derivative(s[1]);
-        let c = T::cst(2.0 * self.cfg.action_penalty) * g;
-        for (k, &ak) in a.iter().enumerate() {
-            let (x, inside) = clip_unit(ak);
-            if inside {
-                adj_a[k] += c * x;
-            }
-        }
+        action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
     }
 
     fn terminated(&self, s: &[f32]) -> bool {

@@ -9,10 +9,10 @@
 //! terms are Hopper's and absent for Cheetah.
 //! **Termination** `obs[0] < termination_height` when set (Hopper only, fidelity trap 20).
 
+use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::model::Articulation;
-use crate::tasks::locomotion::clip_unit;
 use diff_core::rng::uniform01;
 use diff_core::{Real, SeededRng, TaskSpec};
 
@@ -116,18 +116,11 @@ impl RigidTask for Planar {
     }
 
     fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
-        act.iter_mut().for_each(|x| *x = T::zero());
-        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
-            act[d] = clip_unit(a[k]).0 * T::cst(gain);
-        }
+        actuate(&self.cfg.actuators, a, act);
     }
 
     fn actuation_vjp<T: Real>(&self, a: &[T], adj_act: &[T], adj_a: &mut [T]) {
-        for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
-            if clip_unit(a[k]).1 {
-                adj_a[k] += adj_act[d] * T::cst(gain);
-            }
-        }
+        actuate_vjp(&self.cfg.actuators, a, adj_act, adj_a);
     }
 
     fn observe<T: Real>(&self, s: &[T], obs: &mut [T]) {
@@ -146,11 +139,7 @@ impl RigidTask for Planar {
         if let Some(h) = &self.cfg.hopper {
             r += hopper_height(h, s[1]) + hopper_angle(h, s[2]);
         }
-        let mut pen = T::zero();
-        for &ak in a {
-            pen += clip_unit(ak).0.sq();
-        }
-        r + T::cst(self.cfg.action_penalty) * pen
+        r + action_penalty(self.cfg.action_penalty, a)
     }
 
     fn reward_vjp<T: Real>(&self, s: &[T], a: &[T], g: T, adj_s: &mut [T], adj_a: &mut [T]) {
@@ -167,13 +156,7 @@ impl RigidTask for Planar {
             }
             adj_s[2] += g * T::cst(-2.0 / (h.termination_angle * h.termination_angle)) * s[2];
         }
-        let c = T::cst(2.0 * self.cfg.action_penalty) * g;
-        for (k, &ak) in a.iter().enumerate() {
-            let (x, inside) = clip_unit(ak);
-            if inside {
-                adj_a[k] += c * x;
-            }
-        }
+        action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
     }
 
     fn terminated(&self, s: &[f32]) -> bool {
