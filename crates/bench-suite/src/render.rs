@@ -437,15 +437,17 @@ impl Camera {
                 }
             })
             .collect();
-        let mut half_u = 0.5 * (u1 - u0);
-        for (c, b) in center_u.iter().zip(&bounds) {
-            if let Some(b) = b {
-                half_u = half_u.max((b[1] - c).abs()).max((c - b[0]).abs());
-            }
-        }
-        if style.fixed_camera {
-            half_u = 0.5 * (u1 - u0);
-        }
+        // a following camera only needs to fit each frame around its own centre (not the
+        // distance travelled over the rollout); a fixed one fits everything
+        let half_u = if style.fixed_camera {
+            0.5 * (u1 - u0)
+        } else {
+            center_u
+                .iter()
+                .zip(&bounds)
+                .filter_map(|(c, b)| b.map(|b| (b[1] - c).abs().max((c - b[0]).abs())))
+                .fold(0.0, f64::max)
+        };
         let half_v = 0.5 * (v1 - v0);
         let top = f64::from(caption_height(style));
         let band = (f64::from(h) - top).max(1.0);
