@@ -23,6 +23,12 @@
 //! cached `H` send their `adj_H` to the substep that built it, so gradients reach the
 //! state only through the configuration at which `H` was built (fidelity trap 11).
 //!
+//! Ball and free joints rotate by `R_sc = R_sj·R(quat)` with dflex's `quat_rotate` matrix
+//! `R(q) = (2w² − 1)I + 2w[v]× + 2vvᵀ`; dflex composes the quaternions instead
+//! (`spatial_transform_multiply`). The two agree exactly for unit quaternions, which every
+//! state has (the integrator normalises); they differ only in derivatives off the unit
+//! sphere, a direction no trajectory moves in.
+//!
 //! Everything is generic over [`Real`]: `f32` for training, `f64` for the finite-difference
 //! oracle, [`diff_core::Dual`] for JVPs.
 

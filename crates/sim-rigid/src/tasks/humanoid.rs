@@ -13,6 +13,13 @@
 //!   `d = clip(h − 0.84, −1, 0.1)`, `−200 d²` below 0, `10 d` above.
 //! - Reset noise as Ant. The NaN/|x| > 1e6 guard (reset, reward 0) is the batch driver's
 //!   (`diff_core::BatchEnv`, trap 23).
+//!
+//! Deviations from DiffRL, and a disagreement with tasks.md: our model has 9 massless chain
+//! links of 22 (abdomen_z, hip_x and hip_z on each side, ankle_y on each side, shoulder1 on
+//! each side), where tasks.md §8 reports 7 from dflex. With one link per joint and geoms on
+//! the last link of each body (trap 4), 13 of the 22 links carry geoms, so 9 follows from
+//! the XML's body structure; the torso link's 8.907 kg and the 35 contact points match
+//! dflex. The reset noise comes from our seeded ChaCha stream (same distributions).
 
 use super::ant::Z_UP_TO_Y_UP;
 use super::locomotion::{HeightReward, Locomotion, LocomotionConfig};
