@@ -60,6 +60,16 @@ pub static TASKS: &[TaskEntry] = &[
         // inferred: the Humanoid preset (MB-MIX's Bruce settings are unknown)
         shac_preset: shac_humanoid,
     },
+    TaskEntry {
+        name: "bruce-pd",
+        description: "Bruce with a PD spring on every joint (the hardware's position loop) and torques on top",
+        build: || {
+            Arc::new(sim_rigid::tasks::Bruce::bruce_with(
+                &sim_rigid::tasks::bruce::BruceConfig::position_loop(),
+            ))
+        },
+        shac_preset: shac_humanoid,
+    },
 ];
 
 /// The DiffRL SHAC settings shared by the locomotion tasks (tasks.md §3): 2000 epochs,

@@ -132,3 +132,21 @@ fn bruce_loads_stands_on_its_soles_and_matches_its_reward() {
         "height after 10 steps {h} (start {h0})"
     );
 }
+#[test]
+fn bruce_with_the_position_loop_spring_stands_without_actions() {
+    // `bruce-pd`: joint springs kp 100, kd 2 toward the straight-leg pose hold the robot up
+    // with zero torque for 5 s (the standing-still baseline of the walking task); pure
+    // torque control (`bruce`) falls within 2 s
+    use sim_rigid::batch::RigidEnv;
+    use sim_rigid::tasks::bruce::{bruce_def, BruceConfig};
+    let pd = RigidEnv::from_def(bruce_def(&BruceConfig::position_loop()).unwrap());
+    let traj = rollout(&pd, 300);
+    let h0 = traj[0][1];
+    assert!(traj.iter().all(|s| s[1] > h0 - 0.02), "bruce-pd fell");
+    let free = RigidEnv::from_def(bruce_def(&BruceConfig::default()).unwrap());
+    let traj = rollout(&free, 120);
+    assert!(
+        traj.last().unwrap()[1] < 0.5 * h0,
+        "bruce without springs stood up"
+    );
+}

@@ -52,6 +52,11 @@ pub struct BruceConfig {
     pub torque_limit: f64,
     /// Substeps per 1/60 s control step (32); the mass matrix is rebuilt once per step.
     pub substeps: usize,
+    /// Joint stiffness toward the rest pose, N·m/rad (dflex `joint_target_ke`, as DiffRL's
+    /// Humanoid has): the hardware runs its joints under a position-mode PD loop (kp 60,
+    /// kd 2, `BRUCE_macros.py`); a passive spring stands in for it and the policy's torques
+    /// act on top. Default 0 (pure torque control).
+    pub stiffness: f64,
     /// Joint damping N·m·s/rad (0.1), armature kg·m² (0.011, og_bruce), limit stiffness
     /// (100) and the always-on limit damping of dflex (0.1, fidelity trap 6).
     pub damping: f64,
@@ -84,6 +89,7 @@ impl Default for BruceConfig {
             arms: false,
             torque_limit: 10.5,
             substeps: 32,
+            stiffness: 0.0,
             damping: 0.1,
             armature: 0.011,
             limit_ke: 100.0,
@@ -104,6 +110,20 @@ impl Default for BruceConfig {
             noise_joint: 0.1,
             noise_vel: 0.1,
             episode_length: 1000,
+        }
+    }
+}
+
+impl BruceConfig {
+    /// `bruce-pd`: the joints under a PD spring (kp 100 N·m/rad, kd 2 N·m·s/rad) toward the
+    /// straight-leg pose, standing in for the hardware's position loop (kp 60, kd 2 in
+    /// `BRUCE_macros.py`; in our model kp 60 does not hold the straight-leg stance, kp 100
+    /// does), with the policy's torques (±10.5 N·m) on top. Zero action stands still.
+    pub fn position_loop() -> Self {
+        BruceConfig {
+            stiffness: 100.0,
+            damping: 2.0,
+            ..BruceConfig::default()
         }
     }
 }
@@ -158,6 +178,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     let mut art = model.build()?;
     for l in art.links.iter_mut().skip(1) {
         l.joint.target_kd = cfg.damping;
+        l.joint.target_ke = cfg.stiffness;
     }
     // start height: the soles just touching the ground with the base rotated upright
     let nj = art.n_q - 7;
@@ -172,7 +193,12 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     let h0 = -lowest + 1e-3;
     let n_act = nj;
     Locomotion::new(LocomotionConfig {
-        name: "bruce".into(),
+        name: if cfg.stiffness > 0.0 {
+            "bruce-pd"
+        } else {
+            "bruce"
+        }
+        .into(),
         art,
         params: SimParams {
             dt: 1.0 / 60.0,
@@ -203,10 +229,14 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
 }
 
 impl RigidEnv<Locomotion> {
-    /// The Bruce task with the default [`BruceConfig`].
+    /// The Bruce task with the default [`BruceConfig`] (pure torque control).
     pub fn bruce() -> Self {
-        RigidEnv::from_def(
-            bruce_def(&BruceConfig::default()).expect("datasets/robots/bruce.urdf loads"),
-        )
+        Self::bruce_with(&BruceConfig::default())
+    }
+
+    /// The Bruce task with `cfg` (panics only if the shipped model file is broken, which
+    /// the loader tests rule out).
+    pub fn bruce_with(cfg: &BruceConfig) -> Self {
+        RigidEnv::from_def(bruce_def(cfg).expect("datasets/robots/bruce.urdf loads"))
     }
 }
