@@ -68,7 +68,7 @@ fn unknown_task_and_algorithm_list_the_known_ones() {
     let (result, _) = mbmix(&[
         "rollout",
         "--task",
-        "hopper",
+        "snu-humanoid",
         "--actions",
         "a.json",
         "--out",
