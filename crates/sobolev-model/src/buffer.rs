@@ -1,0 +1,522 @@
+//! Transitions with their Sobolev targets, computed from any `diff_core::Task`, and the FIFO
+//! buffer that keeps them (`model.buffer`, §3.4).
+//!
+//! Targets are stored in **physical** coordinates together with the physical directions
+//! they were taken along, so that they stay valid while the normalisation statistics move;
+//! the loss converts them with the current statistics (see [`crate::loss`]).
+//!
+//! Per transition, the target row holds (`ds` = state width, `din` = state + action width,
+//! `k` = directions):
+//! - `full`: `J_F = ∂s′/∂(s, a)` row-major `[ds, din]`, from `ds` batched simulator VJPs
+//!   (one per output row, with a unit adjoint);
+//! - `vjp_proj`: `k` blocks `[u (ds), uᵀJ_F (din)]`, one VJP per direction;
+//! - `jvp_proj`: `k` blocks `[v (din), J_F·v (ds)]`, one JVP per direction;
+//! - `bilinear`: `k` blocks `[u (ds), v (din), uᵀJ_F·v (1)]`, one VJP and a dot product;
+//! - `none`: nothing.
+//!
+//! Directions are standard normal in the model's **normalised** coordinates at collection
+//! time (u_phys = u_n / σ_out, v_phys = σ_in ⊙ v_n, with v_n's state and action parts scaled by
+//! √β_s and √β_a), which makes each projected penalty an unbiased estimate of
+//! β_s‖M_s‖_F² + β_a‖M_a‖_F² in normalised coordinates.
+
+use crate::config::{SobolevConfig, SobolevForm, TargetFilter};
+use crate::error::{check_shape, Error, Result};
+use diff_core::rng::fill_normal;
+use diff_core::{SeededRng, Task};
+use ndarray::{s, Array2, ArrayView2, Axis};
+
+/// The shape of one transition's target row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetLayout {
+    /// Estimator form.
+    pub form: SobolevForm,
+    /// State width.
+    pub state_dim: usize,
+    /// Action width.
+    pub action_dim: usize,
+    /// Directions per transition (1 for `full` and `none`).
+    pub directions: usize,
+}
+
+impl TargetLayout {
+    /// A layout; `directions` is forced to 1 for the forms that draw none.
+    pub fn new(form: SobolevForm, state_dim: usize, action_dim: usize, directions: usize) -> Self {
+        TargetLayout {
+            form,
+            state_dim,
+            action_dim,
+            directions: if form.is_projected() { directions } else { 1 },
+        }
+    }
+
+    /// State + action width.
+    pub fn input_dim(&self) -> usize {
+        self.state_dim + self.action_dim
+    }
+
+    /// Width of one direction's block.
+    pub fn block(&self) -> usize {
+        let (ds, din) = (self.state_dim, self.input_dim());
+        match self.form {
+            SobolevForm::None => 0,
+            SobolevForm::Full => ds * din,
+            SobolevForm::VjpProj | SobolevForm::JvpProj => ds + din,
+            SobolevForm::Bilinear => ds + din + 1,
+        }
+    }
+
+    /// Width of the whole target row.
+    pub fn width(&self) -> usize {
+        self.block() * self.directions
+    }
+}
+
+/// How targets are collected: the form, the number of directions, the direction scales and
+/// the filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetSpec {
+    /// Estimator form.
+    pub form: SobolevForm,
+    /// Directions per transition (projected forms).
+    pub directions: usize,
+    /// β_s, β_a: the variances of the state and action parts of `v` (`jvp_proj`,
+    /// `bilinear`); the other forms apply β in the loss.
+    pub beta: (f64, f64),
+    /// σ_out of the model at collection time (`None`: 1), `[state]`.
+    pub out_std: Option<Vec<f64>>,
+    /// σ_in of the model at collection time (`None`: 1), `[state + action]`.
+    pub in_std: Option<Vec<f64>>,
+    /// Handling of non-finite targets.
+    pub filter: TargetFilter,
+}
+
+impl TargetSpec {
+    /// Unit direction scales (directions standard normal in physical coordinates).
+    pub fn unit(form: SobolevForm, directions: usize) -> Self {
+        TargetSpec {
+            form,
+            directions,
+            beta: (1.0, 1.0),
+            out_std: None,
+            in_std: None,
+            filter: TargetFilter::DropNonFinite,
+        }
+    }
+
+    /// The knobs of `cfg` with unit direction scales (see
+    /// [`crate::SobolevModel::target_spec`] for the model's current scales).
+    pub fn from_config(cfg: &SobolevConfig) -> Self {
+        TargetSpec {
+            beta: (cfg.beta_s, cfg.beta_a),
+            filter: cfg.target_filter,
+            ..TargetSpec::unit(cfg.form, cfg.directions)
+        }
+    }
+}
+
+/// A batch of transitions `(s, a, s′)` with their target rows (layout [`TargetLayout`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transitions {
+    /// Target layout.
+    pub layout: TargetLayout,
+    /// States `[n, state]`.
+    pub s: Array2<f32>,
+    /// Actions `[n, action]` (as given; the task clips them inside its step).
+    pub a: Array2<f32>,
+    /// Next states `[n, state]`.
+    pub s_next: Array2<f32>,
+    /// Target rows `[n, layout.width()]`.
+    pub targets: Array2<f32>,
+    /// Transitions dropped by the target filter when this batch was collected.
+    pub dropped: usize,
+}
+
+impl Transitions {
+    /// Number of transitions.
+    pub fn len(&self) -> usize {
+        self.s.nrows()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Builds a batch from its parts, checking every shape.
+    pub fn from_parts(
+        layout: TargetLayout,
+        s: Array2<f32>,
+        a: Array2<f32>,
+        s_next: Array2<f32>,
+        targets: Array2<f32>,
+    ) -> Result<Self> {
+        let n = s.nrows();
+        check_shape("transitions s", s.shape(), n, layout.state_dim)?;
+        check_shape("transitions a", a.shape(), n, layout.action_dim)?;
+        check_shape("transitions s_next", s_next.shape(), n, layout.state_dim)?;
+        check_shape("transitions targets", targets.shape(), n, layout.width())?;
+        Ok(Transitions {
+            layout,
+            s,
+            a,
+            s_next,
+            targets,
+            dropped: 0,
+        })
+    }
+
+    /// The simulator Jacobian `[state, state + action]` of transition `i` (`full` only).
+    pub fn jacobian(&self, i: usize) -> Option<ArrayView2<'_, f32>> {
+        if self.layout.form != SobolevForm::Full {
+            return None;
+        }
+        let (ds, din) = (self.layout.state_dim, self.layout.input_dim());
+        Some(
+            self.targets
+                .row(i)
+                .into_shape_with_order((ds, din))
+                .expect("full target row"),
+        )
+    }
+}
+
+/// Simulates `s′ = F(s, a)` for a batch and computes the Sobolev targets of `spec.form`
+/// with the task's batched `step_vjp` / `step_jvp`. Rows whose next state or targets are
+/// not finite are dropped (`TargetFilter::DropNonFinite`) and counted in
+/// [`Transitions::dropped`].
+pub fn collect<T: Task + ?Sized>(
+    task: &T,
+    states: ArrayView2<f32>,
+    actions: ArrayView2<f32>,
+    spec: &TargetSpec,
+    rng: &mut SeededRng,
+) -> Result<Transitions> {
+    let (ds, da) = (task.spec().state_dim, task.spec().act_dim);
+    let din = ds + da;
+    let n = states.nrows();
+    check_shape("collect states", states.shape(), n, ds)?;
+    check_shape("collect actions", actions.shape(), n, da)?;
+    if spec.form.is_projected() && spec.directions == 0 {
+        return Err(Error::config("sobolev.directions", "must be at least 1"));
+    }
+    let out_std = spec.out_std.clone().unwrap_or_else(|| vec![1.0; ds]);
+    let in_std = spec.in_std.clone().unwrap_or_else(|| vec![1.0; din]);
+    if out_std.len() != ds || in_std.len() != din {
+        return Err(Error::dim(
+            "collect direction scales (out, in)",
+            format!("({ds}, {din})"),
+            format!("({}, {})", out_std.len(), in_std.len()),
+        ));
+    }
+    let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
+    let mut s_next = Array2::<f32>::zeros((n, ds));
+    task.step(s.view(), a.view(), s_next.view_mut());
+
+    let layout = TargetLayout::new(spec.form, ds, da, spec.directions);
+    let (block, k) = (layout.block(), layout.directions);
+    let mut targets = Array2::<f32>::zeros((n, layout.width()));
+    let mut adj_next = Array2::<f32>::zeros((n, ds));
+    let mut adj_s = Array2::<f32>::zeros((n, ds));
+    let mut adj_a = Array2::<f32>::zeros((n, da));
+    // One batched VJP with adjoint `adj_next`; leaves (∂F/∂(s,a))ᵀ adj_next in adj_s/adj_a.
+    let vjp = |adj_next: &Array2<f32>, adj_s: &mut Array2<f32>, adj_a: &mut Array2<f32>| {
+        adj_s.fill(0.0);
+        adj_a.fill(0.0);
+        task.step_vjp(
+            s.view(),
+            a.view(),
+            adj_next.view(),
+            adj_s.view_mut(),
+            adj_a.view_mut(),
+        );
+    };
+    // Random directions in normalised coordinates, mapped to physical ones.
+    let draw_u = |rng: &mut SeededRng, u: &mut Array2<f32>| {
+        fill_normal(rng, u.as_slice_mut().expect("contiguous"));
+        for mut row in u.rows_mut() {
+            for (o, x) in row.iter_mut().enumerate() {
+                *x = (*x as f64 / out_std[o]) as f32;
+            }
+        }
+    };
+    let (sb, sa) = (spec.beta.0.sqrt(), spec.beta.1.sqrt());
+    let draw_v = |rng: &mut SeededRng, v: &mut Array2<f32>| {
+        fill_normal(rng, v.as_slice_mut().expect("contiguous"));
+        for mut row in v.rows_mut() {
+            for (i, x) in row.iter_mut().enumerate() {
+                let b = if i < ds { sb } else { sa };
+                *x = (*x as f64 * b * in_std[i]) as f32;
+            }
+        }
+    };
+    match spec.form {
+        SobolevForm::None => {}
+        SobolevForm::Full => {
+            for o in 0..ds {
+                adj_next.fill(0.0);
+                adj_next.column_mut(o).fill(1.0);
+                vjp(&adj_next, &mut adj_s, &mut adj_a);
+                let base = o * din;
+                targets.slice_mut(s![.., base..base + ds]).assign(&adj_s);
+                targets
+                    .slice_mut(s![.., base + ds..base + din])
+                    .assign(&adj_a);
+            }
+        }
+        SobolevForm::VjpProj => {
+            for j in 0..k {
+                draw_u(rng, &mut adj_next);
+                vjp(&adj_next, &mut adj_s, &mut adj_a);
+                let b = j * block;
+                targets.slice_mut(s![.., b..b + ds]).assign(&adj_next);
+                targets.slice_mut(s![.., b + ds..b + 2 * ds]).assign(&adj_s);
+                targets
+                    .slice_mut(s![.., b + 2 * ds..b + ds + din])
+                    .assign(&adj_a);
+            }
+        }
+        SobolevForm::JvpProj => {
+            let mut v = Array2::<f32>::zeros((n, din));
+            let mut jv = Array2::<f32>::zeros((n, ds));
+            for j in 0..k {
+                draw_v(rng, &mut v);
+                task.step_jvp(
+                    s.view(),
+                    a.view(),
+                    v.slice(s![.., ..ds]),
+                    v.slice(s![.., ds..]),
+                    jv.view_mut(),
+                );
+                let b = j * block;
+                targets.slice_mut(s![.., b..b + din]).assign(&v);
+                targets.slice_mut(s![.., b + din..b + din + ds]).assign(&jv);
+            }
+        }
+        SobolevForm::Bilinear => {
+            let mut v = Array2::<f32>::zeros((n, din));
+            for j in 0..k {
+                draw_u(rng, &mut adj_next);
+                draw_v(rng, &mut v);
+                vjp(&adj_next, &mut adj_s, &mut adj_a);
+                let b = j * block;
+                targets.slice_mut(s![.., b..b + ds]).assign(&adj_next);
+                targets.slice_mut(s![.., b + ds..b + ds + din]).assign(&v);
+                for r in 0..n {
+                    let mut acc = 0.0f64;
+                    for i in 0..din {
+                        let w = if i < ds {
+                            adj_s[[r, i]]
+                        } else {
+                            adj_a[[r, i - ds]]
+                        };
+                        acc += w as f64 * v[[r, i]] as f64;
+                    }
+                    targets[[r, b + ds + din]] = acc as f32;
+                }
+            }
+        }
+    }
+
+    let finite = |row: ndarray::ArrayView1<f32>| row.iter().all(|x| x.is_finite());
+    let keep: Vec<usize> = match spec.filter {
+        TargetFilter::DropNonFinite => (0..n)
+            .filter(|&r| {
+                finite(s.row(r))
+                    && finite(a.row(r))
+                    && finite(s_next.row(r))
+                    && finite(targets.row(r))
+            })
+            .collect(),
+    };
+    let dropped = n - keep.len();
+    let pick = |m: &Array2<f32>| {
+        if dropped == 0 {
+            m.clone()
+        } else {
+            m.select(Axis(0), &keep)
+        }
+    };
+    Ok(Transitions {
+        layout,
+        s: pick(&s.to_owned()),
+        a: pick(&a.to_owned()),
+        s_next: pick(&s_next),
+        targets: pick(&targets),
+        dropped,
+    })
+}
+
+/// A FIFO of transitions with their targets: once `capacity` is reached, each new
+/// transition overwrites the oldest. Storage grows with use up to the capacity. Logical
+/// index 0 is the oldest transition kept.
+#[derive(Clone, Debug)]
+pub struct TransitionBuffer {
+    layout: TargetLayout,
+    capacity: usize,
+    s: Vec<f32>,
+    a: Vec<f32>,
+    s_next: Vec<f32>,
+    targets: Vec<f32>,
+    len: usize,
+    /// Physical index of the oldest transition once full (0 before).
+    start: usize,
+    pushed: u64,
+    dropped: u64,
+}
+
+/// One transition of a [`TransitionBuffer`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TransitionRef<'a> {
+    /// State.
+    pub s: &'a [f32],
+    /// Action.
+    pub a: &'a [f32],
+    /// Next state.
+    pub s_next: &'a [f32],
+    /// Target row.
+    pub targets: &'a [f32],
+}
+
+impl TransitionBuffer {
+    /// An empty buffer for targets of `layout`, holding at most `capacity` transitions.
+    pub fn new(layout: TargetLayout, capacity: usize) -> Result<Self> {
+        if capacity == 0 {
+            return Err(Error::config("buffer_capacity", "must be at least 1"));
+        }
+        Ok(TransitionBuffer {
+            layout,
+            capacity,
+            s: Vec::new(),
+            a: Vec::new(),
+            s_next: Vec::new(),
+            targets: Vec::new(),
+            len: 0,
+            start: 0,
+            pushed: 0,
+            dropped: 0,
+        })
+    }
+
+    /// The target layout every pushed batch must have.
+    pub fn layout(&self) -> TargetLayout {
+        self.layout
+    }
+    /// Maximum number of transitions kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Number of transitions kept.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Transitions pushed since creation (kept or since overwritten).
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+    /// Transitions dropped by the target filter in the batches pushed so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn physical(&self, i: usize) -> usize {
+        (self.start + i) % self.capacity
+    }
+
+    /// Appends a batch (oldest first), evicting the oldest transitions beyond capacity.
+    pub fn push(&mut self, batch: &Transitions) -> Result<()> {
+        if batch.layout != self.layout {
+            return Err(Error::Incompatible(format!(
+                "buffer holds {:?}, batch has {:?}",
+                self.layout, batch.layout
+            )));
+        }
+        let (ds, da, w) = (
+            self.layout.state_dim,
+            self.layout.action_dim,
+            self.layout.width(),
+        );
+        for r in 0..batch.len() {
+            let rows = [
+                (&mut self.s, batch.s.row(r), ds),
+                (&mut self.a, batch.a.row(r), da),
+                (&mut self.s_next, batch.s_next.row(r), ds),
+                (&mut self.targets, batch.targets.row(r), w),
+            ];
+            if self.len < self.capacity {
+                for (store, row, _) in rows {
+                    store.extend(row.iter());
+                }
+                self.len += 1;
+            } else {
+                let p = self.start;
+                for (store, row, width) in rows {
+                    for (d, v) in store[p * width..(p + 1) * width].iter_mut().zip(row.iter()) {
+                        *d = *v;
+                    }
+                }
+                self.start = (self.start + 1) % self.capacity;
+            }
+        }
+        self.pushed += batch.len() as u64;
+        self.dropped += batch.dropped as u64;
+        Ok(())
+    }
+
+    /// Transition `i` (0 = oldest kept), or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<TransitionRef<'_>> {
+        if i >= self.len {
+            return None;
+        }
+        let p = self.physical(i);
+        let (ds, da, w) = (
+            self.layout.state_dim,
+            self.layout.action_dim,
+            self.layout.width(),
+        );
+        Some(TransitionRef {
+            s: &self.s[p * ds..(p + 1) * ds],
+            a: &self.a[p * da..(p + 1) * da],
+            s_next: &self.s_next[p * ds..(p + 1) * ds],
+            targets: &self.targets[p * w..(p + 1) * w],
+        })
+    }
+
+    /// Copies the transitions at logical `indices` into a batch.
+    pub fn gather(&self, indices: &[usize]) -> Result<Transitions> {
+        let (ds, da, w) = (
+            self.layout.state_dim,
+            self.layout.action_dim,
+            self.layout.width(),
+        );
+        let n = indices.len();
+        let mut s = Array2::zeros((n, ds));
+        let mut a = Array2::zeros((n, da));
+        let mut s_next = Array2::zeros((n, ds));
+        let mut targets = Array2::zeros((n, w));
+        for (r, &i) in indices.iter().enumerate() {
+            let t = self
+                .get(i)
+                .ok_or_else(|| Error::dim("buffer index", format!("< {}", self.len), i))?;
+            for (dst, src) in [
+                (&mut s, t.s),
+                (&mut a, t.a),
+                (&mut s_next, t.s_next),
+                (&mut targets, t.targets),
+            ] {
+                for (d, v) in dst.row_mut(r).iter_mut().zip(src) {
+                    *d = *v;
+                }
+            }
+        }
+        Transitions::from_parts(self.layout, s, a, s_next, targets)
+    }
+
+    /// All transitions kept, oldest first.
+    pub fn to_transitions(&self) -> Transitions {
+        let all: Vec<usize> = (0..self.len).collect();
+        self.gather(&all).expect("indices in range")
+    }
+}

@@ -1,0 +1,237 @@
+//! The dynamics model's configuration: one field per knob of the "Dynamics model" and
+//! "Sobolev loss" tables of `reference/algorithms.md` §3.4. Every default is the table's
+//! suggested (inferred) value unless its doc says otherwise.
+
+use crate::error::{Error, Result};
+
+/// The hidden-layer activation. Both are C¹, so the model's input Jacobian is continuous
+/// (§3.4: ReLU would give a piecewise-constant Jacobian).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// ELU with α = 1 (default, as the actor and critic).
+    #[default]
+    Elu,
+    /// tanh.
+    Tanh,
+}
+
+/// What the network predicts (`model.target`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionTarget {
+    /// The residual Δs = s′ − s; the model returns s + Δs (default).
+    #[default]
+    Residual,
+    /// The next state s′ itself.
+    NextState,
+}
+
+/// Which estimator of the Jacobian penalty the loss uses (`sobolev.form`, §3.5). Every
+/// projected form is an unbiased estimate of the `full` penalty
+/// β_s‖M_s‖_F² + β_a‖M_a‖_F², M = J_f − J_F (tested).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SobolevForm {
+    /// The full Jacobians ∂s′/∂(s, a): `state_dim` simulator VJPs per transition.
+    Full,
+    /// uᵀJ_f against uᵀJ_F with u ~ N(0, I) in normalised output space, `directions` VJPs
+    /// per transition (default, Czarnecki et al.).
+    #[default]
+    VjpProj,
+    /// J_f·v against J_F·v with v ~ N(0, diag(β)) in normalised input space, `directions`
+    /// JVPs per transition.
+    JvpProj,
+    /// uᵀJ_f·v against (uᵀJ_F)·v: one VJP and a dot product per direction.
+    Bilinear,
+    /// No Jacobian term: the plain MSE model (the ablation / baseline).
+    None,
+}
+
+impl SobolevForm {
+    /// The config spelling of the form.
+    pub fn name(self) -> &'static str {
+        match self {
+            SobolevForm::Full => "full",
+            SobolevForm::VjpProj => "vjp_proj",
+            SobolevForm::JvpProj => "jvp_proj",
+            SobolevForm::Bilinear => "bilinear",
+            SobolevForm::None => "none",
+        }
+    }
+
+    /// Whether the form draws random directions (and so uses `directions`).
+    pub fn is_projected(self) -> bool {
+        matches!(
+            self,
+            SobolevForm::VjpProj | SobolevForm::JvpProj | SobolevForm::Bilinear
+        )
+    }
+}
+
+/// What happens to transitions whose simulator targets are unusable
+/// (`sobolev.target_filter`). Contact can make simulator Jacobians huge or non-finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetFilter {
+    /// Drop a transition whose next state or any Sobolev target is NaN or ±∞, and count it
+    /// (default). The "clip norm" and "Huber" options of §3.4 are not implemented yet.
+    #[default]
+    DropNonFinite,
+}
+
+/// The Sobolev-loss knobs (§3.4 "Sobolev loss").
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SobolevConfig {
+    /// Estimator of the Jacobian penalty. Default `vjp_proj` (§3.4; `full` for CartPole,
+    /// Hopper and the tests, `none` for the MSE-only model).
+    pub form: SobolevForm,
+    /// Random directions per transition k for the projected forms. Default 1.
+    pub directions: usize,
+    /// Weight β_s of the state-Jacobian term, on normalised coordinates. Default 1.0. For
+    /// `jvp_proj` and `bilinear` the weights enter through the direction distribution
+    /// (v_s ~ N(0, β_s I), v_a ~ N(0, β_a I)) and are fixed when the targets are collected.
+    pub beta_s: f64,
+    /// Weight β_a of the action-Jacobian term, on normalised coordinates. Default 1.0.
+    pub beta_a: f64,
+    /// Handling of non-finite targets. Default `drop_non_finite`.
+    pub target_filter: TargetFilter,
+}
+
+impl Default for SobolevConfig {
+    fn default() -> Self {
+        SobolevConfig {
+            form: SobolevForm::default(),
+            directions: 1,
+            beta_s: 1.0,
+            beta_a: 1.0,
+            target_filter: TargetFilter::default(),
+        }
+    }
+}
+
+/// The dynamics model and its training (§3.4 "Dynamics model", §3.5).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Hidden widths of the MLP. Default [256, 256, 256] (`model.arch`).
+    pub hidden: Vec<usize>,
+    /// Hidden activation. Default `elu` (C¹).
+    pub activation: Activation,
+    /// LayerNorm after each hidden activation (learnable gain and bias). Default true.
+    pub layer_norm: bool,
+    /// Predict the residual Δs or the next state. Default `residual` (`model.target`).
+    pub target: PredictionTarget,
+    /// Normalise inputs and outputs by running mean/std (`model.normalise`); Jacobian
+    /// targets are scaled the same way, J_norm = diag(1/σ_out)·J·diag(σ_in). Default true.
+    pub normalise: bool,
+    /// Adam learning rate. Default 1e-3 (`model.optim`). A schedule (e.g. SHAC's linear
+    /// decay) is the caller's: see [`crate::SobolevTrainer::set_lr`].
+    pub lr: f64,
+    /// Adam (β1, β2). Default [0.9, 0.999] (PyTorch's defaults; the table gives none).
+    pub betas: [f64; 2],
+    /// Gradient-norm clip (`inf` disables it). Default 1.0.
+    pub grad_clip: f64,
+    /// Transitions per minibatch. Default 512 (the SHAC critic's minibatch at N = 64,
+    /// h = 32, 4 minibatches; the table gives none).
+    pub batch_size: usize,
+    /// Passes per epoch (`model.steps_per_epoch`). Default 16.
+    pub iterations: usize,
+    /// Minibatches per pass (`model.steps_per_epoch`). Default 4: 64 steps per epoch.
+    pub minibatches: usize,
+    /// FIFO capacity in transitions (`model.buffer`). Default 131072 (64 windows at
+    /// N = 64, h = 32).
+    pub buffer_capacity: usize,
+    /// Seed of the weight initialisation. Default 0.
+    pub seed: u64,
+    /// The Sobolev-loss knobs.
+    pub sobolev: SobolevConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            hidden: vec![256, 256, 256],
+            activation: Activation::default(),
+            layer_norm: true,
+            target: PredictionTarget::default(),
+            normalise: true,
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            grad_clip: 1.0,
+            batch_size: 512,
+            iterations: 16,
+            minibatches: 4,
+            buffer_capacity: 131_072,
+            seed: 0,
+            sobolev: SobolevConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Checks every value; the error names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        for (k, &w) in self.hidden.iter().enumerate() {
+            if w == 0 {
+                return Err(Error::config(
+                    format!("hidden[{k}]"),
+                    "hidden widths must be at least 1",
+                ));
+            }
+        }
+        positive_finite("lr", self.lr)?;
+        for (k, &b) in self.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::config(
+                    format!("betas[{k}]"),
+                    format!("must lie in [0, 1), got {b}"),
+                ));
+            }
+        }
+        if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
+            return Err(Error::config(
+                "grad_clip",
+                format!(
+                    "must be > 0 (inf disables clipping), got {}",
+                    self.grad_clip
+                ),
+            ));
+        }
+        at_least_one("batch_size", self.batch_size)?;
+        at_least_one("iterations", self.iterations)?;
+        at_least_one("minibatches", self.minibatches)?;
+        at_least_one("buffer_capacity", self.buffer_capacity)?;
+        at_least_one("sobolev.directions", self.sobolev.directions)?;
+        for (name, b) in [
+            ("sobolev.beta_s", self.sobolev.beta_s),
+            ("sobolev.beta_a", self.sobolev.beta_a),
+        ] {
+            if !b.is_finite() || b < 0.0 {
+                return Err(Error::config(
+                    name,
+                    format!("must be finite and ≥ 0, got {b}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive_finite(field: &str, v: f64) -> Result<()> {
+    if !v.is_finite() || v <= 0.0 {
+        return Err(Error::config(
+            field,
+            format!("must be finite and > 0, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+fn at_least_one(field: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::config(field, "must be at least 1"));
+    }
+    Ok(())
+}

@@ -1,0 +1,786 @@
+//! Tests of the model, its loss, the buffer and training (tiny networks, a toy task, f64
+//! wherever a derivative is checked).
+
+// The derivative checks index Jacobians by (output, input), as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
+use crate::testing::{random_inputs, Toy};
+use crate::*;
+use diff_core::gradcheck::{fd_gradient, rel_err};
+use diff_core::{seeded, SeededRng};
+use ndarray::{Array2, ArrayView2};
+use rand::Rng;
+
+const FORMS: [SobolevForm; 5] = [
+    SobolevForm::None,
+    SobolevForm::Full,
+    SobolevForm::VjpProj,
+    SobolevForm::JvpProj,
+    SobolevForm::Bilinear,
+];
+
+fn tiny_cfg(form: SobolevForm) -> ModelConfig {
+    ModelConfig {
+        hidden: vec![7, 6],
+        sobolev: SobolevConfig {
+            form,
+            directions: 3,
+            beta_s: 0.7,
+            beta_a: 1.6,
+            ..SobolevConfig::default()
+        },
+        ..ModelConfig::default()
+    }
+}
+
+fn to64(a: &Array2<f32>) -> Array2<f64> {
+    a.mapv(|v| v as f64)
+}
+
+/// A model with non-trivial normalisation statistics (from toy transitions) and parameters
+/// perturbed away from the initialisation (so LayerNorm gains and biases matter).
+fn model64(cfg: &ModelConfig, rng: &mut SeededRng) -> SobolevModel<f64> {
+    let mut m = SobolevModel::<f64>::new(3, 2, cfg).unwrap();
+    let (s, a) = random_inputs(rng, 64);
+    let b = collect(
+        &Toy::new(),
+        s.view(),
+        a.view(),
+        &TargetSpec::unit(SobolevForm::None, 1),
+        rng,
+    )
+    .unwrap();
+    let target = if m.is_residual() {
+        &b.s_next - &b.s
+    } else {
+        b.s_next.clone()
+    };
+    m.normalizer.update(b.s.view(), b.a.view(), target.view());
+    for p in m.params_mut() {
+        *p += rng.gen_range(-0.2..0.2);
+    }
+    m
+}
+
+fn variants() -> Vec<ModelConfig> {
+    let base = tiny_cfg(SobolevForm::Full);
+    vec![
+        base.clone(),
+        ModelConfig {
+            activation: Activation::Tanh,
+            layer_norm: false,
+            target: PredictionTarget::NextState,
+            ..base.clone()
+        },
+        ModelConfig {
+            normalise: false,
+            ..base.clone()
+        },
+        ModelConfig {
+            hidden: vec![],
+            ..base
+        },
+    ]
+}
+
+/// FD step for model derivatives. ELU is C¹ but not C² (its second derivative jumps at 0),
+/// so a stencil that straddles a kink has an O(h) error; a small step keeps that below the
+/// tolerances while the f64 rounding error (≈ 2e-16/h relative) stays ≈ 1e-11.
+const FD_STEP: f64 = 1e-5;
+
+/// Derivative of `t ↦ f(t)` at 0 by the fourth-order central difference.
+fn fd_dir(f: &mut dyn FnMut(f64) -> Array2<f64>, h: f64) -> Array2<f64> {
+    (&f(-2.0 * h) - &(8.0 * &f(-h)) + &(8.0 * &f(h)) - &f(2.0 * h)) / (12.0 * h)
+}
+
+fn flat(a: &Array2<f64>) -> Vec<f64> {
+    a.iter().copied().collect()
+}
+
+/// The model's JVP and full Jacobian (tangent propagation) against finite differences of
+/// `predict`, in f64, for several architectures.
+#[test]
+fn jvp_and_jacobian_match_finite_differences() {
+    let mut rng = seeded(1, 0);
+    for cfg in variants() {
+        let m = model64(&cfg, &mut rng);
+        let (s, a) = random_inputs(&mut rng, 5);
+        let (s, a) = (to64(&s), to64(&a));
+        let ds = Array2::from_shape_fn((5, 3), |_| rng.gen_range(-1.0..1.0));
+        let da = Array2::from_shape_fn((5, 2), |_| rng.gen_range(-1.0..1.0));
+        let jvp = m.jvp(s.view(), a.view(), ds.view(), da.view()).unwrap();
+        let fd = fd_dir(
+            &mut |t| {
+                m.predict((&s + &(t * &ds)).view(), (&a + &(t * &da)).view())
+                    .unwrap()
+            },
+            FD_STEP,
+        );
+        let e = rel_err(&flat(&jvp), &flat(&fd), 1e-12);
+        assert!(e < 1e-8, "{cfg:?}: jvp vs fd {e:.2e}");
+
+        let jac = m.jacobian(s.view(), a.view()).unwrap();
+        for i in 0..5 {
+            let mut es = Array2::<f64>::zeros((5, 3));
+            let mut ea = Array2::<f64>::zeros((5, 2));
+            if i < 3 {
+                es.column_mut(i).fill(1.0);
+            } else {
+                ea.column_mut(i - 3).fill(1.0);
+            }
+            let col = fd_dir(
+                &mut |t| {
+                    m.predict((&s + &(t * &es)).view(), (&a + &(t * &ea)).view())
+                        .unwrap()
+                },
+                FD_STEP,
+            );
+            let ours: Vec<f64> = (0..5)
+                .flat_map(|r| (0..3).map(move |o| (r, o)))
+                .map(|(r, o)| jac[[r, o, i]])
+                .collect();
+            let e = rel_err(&ours, &flat(&col), 1e-12);
+            assert!(e < 1e-8, "{cfg:?}: jacobian column {i}: {e:.2e}");
+        }
+    }
+}
+
+fn dot(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// ⟨w, J v⟩ by the JVP (tangent propagation) equals ⟨Jᵀw, v⟩ by the VJP (dfdx reverse
+/// mode), to rounding in f64; in f32 the model agrees with its f64 twin to f32 rounding.
+#[test]
+fn vjp_is_the_transpose_of_jvp() {
+    let mut rng = seeded(2, 0);
+    for cfg in variants() {
+        let m = model64(&cfg, &mut rng);
+        let (s, a) = random_inputs(&mut rng, 6);
+        let (s, a) = (to64(&s), to64(&a));
+        let ds = Array2::from_shape_fn((6, 3), |_| rng.gen_range(-1.0..1.0));
+        let da = Array2::from_shape_fn((6, 2), |_| rng.gen_range(-1.0..1.0));
+        let w = Array2::from_shape_fn((6, 3), |_| rng.gen_range(-1.0..1.0));
+        let jv = m.jvp(s.view(), a.view(), ds.view(), da.view()).unwrap();
+        let (gs, ga) = m.vjp(s.view(), a.view(), w.view()).unwrap();
+        let lhs = dot(&w, &jv);
+        let rhs = dot(&gs, &ds) + dot(&ga, &da);
+        assert!(
+            (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+            "{cfg:?}: {lhs} vs {rhs}"
+        );
+
+        // The same network in f32: outputs, JVP and VJP agree with f64 to f32 rounding.
+        // Every output is a short chain of f32 ops (≤ 3 layers of width ≤ 7, LayerNorm, ELU)
+        // on O(1) values, each rounding with relative error ≤ 6e-8; a few hundred such
+        // roundings bound the relative error well below 1e-5.
+        let mut m32 = SobolevModel::<f32>::new(3, 2, &cfg).unwrap();
+        m32.normalizer = m.normalizer.clone();
+        for (p, q) in m32.params_mut().iter_mut().zip(m.params()) {
+            *p = *q as f32;
+        }
+        let f = |x: &Array2<f64>| x.mapv(|v| v as f32);
+        let (s32, a32) = (f(&s), f(&a));
+        let back = |x: Array2<f32>| x.mapv(|v| v as f64);
+        let pairs = [
+            (
+                back(m32.predict(s32.view(), a32.view()).unwrap()),
+                m.predict(s.view(), a.view()).unwrap(),
+            ),
+            (
+                back(
+                    m32.jvp(s32.view(), a32.view(), f(&ds).view(), f(&da).view())
+                        .unwrap(),
+                ),
+                jv.clone(),
+            ),
+            (
+                back(m32.vjp(s32.view(), a32.view(), f(&w).view()).unwrap().0),
+                gs,
+            ),
+            (
+                back(m32.vjp(s32.view(), a32.view(), f(&w).view()).unwrap().1),
+                ga,
+            ),
+        ];
+        for (k, (x32, x64)) in pairs.iter().enumerate() {
+            let e = rel_err(&flat(x32), &flat(x64), 1e-6);
+            assert!(e < 1e-5, "{cfg:?}: f32 vs f64, output {k}: {e:.2e}");
+        }
+    }
+}
+
+/// Transitions of the toy task for `form`, with the model's direction scales.
+fn toy_batch(
+    m: &SobolevModel<f64>,
+    cfg: &ModelConfig,
+    n: usize,
+    rng: &mut SeededRng,
+) -> Transitions {
+    let (s, a) = random_inputs(rng, n);
+    collect(
+        &Toy::new(),
+        s.view(),
+        a.view(),
+        &m.target_spec(&cfg.sobolev),
+        rng,
+    )
+    .unwrap()
+}
+
+/// J_M computed independently of the tangent propagation: the model Jacobian by finite
+/// differences of `predict`, the residual and normalisation written out directly (the
+/// `[R·I, 0]` parts of model and target cancel in the difference).
+fn direct_loss(m: &SobolevModel<f64>, b: &Transitions, beta: (f64, f64)) -> (f64, f64) {
+    let l = b.layout;
+    let (ds, din, k, n) = (3, 5, l.directions, b.len());
+    let (si, so) = (m.normalizer.input().std, m.normalizer.output().std);
+    let (s, a) = (to64(&b.s), to64(&b.a));
+    let pred = m.predict(s.view(), a.view()).unwrap();
+    let mut value = 0.0;
+    let mut jac = 0.0;
+    for r in 0..n {
+        for o in 0..ds {
+            value += ((pred[[r, o]] - b.s_next[[r, o]] as f64) / so[o]).powi(2);
+        }
+        // Model Jacobian of this row by FD, physical.
+        let mut jm = [[0.0; 5]; 3];
+        for i in 0..din {
+            let col = fd_dir(
+                &mut |t| {
+                    let (mut sp, mut ap) = (s.row(r).to_owned(), a.row(r).to_owned());
+                    if i < ds {
+                        sp[i] += t;
+                    } else {
+                        ap[i - ds] += t;
+                    }
+                    m.predict(
+                        sp.insert_axis(ndarray::Axis(0)).view(),
+                        ap.insert_axis(ndarray::Axis(0)).view(),
+                    )
+                    .unwrap()
+                },
+                FD_STEP,
+            );
+            for o in 0..ds {
+                jm[o][i] = col[[0, o]];
+            }
+        }
+        let tg = |c: usize| b.targets[[r, c]] as f64;
+        let w = |i: usize| if i < ds { beta.0 } else { beta.1 };
+        let block = l.block();
+        jac += match l.form {
+            SobolevForm::None => 0.0,
+            SobolevForm::Full => (0..ds)
+                .flat_map(|o| (0..din).map(move |i| (o, i)))
+                .map(|(o, i)| w(i) * ((jm[o][i] - tg(o * din + i)) * si[i] / so[o]).powi(2))
+                .sum(),
+            SobolevForm::VjpProj => {
+                (0..k)
+                    .map(|j| {
+                        let bb = j * block;
+                        (0..din)
+                            .map(|i| {
+                                let uj: f64 = (0..ds).map(|o| tg(bb + o) * jm[o][i]).sum();
+                                w(i) * ((uj - tg(bb + ds + i)) * si[i]).powi(2)
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / k as f64
+            }
+            SobolevForm::JvpProj => {
+                (0..k)
+                    .map(|j| {
+                        let bb = j * block;
+                        (0..ds)
+                            .map(|o| {
+                                let jv: f64 = (0..din).map(|i| jm[o][i] * tg(bb + i)).sum();
+                                ((jv - tg(bb + din + o)) / so[o]).powi(2)
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / k as f64
+            }
+            SobolevForm::Bilinear => {
+                (0..k)
+                    .map(|j| {
+                        let bb = j * block;
+                        let ujv: f64 = (0..ds)
+                            .flat_map(|o| (0..din).map(move |i| (o, i)))
+                            .map(|(o, i)| tg(bb + o) * jm[o][i] * tg(bb + ds + i))
+                            .sum();
+                        (ujv - tg(bb + ds + din)).powi(2)
+                    })
+                    .sum::<f64>()
+                    / k as f64
+            }
+        };
+    }
+    (value / n as f64, jac / n as f64)
+}
+
+/// For every form: the loss (value and tangent-propagated Jacobian term) equals the direct
+/// formula with finite-difference model Jacobians, and its parameter gradient (one reverse
+/// pass through value and tangent graphs) matches finite differences of the loss.
+#[test]
+fn sobolev_loss_and_gradient_match_finite_differences() {
+    let mut rng = seeded(3, 0);
+    for form in FORMS {
+        let cfg = tiny_cfg(form);
+        let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
+        let m = model64(&cfg, &mut rng);
+        let b = toy_batch(&m, &cfg, 5, &mut rng);
+        let p = m.prepare(&b, beta).unwrap();
+        let parts = m.sobolev_loss(&p).unwrap();
+        let (value, jac) = direct_loss(&m, &b, beta);
+        assert!(
+            (parts.value - value).abs() < 1e-10 * value.max(1.0),
+            "{form:?} value"
+        );
+        assert!(
+            (parts.jacobian - jac).abs() < 1e-8 * jac.max(1e-3),
+            "{form:?} jacobian term {} vs direct {jac}",
+            parts.jacobian
+        );
+        if form != SobolevForm::None {
+            assert!(
+                jac > 1e-3,
+                "{form:?}: a trivial Jacobian term proves little"
+            );
+        }
+
+        let mut grad = vec![0.0; m.num_params()];
+        let again = m.sobolev_loss_grad(&p, &mut grad).unwrap();
+        assert_eq!(again, parts);
+        let p0 = m.params().to_vec();
+        let mut probe = m.clone();
+        let fd = fd_gradient(
+            &mut |q| {
+                probe.params_mut().copy_from_slice(q);
+                probe.sobolev_loss(&p).unwrap().total
+            },
+            &p0,
+            1e-4,
+        );
+        let e = rel_err(&grad, &fd, 1e-10);
+        assert!(e < 1e-7, "{form:?}: parameter gradient vs fd {e:.2e}");
+    }
+}
+
+/// Tape discipline (rust-stack.md): with β = 0 the tangent graph is built but weighs
+/// nothing, and the gradient must equal the plain MSE model's exactly: no part of the
+/// primal tape is dropped.
+#[test]
+fn zero_beta_gradient_equals_mse_gradient() {
+    let mut rng = seeded(4, 0);
+    let cfg = tiny_cfg(SobolevForm::Full);
+    let m = model64(&cfg, &mut rng);
+    let b = toy_batch(&m, &cfg, 6, &mut rng);
+    let none = Transitions::from_parts(
+        TargetLayout::new(SobolevForm::None, 3, 2, 1),
+        b.s.clone(),
+        b.a.clone(),
+        b.s_next.clone(),
+        Array2::zeros((6, 0)),
+    )
+    .unwrap();
+    let (mut g_full, mut g_mse) = (vec![0.0; m.num_params()], vec![0.0; m.num_params()]);
+    let pf = m
+        .sobolev_loss_grad(&m.prepare(&b, (0.0, 0.0)).unwrap(), &mut g_full)
+        .unwrap();
+    let pm = m
+        .sobolev_loss_grad(&m.prepare(&none, (1.0, 1.0)).unwrap(), &mut g_mse)
+        .unwrap();
+    assert_eq!(pf.jacobian, 0.0);
+    assert!((pf.value - pm.value).abs() < 1e-15);
+    assert!(rel_err(&g_full, &g_mse, 1e-12) < 1e-13);
+}
+
+/// Averaged over many random directions, each projected penalty equals the full weighted
+/// Frobenius penalty (β_s ≠ β_a, non-trivial normalisation).
+#[test]
+fn projected_estimators_are_unbiased() {
+    let mut rng = seeded(5, 0);
+    let cfg = tiny_cfg(SobolevForm::Full);
+    let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
+    let m = model64(&cfg, &mut rng);
+    let (s, a) = random_inputs(&mut rng, 6);
+    let toy = Toy::new();
+    let full = collect(
+        &toy,
+        s.view(),
+        a.view(),
+        &m.target_spec(&cfg.sobolev),
+        &mut rng,
+    )
+    .unwrap();
+    let reference = m
+        .sobolev_loss(&m.prepare(&full, beta).unwrap())
+        .unwrap()
+        .jacobian;
+    // Per-draw relative standard deviations are at most √2 (vjp/jvp) and 2√2 (bilinear);
+    // with 6 × 4000 draws the tolerances below are more than 3 standard errors.
+    for (form, tol) in [
+        (SobolevForm::VjpProj, 0.03),
+        (SobolevForm::JvpProj, 0.03),
+        (SobolevForm::Bilinear, 0.06),
+    ] {
+        let c = SobolevConfig {
+            form,
+            directions: 4000,
+            ..cfg.sobolev.clone()
+        };
+        let b = collect(&toy, s.view(), a.view(), &m.target_spec(&c), &mut rng).unwrap();
+        let est = m
+            .sobolev_loss(&m.prepare(&b, beta).unwrap())
+            .unwrap()
+            .jacobian;
+        let rel = (est - reference).abs() / reference;
+        assert!(
+            rel < tol,
+            "{form:?}: {est} vs full {reference} (rel {rel:.3})"
+        );
+    }
+}
+
+/// The collected targets are the task's derivatives: full Jacobians from VJPs, and the
+/// projections consistent with their stored directions.
+#[test]
+fn collected_targets_are_the_task_derivatives() {
+    let mut rng = seeded(6, 0);
+    let toy = Toy::new();
+    let (s, a) = random_inputs(&mut rng, 4);
+    for form in FORMS {
+        let b = collect(
+            &toy,
+            s.view(),
+            a.view(),
+            &TargetSpec::unit(form, 2),
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.targets.ncols(), b.layout.width());
+        let block = b.layout.block();
+        for r in 0..4 {
+            let sr: Vec<f64> = b.s.row(r).iter().map(|&v| v as f64).collect();
+            let ar: Vec<f64> = b.a.row(r).iter().map(|&v| v as f64).collect();
+            let j = toy.jac64(&sr, &ar);
+            let next = toy.step64(&sr, &ar);
+            for o in 0..3 {
+                assert!((b.s_next[[r, o]] as f64 - next[o]).abs() < 1e-6);
+            }
+            let tg = |c: usize| b.targets[[r, c]] as f64;
+            let close = |x: f64, y: f64| {
+                assert!(
+                    (x - y).abs() < 1e-5 * y.abs().max(1.0),
+                    "{form:?}: {x} vs {y}"
+                )
+            };
+            for d in 0..b.layout.directions {
+                let bb = d * block;
+                match form {
+                    SobolevForm::None => {}
+                    SobolevForm::Full => {
+                        for o in 0..3 {
+                            for i in 0..5 {
+                                close(tg(o * 5 + i), j[o][i]);
+                                close(b.jacobian(r).unwrap()[[o, i]] as f64, j[o][i]);
+                            }
+                        }
+                    }
+                    SobolevForm::VjpProj => {
+                        for i in 0..5 {
+                            close(tg(bb + 3 + i), (0..3).map(|o| tg(bb + o) * j[o][i]).sum());
+                        }
+                    }
+                    SobolevForm::JvpProj => {
+                        for o in 0..3 {
+                            close(tg(bb + 5 + o), (0..5).map(|i| j[o][i] * tg(bb + i)).sum());
+                        }
+                    }
+                    SobolevForm::Bilinear => {
+                        let ujv: f64 = (0..3)
+                            .flat_map(|o| (0..5).map(move |i| (o, i)))
+                            .map(|(o, i)| tg(bb + o) * j[o][i] * tg(bb + 3 + i))
+                            .sum();
+                        close(tg(bb + 8), ujv);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows with non-finite derivatives (or states) are dropped and counted, per batch and in
+/// the buffer; a form without Jacobian targets keeps rows whose step is finite.
+#[test]
+fn non_finite_targets_are_dropped_and_counted() {
+    let mut rng = seeded(7, 0);
+    let mut toy = Toy::new();
+    toy.nan_above = Some(0.5);
+    let (mut s, a) = random_inputs(&mut rng, 40);
+    s[[0, 1]] = f32::NAN; // a NaN state is dropped by every form
+    let bad = (0..40).filter(|&r| r == 0 || s[[r, 0]] > 0.5).count();
+    assert!(
+        bad > 3 && bad < 37,
+        "the sample should mix good and bad rows"
+    );
+    for form in FORMS {
+        let b = collect(
+            &toy,
+            s.view(),
+            a.view(),
+            &TargetSpec::unit(form, 2),
+            &mut rng,
+        )
+        .unwrap();
+        let expect = if form == SobolevForm::None { 1 } else { bad };
+        assert_eq!(b.dropped, expect, "{form:?}");
+        assert_eq!(b.len(), 40 - expect);
+        assert!(b
+            .targets
+            .iter()
+            .chain(b.s_next.iter())
+            .all(|v| v.is_finite()));
+        if form != SobolevForm::None {
+            assert!(b.s.column(0).iter().all(|&x| x <= 0.5));
+        }
+        let mut buf = TransitionBuffer::new(b.layout, 100).unwrap();
+        buf.push(&b).unwrap();
+        buf.push(&b).unwrap();
+        assert_eq!(buf.dropped(), 2 * expect as u64);
+        assert_eq!(buf.len(), 2 * (40 - expect));
+    }
+}
+
+/// FIFO semantics: the oldest transitions are evicted first, logical order is oldest first,
+/// and batches of another layout are refused.
+#[test]
+fn buffer_is_fifo() {
+    let layout = TargetLayout::new(SobolevForm::JvpProj, 1, 1, 1);
+    let batch = |from: usize, n: usize| {
+        let col = |off: f32| Array2::from_shape_fn((n, 1), |(r, _)| (from + r) as f32 + off);
+        let t = Array2::from_shape_fn((n, layout.width()), |(r, c)| {
+            (from + r) as f32 * 10.0 + c as f32
+        });
+        Transitions::from_parts(layout, col(0.0), col(0.5), col(0.25), t).unwrap()
+    };
+    let mut buf = TransitionBuffer::new(layout, 5).unwrap();
+    assert!(buf.is_empty());
+    buf.push(&batch(0, 3)).unwrap();
+    assert_eq!(buf.len(), 3);
+    assert_eq!(buf.get(0).unwrap().s, &[0.0]);
+    buf.push(&batch(3, 4)).unwrap(); // 0..7 pushed, 2..7 kept
+    assert_eq!((buf.len(), buf.pushed()), (5, 7));
+    let kept: Vec<f32> = (0..5).map(|i| buf.get(i).unwrap().s[0]).collect();
+    assert_eq!(kept, vec![2.0, 3.0, 4.0, 5.0, 6.0]);
+    let t = buf.get(4).unwrap();
+    assert_eq!((t.a[0], t.s_next[0]), (6.5, 6.25));
+    assert_eq!(t.targets, &[60.0, 61.0, 62.0]); // block: v (2) + J·v (1)
+    assert!(buf.get(5).is_none());
+    buf.push(&batch(7, 6)).unwrap(); // more than the capacity at once
+    let all = buf.to_transitions();
+    assert_eq!(all.s.column(0).to_vec(), vec![8.0, 9.0, 10.0, 11.0, 12.0]);
+    let g = buf.gather(&[4, 0]).unwrap();
+    assert_eq!(g.s.column(0).to_vec(), vec![12.0, 8.0]);
+    assert!(buf.gather(&[5]).is_err());
+    let other = Transitions::from_parts(
+        TargetLayout::new(SobolevForm::Full, 1, 1, 1),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 2)),
+    )
+    .unwrap();
+    assert!(matches!(buf.push(&other), Err(Error::Incompatible(_))));
+    assert!(TransitionBuffer::new(layout, 0).is_err());
+}
+
+#[test]
+fn config_defaults_parsing_and_validation() {
+    let d = ModelConfig::default();
+    assert_eq!(d.hidden, vec![256, 256, 256]);
+    assert_eq!(
+        (d.activation, d.layer_norm, d.normalise),
+        (Activation::Elu, true, true)
+    );
+    assert_eq!(d.target, PredictionTarget::Residual);
+    assert_eq!((d.lr, d.grad_clip, d.buffer_capacity), (1e-3, 1.0, 131_072));
+    assert_eq!((d.iterations, d.minibatches), (16, 4));
+    assert_eq!(d.sobolev.form, SobolevForm::VjpProj);
+    assert_eq!(
+        (d.sobolev.directions, d.sobolev.beta_s, d.sobolev.beta_a),
+        (1, 1.0, 1.0)
+    );
+    assert_eq!(d.sobolev.target_filter, TargetFilter::DropNonFinite);
+    d.validate().unwrap();
+
+    let parsed: ModelConfig =
+        toml::from_str("hidden = [64, 64]\n[sobolev]\nform = \"full\"\nbeta_a = 0.1\n").unwrap();
+    assert_eq!(parsed.hidden, vec![64, 64]);
+    assert_eq!(
+        (parsed.sobolev.form, parsed.sobolev.beta_a),
+        (SobolevForm::Full, 0.1)
+    );
+    assert_eq!(parsed.lr, 1e-3);
+    let err = toml::from_str::<ModelConfig>("[sobolev]\nbeta = 1.0\n").unwrap_err();
+    assert!(err.to_string().contains("beta"), "{err}");
+    let err = toml::from_str::<ModelConfig>("learning_rate = 1.0\n").unwrap_err();
+    assert!(err.to_string().contains("learning_rate"), "{err}");
+    assert!(toml::from_str::<ModelConfig>("[sobolev]\nform = \"sparse\"\n").is_err());
+    assert!(toml::from_str::<ModelConfig>("activation = \"relu\"\n").is_err());
+
+    type Edit = Box<dyn Fn(&mut ModelConfig)>;
+    let bad: Vec<(&str, Edit)> = vec![
+        ("hidden[1]", Box::new(|c| c.hidden = vec![8, 0])),
+        ("lr", Box::new(|c| c.lr = 0.0)),
+        ("lr", Box::new(|c| c.lr = f64::NAN)),
+        ("betas[1]", Box::new(|c| c.betas = [0.9, 1.0])),
+        ("grad_clip", Box::new(|c| c.grad_clip = -1.0)),
+        ("batch_size", Box::new(|c| c.batch_size = 0)),
+        ("iterations", Box::new(|c| c.iterations = 0)),
+        ("minibatches", Box::new(|c| c.minibatches = 0)),
+        ("buffer_capacity", Box::new(|c| c.buffer_capacity = 0)),
+        ("sobolev.directions", Box::new(|c| c.sobolev.directions = 0)),
+        ("sobolev.beta_s", Box::new(|c| c.sobolev.beta_s = -0.5)),
+        (
+            "sobolev.beta_a",
+            Box::new(|c| c.sobolev.beta_a = f64::INFINITY),
+        ),
+    ];
+    for (field, edit) in bad {
+        let mut c = ModelConfig::default();
+        edit(&mut c);
+        match c.validate() {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+        assert!(SobolevTrainer::new(c, 3, 2).is_err());
+    }
+    let inf_clip = ModelConfig {
+        grad_clip: f64::INFINITY,
+        ..ModelConfig::default()
+    };
+    inf_clip.validate().unwrap();
+}
+
+#[test]
+fn wrong_shapes_are_errors() {
+    let m = SobolevModel::<f32>::new(3, 2, &tiny_cfg(SobolevForm::Full)).unwrap();
+    let s = Array2::<f32>::zeros((4, 3));
+    let a = Array2::<f32>::zeros((4, 1));
+    assert!(matches!(
+        m.predict(s.view(), a.view()),
+        Err(Error::Dimension { .. })
+    ));
+    let a = Array2::<f32>::zeros((4, 2));
+    assert!(m
+        .vjp(s.view(), a.view(), Array2::zeros((3, 3)).view())
+        .is_err());
+    let mut rng = seeded(0, 0);
+    let bad_s: ArrayView2<f32> = s.view();
+    assert!(collect(
+        &Toy::new(),
+        bad_s,
+        Array2::zeros((4, 3)).view(),
+        &TargetSpec::unit(SobolevForm::Full, 1),
+        &mut rng
+    )
+    .is_err());
+}
+
+/// Adam against its formula (PyTorch semantics) and gradient clipping.
+#[test]
+fn adam_and_clipping() {
+    let betas = (0.9, 0.999);
+    let mut opt = Adam::new(2, 1e-2, betas);
+    let mut p = vec![0.5f32, -1.0];
+    let (mut m, mut v, mut q) = ([0.0f64; 2], [0.0f64; 2], [0.5f64, -1.0]);
+    for (t, g) in [[0.1f32, -0.3], [-0.2, 2.0], [1e-3, 0.5]]
+        .iter()
+        .enumerate()
+    {
+        opt.update(&mut p, g);
+        let t1 = (t + 1) as i32;
+        for i in 0..2 {
+            let gi = g[i] as f64;
+            m[i] = betas.0 * m[i] + (1.0 - betas.0) * gi;
+            v[i] = betas.1 * v[i] + (1.0 - betas.1) * gi * gi;
+            let mhat = m[i] / (1.0 - betas.0.powi(t1));
+            let vhat = v[i] / (1.0 - betas.1.powi(t1));
+            q[i] -= 1e-2 * mhat / (vhat.sqrt() + 1e-8);
+            assert!(
+                (p[i] as f64 - q[i]).abs() < 1e-6,
+                "step {t}: {} vs {}",
+                p[i],
+                q[i]
+            );
+        }
+    }
+    let mut g = vec![3.0f32, 4.0];
+    assert!((clip_grad_norm(&mut g, 1.0) - 5.0).abs() < 1e-12);
+    assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+    let mut small = vec![0.3f32, 0.4];
+    clip_grad_norm(&mut small, 1.0);
+    assert_eq!(small, vec![0.3, 0.4]);
+}
+
+/// A few epochs on the toy task: the loss falls and, with equal data and steps, the
+/// Sobolev-trained model's held-out Jacobian error is below the MSE-only model's.
+#[test]
+fn training_learns_the_toy_jacobians() {
+    let toy = Toy::new();
+    let mut rng = seeded(8, 0);
+    let (s, a) = random_inputs(&mut rng, 512);
+    let (hs, ha) = random_inputs(&mut rng, 128);
+    let held = collect(
+        &toy,
+        hs.view(),
+        ha.view(),
+        &TargetSpec::unit(SobolevForm::Full, 1),
+        &mut rng,
+    )
+    .unwrap();
+    let mut results = Vec::new();
+    for form in [SobolevForm::Full, SobolevForm::None] {
+        let cfg = ModelConfig {
+            hidden: vec![32, 32],
+            batch_size: 64,
+            iterations: 4,
+            minibatches: 4,
+            sobolev: SobolevConfig {
+                form,
+                ..SobolevConfig::default()
+            },
+            ..ModelConfig::default()
+        };
+        let mut tr = SobolevTrainer::new(cfg, 3, 2).unwrap();
+        assert!(matches!(tr.train_epoch(&mut rng), Err(Error::EmptyBuffer)));
+        let mut data_rng = seeded(9, 0);
+        assert_eq!(
+            tr.collect(&toy, s.view(), a.view(), &mut data_rng).unwrap(),
+            512
+        );
+        let mut train_rng = seeded(10, 0);
+        let first = tr.train_epoch(&mut train_rng).unwrap();
+        assert_eq!((first.steps, first.skipped, first.buffer_len), (16, 0, 512));
+        let mut last = first;
+        for _ in 0..14 {
+            last = tr.train_epoch(&mut train_rng).unwrap();
+        }
+        assert!(
+            last.loss < 0.5 * first.loss,
+            "{form:?}: {first:?} → {last:?}"
+        );
+        results.push(evaluate(tr.model(), &held).unwrap());
+    }
+    let (sob, mse) = (results[0], results[1]);
+    assert_eq!(sob.samples, 128);
+    assert!(
+        sob.jacobian_delta_rel_err < mse.jacobian_delta_rel_err,
+        "sobolev {sob:?} vs mse {mse:?}"
+    );
+}
