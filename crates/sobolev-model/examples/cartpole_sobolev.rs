@@ -5,7 +5,8 @@
 //! Data: envs start from the task's stochastic resets and take uniformly random actions in
 //! [−1, 1] for `--steps` steps; every visited (s, a) is a transition. The held-out set comes
 //! from other seeds. Both models see the same transitions (the MSE model without the
-//! Jacobian targets), the same normalisation statistics, initial weights and minibatches.
+//! Jacobian targets), the same normalisation statistics, initial weights and minibatches,
+//! and the same learning-rate schedule (linear decay from 1e-3 to `--lr-final`).
 //!
 //! ```text
 //! cargo run --release -p sobolev-model --example cartpole_sobolev -- --epochs 30
@@ -39,6 +40,10 @@ struct Args {
     /// Hidden widths (default: the config default, 3 × 256).
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
+    /// Learning rate reached by the linear decay at the last epoch (`model.optim`: "linear
+    /// decay as SHAC"; SHAC decays to 1e-5). The initial rate is the config's 1e-3.
+    #[arg(long, default_value_t = 1e-5)]
+    lr_final: f64,
     /// Minibatch size.
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
@@ -126,7 +131,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut rng = seeded(args.seed, 2);
         let t = Instant::now();
         let mut last = None;
+        let lr0 = trainer.config().lr;
         for epoch in 0..args.epochs {
+            let frac = epoch as f64 / args.epochs as f64;
+            trainer.set_lr(lr0 + (args.lr_final - lr0) * frac);
             let st = trainer.train_epoch(&mut rng)?;
             if epoch == 0 || (epoch + 1) % 10 == 0 || epoch + 1 == args.epochs {
                 let ev = evaluate(trainer.model(), &held)?;
