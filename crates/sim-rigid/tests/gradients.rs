@@ -17,6 +17,11 @@ const FD_STEP: f64 = 1e-4;
 const FD_TOL: f64 = 1e-6;
 /// Finite-difference step for multi-substep windows with stiff ground contact.
 const FD_STEP_CONTACT: f64 = 1e-5;
+/// Finite-difference step for the 48-substep Humanoid step: over 48 stiff substeps the
+/// fifth derivatives are large enough that h = 1e-5 errs by up to 3e-6 (measured on a
+/// failing case: h = 1e-6 agrees with the VJP, h = 1e-7 is dominated by roundoff at
+/// 1.4e-6, so h = 1e-6 leaves both errors ~1e-7).
+const FD_STEP_HUMANOID: f64 = 1e-6;
 const DOT_TOL: f64 = 1e-9;
 
 /// A stage under test: a map ℝⁿ → ℝᵐ given by packing `x` into a workspace, running the
@@ -1042,6 +1047,31 @@ impl ArtStep {
         self.clear_of_kinks_by(x, 2.0)
     }
 
+    /// The deepest penetration of any contact point over the substeps of the step from `x`.
+    fn deepest_penetration(&self, x: &[f64]) -> f64 {
+        let (nq, nd) = (self.art.n_q, self.art.n_qd);
+        let mut ws = Workspace::<f64>::new(&self.art, &self.params);
+        let (mut q, mut qd) = (vec![0.0; nq], vec![0.0; nd]);
+        let (s, a) = (&x[..nq + nd], &x[nq + nd..]);
+        self.art.step(
+            &self.params,
+            &s[..nq],
+            &s[nq..],
+            a,
+            &mut q,
+            &mut qd,
+            &mut ws,
+        );
+        let mut deepest = 0.0f64;
+        for sub in &ws.subs {
+            for cp in &self.art.contacts {
+                let p = sub.links[cp.link].x_sc.point(cp.point);
+                deepest = deepest.max(cp.thickness - p[1]);
+            }
+        }
+        deepest
+    }
+
     /// [`ArtStep::clear_of_kinks`] with the margins of [`contact_regimes`] scaled by `m`
     /// (hinge limits: 5 mrad × m).
     fn clear_of_kinks_by(&self, x: &[f64], m: f64) -> (bool, usize, usize, usize) {
@@ -1493,8 +1523,9 @@ proptest! {
 use sim_rigid::tasks::ant::ant_def;
 use sim_rigid::tasks::humanoid::humanoid_def;
 
-/// A task state: torso height `h`, orientation `quat` (normalised; anywhere on the sphere),
-/// joints at `mid ± spread·half-range` (past their limits when `spread > 1`), velocities.
+/// A task state: orientation `quat` (normalised; anywhere on the sphere), joints at
+/// `mid ± spread·half-range` (past their limits when `spread > 1`), velocities, and the
+/// torso at the height that puts the lowest contact point `h` below the ground.
 fn perturbed_state(
     task: &Locomotion,
     h: f64,
@@ -1518,6 +1549,14 @@ fn perturbed_state(
     for (k, v) in vel.iter().enumerate().take(6 + nj) {
         s[art.n_q + k] = *v;
     }
+    // lift or lower the torso so that the lowest contact point is `h` below the ground
+    let xs = art.link_transforms(&s[..art.n_q]);
+    let lowest = art
+        .contacts
+        .iter()
+        .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
+        .fold(f64::INFINITY, f64::min);
+    s[1] -= lowest + h;
     s
 }
 
@@ -1527,6 +1566,7 @@ fn locomotion_step_case(
     u: &[f64],
     v: &[f64],
     what: &str,
+    h: f64,
 ) -> Result<(), TestCaseError> {
     let n = task.spec().state_dim;
     let nphys = task.articulation().n_q + task.articulation().n_qd;
@@ -1540,7 +1580,12 @@ fn locomotion_step_case(
     // margins sized for the finite-difference step 1e-5 (a tenth of the default's reach)
     let (clear, pen, _, _) = st.clear_of_kinks_by(&phys, 0.5);
     prop_assume!(clear && pen > 0);
-    check_stage_h(&TaskStepOf(task), &x, u, v, what, FD_STEP_CONTACT);
+    // No body deeper than 5 cm in the ground in any substep: far deeper (a torso tilted
+    // through the floor) the penalty forces exceed the weight a hundredfold, the step is
+    // chaotic to f64 precision and finite differences with steps 1e-5, 1e-7 and 1e-8
+    // disagree with one another by 100% (measured), so no oracle can check it.
+    prop_assume!(st.deepest_penetration(&phys) < 0.05);
+    check_stage_h(&TaskStepOf(task), &x, u, v, what, h);
     Ok(())
 }
 
@@ -1548,20 +1593,20 @@ proptest! {
     #![proptest_config(cases(24))]
 
     #[test]
-    fn ant_full_step_adjoint(h in 0.1..0.6f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 8), vel in diff_core::gradcheck::vec_in(-1.0, 1.0, 14), a in diff_core::gradcheck::vec_in(-0.95, 0.95, 8), u in diff_core::gradcheck::direction(37), v in diff_core::gradcheck::direction(45)) {
+    fn ant_full_step_adjoint(h in 0.002..0.03f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 8), vel in diff_core::gradcheck::vec_in(-1.0, 1.0, 14), a in diff_core::gradcheck::vec_in(-0.95, 0.95, 8), u in diff_core::gradcheck::direction(37), v in diff_core::gradcheck::direction(45)) {
         let task = ant_def().unwrap();
         let mut x = perturbed_state(&task, h, &quat, &joints, 1.2, &vel);
         x.extend(a);
-        locomotion_step_case(task, x, &u, &v, "Ant step (16 substeps, 25 contacts)")?;
+        locomotion_step_case(task, x, &u, &v, "Ant step (16 substeps, 25 contacts)", FD_STEP_CONTACT)?;
     }
 
     #[test]
-    fn humanoid_full_step_adjoint(h in 0.3..1.1f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 21), vel in diff_core::gradcheck::vec_in(-0.3, 0.3, 27), a in diff_core::gradcheck::vec_in(-0.3, 0.3, 21), u in diff_core::gradcheck::direction(76), v in diff_core::gradcheck::direction(97)) {
+    fn humanoid_full_step_adjoint(h in 0.002..0.03f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 21), vel in diff_core::gradcheck::vec_in(-0.3, 0.3, 27), a in diff_core::gradcheck::vec_in(-0.3, 0.3, 21), u in diff_core::gradcheck::direction(76), v in diff_core::gradcheck::direction(97)) {
         let task = humanoid_def().unwrap();
         // 48 substeps give the hinges time to cross a limit (a kink): keep them inside and
         // the actions moderate so that enough cases are clear of kinks
         let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
         x.extend(a);
-        locomotion_step_case(task, x, &u, &v, "Humanoid step (48 substeps, 35 contacts)")?;
+        locomotion_step_case(task, x, &u, &v, "Humanoid step (48 substeps, 35 contacts)", FD_STEP_HUMANOID)?;
     }
 }
