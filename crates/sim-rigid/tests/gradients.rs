@@ -822,21 +822,21 @@ fn shape(g: Geometry, p: [f64; 3]) -> Shape {
     s
 }
 
+/// A 0.4 × 0.2 × 0.3 m box on a free joint (8 contact corners) as the root link.
+fn add_free_box(b: &mut ArticulationBuilder) -> usize {
+    let root = Joint::new("root", JointKind::Free, [0.0; 3], Transform::default());
+    let half_extents = [0.2, 0.1, 0.15];
+    b.add_link(
+        None,
+        root,
+        &[shape(Geometry::Box { half_extents }, [0.0; 3])],
+    )
+    .unwrap()
+}
+
 fn tree3d() -> Articulation {
     let mut b = ArticulationBuilder::default();
-    let root = Joint::new("root", JointKind::Free, [0.0; 3], Transform::default());
-    let r = b
-        .add_link(
-            None,
-            root,
-            &[shape(
-                Geometry::Box {
-                    half_extents: [0.2, 0.1, 0.15],
-                },
-                [0.0; 3],
-            )],
-        )
-        .unwrap();
+    let r = add_free_box(&mut b);
     let mut hinge = Joint::new(
         "hinge",
         JointKind::Revolute,
@@ -1047,8 +1047,8 @@ impl ArtStep {
         self.clear_of_kinks_by(x, 2.0)
     }
 
-    /// The deepest penetration of any contact point over the substeps of the step from `x`.
-    fn deepest_penetration(&self, x: &[f64]) -> f64 {
+    /// The workspace of the step from `x = [q, q̇, act]`: every substep's intermediates.
+    fn substeps(&self, x: &[f64]) -> Workspace<f64> {
         let (nq, nd) = (self.art.n_q, self.art.n_qd);
         let mut ws = Workspace::<f64>::new(&self.art, &self.params);
         let (mut q, mut qd) = (vec![0.0; nq], vec![0.0; nd]);
@@ -1062,6 +1062,12 @@ impl ArtStep {
             &mut qd,
             &mut ws,
         );
+        ws
+    }
+
+    /// The deepest penetration of any contact point over the substeps of the step from `x`.
+    fn deepest_penetration(&self, x: &[f64]) -> f64 {
+        let ws = self.substeps(x);
         let mut deepest = 0.0f64;
         for sub in &ws.subs {
             for cp in &self.art.contacts {
@@ -1075,18 +1081,7 @@ impl ArtStep {
     /// [`ArtStep::clear_of_kinks`] with the margins of [`contact_regimes`] scaled by `m`
     /// (hinge limits: 5 mrad × m).
     fn clear_of_kinks_by(&self, x: &[f64], m: f64) -> (bool, usize, usize, usize) {
-        let (nq, nd) = (self.art.n_q, self.art.n_qd);
-        let mut ws = Workspace::<f64>::new(&self.art, &self.params);
-        let (mut q, mut qd) = (vec![0.0; nq], vec![0.0; nd]);
-        self.art.step(
-            &self.params,
-            &x[..nq],
-            &x[nq..nq + nd],
-            &x[nq + nd..],
-            &mut q,
-            &mut qd,
-            &mut ws,
-        );
+        let ws = self.substeps(x);
         let mut all = (true, 0, 0, 0);
         for sub in &ws.subs {
             let r = contact_regimes(&self.art, sub, m);
@@ -1231,19 +1226,7 @@ use sim_rigid::tasks::planar::{HopperTerms, Planar, PlanarConfig};
 /// A free box with two hinged capsules (q 9, q̇ 8), as a locomotion task with 2 actions.
 fn mini_locomotion(height: HeightReward) -> Locomotion {
     let mut b = ArticulationBuilder::default();
-    let root = Joint::new("root", JointKind::Free, [0.0; 3], Transform::default());
-    let r = b
-        .add_link(
-            None,
-            root,
-            &[shape(
-                Geometry::Box {
-                    half_extents: [0.2, 0.1, 0.15],
-                },
-                [0.0; 3],
-            )],
-        )
-        .unwrap();
+    let r = add_free_box(&mut b);
     for (k, x) in [0.25f64, -0.25].iter().enumerate() {
         let mut j = Joint::new(
             &format!("hip{k}"),
