@@ -340,7 +340,13 @@ fn list(out: &mut dyn Write) -> std::io::Result<()> {
         "name", "state", "obs", "act", "episode"
     )?;
     for entry in TASKS {
-        let task = (entry.build)();
+        let task = match (entry.build)() {
+            Ok(t) => t,
+            Err(e) => {
+                writeln!(out, "  {:<20} cannot be built: {e}", entry.name)?;
+                continue;
+            }
+        };
         let spec = task.spec();
         writeln!(
             out,

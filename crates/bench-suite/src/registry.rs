@@ -14,8 +14,9 @@ pub struct TaskEntry {
     pub name: &'static str,
     /// One line for `mbmix list`.
     pub description: &'static str,
-    /// Builds the task (its immutable model, shared by all envs).
-    pub build: fn() -> Arc<dyn Task>,
+    /// Builds the task (its immutable model, shared by all envs); fails with the loader's
+    /// error when a robot file is missing or malformed.
+    pub build: fn() -> Result<Arc<dyn Task>, CoreError>,
     /// SHAC hyperparameters for this task (algorithms.md §1.6).
     pub shac_preset: fn() -> ShacConfig,
 }
@@ -25,38 +26,38 @@ pub static TASKS: &[TaskEntry] = &[
     TaskEntry {
         name: "cartpole-swingup",
         description: "CartPole swing-up (DiffRL, tasks.md §2.2)",
-        build: || Arc::new(sim_rigid::tasks::CartPoleSwingUp::new()),
+        build: || Ok(Arc::new(sim_rigid::tasks::CartPoleSwingUp::new())),
         // `ShacConfig::default()` is the paper's CartPole setting.
         shac_preset: ShacConfig::default,
     },
     TaskEntry {
         name: "hopper",
         description: "Hopper, planar one-legged hopping (DiffRL, tasks.md §2.3)",
-        build: || Arc::new(sim_rigid::tasks::Hopper::hopper()),
+        build: || rigid(sim_rigid::tasks::hopper::hopper_def()),
         shac_preset: shac_hopper,
     },
     TaskEntry {
         name: "half-cheetah",
         description: "HalfCheetah, planar running (DiffRL, tasks.md §2.4)",
-        build: || Arc::new(sim_rigid::tasks::HalfCheetah::half_cheetah()),
+        build: || rigid(sim_rigid::tasks::cheetah::cheetah_def()),
         shac_preset: shac_cheetah,
     },
     TaskEntry {
         name: "ant",
         description: "Ant, four-legged running (DiffRL, tasks.md §2.5)",
-        build: || Arc::new(sim_rigid::tasks::Ant::ant()),
+        build: || rigid(sim_rigid::tasks::ant::ant_def()),
         shac_preset: shac_ant,
     },
     TaskEntry {
         name: "humanoid",
         description: "Humanoid, 21-DOF running (DiffRL, tasks.md §2.6)",
-        build: || Arc::new(sim_rigid::tasks::Humanoid::humanoid()),
+        build: || rigid(sim_rigid::tasks::humanoid::humanoid_def()),
         shac_preset: shac_humanoid,
     },
     TaskEntry {
         name: "bruce",
         description: "Bruce humanoid walking, 10 leg joints (tasks.md §6.3, our proposal)",
-        build: || Arc::new(sim_rigid::tasks::Bruce::bruce()),
+        build: || rigid(sim_rigid::tasks::bruce::bruce_def(&Default::default())),
         // inferred: the Humanoid preset (MB-MIX's Bruce settings are unknown)
         shac_preset: shac_humanoid,
     },
@@ -64,13 +65,20 @@ pub static TASKS: &[TaskEntry] = &[
         name: "bruce-pd",
         description: "Bruce with a PD spring on every joint (the hardware's position loop) and torques on top",
         build: || {
-            Arc::new(sim_rigid::tasks::Bruce::bruce_with(
+            rigid(sim_rigid::tasks::bruce::bruce_def(
                 &sim_rigid::tasks::bruce::BruceConfig::position_loop(),
             ))
         },
         shac_preset: shac_humanoid,
     },
 ];
+
+/// A rigid task definition (or its loader error) as a batched task.
+fn rigid<D: sim_rigid::batch::RigidTask>(
+    def: Result<D, CoreError>,
+) -> Result<Arc<dyn Task>, CoreError> {
+    Ok(Arc::new(sim_rigid::batch::RigidEnv::from_def(def?)))
+}
 
 /// The DiffRL SHAC settings shared by the locomotion tasks (tasks.md §3): 2000 epochs,
 /// actor [128, 64, 32], critic [64, 64], actor lr 2e-3, α 0.2, 64 envs.
@@ -169,7 +177,7 @@ pub fn task_entry(name: &str) -> Result<&'static TaskEntry, CoreError> {
 
 /// Builds a task by name.
 pub fn make_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
-    task_entry(name).map(|e| (e.build)())
+    task_entry(name).and_then(|e| (e.build)())
 }
 
 /// Looks an algorithm up by name.

@@ -708,3 +708,40 @@ fn exploding_gradient_stops_with_the_epoch_and_keeps_what_was_written() {
         .is_file());
     assert!(!dir.join("summary.json").exists());
 }
+
+/// A binary run without its robot files (`MBMIX_ROBOTS_DIR` pointing nowhere) reports the
+/// missing file and exits non-zero instead of panicking; `mbmix list` still lists the rest.
+#[test]
+fn missing_robot_files_are_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nowhere = tmp.path().join("no-robots");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mbmix"))
+        .env("MBMIX_ROBOTS_DIR", &nowhere)
+        .args(["train", "--task", "ant", "--algo", "shac", "--out"])
+        .arg(tmp.path().join("run"))
+        .output()
+        .expect("run mbmix");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ant.xml") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mbmix"))
+        .env("MBMIX_ROBOTS_DIR", &nowhere)
+        .arg("list")
+        .output()
+        .expect("run mbmix");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cartpole-swingup")
+            && text.contains("ant")
+            && text.contains("cannot be built"),
+        "{text}"
+    );
+}

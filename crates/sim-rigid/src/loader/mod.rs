@@ -107,8 +107,14 @@ impl LoadedModel {
 }
 
 /// `datasets/robots/` of this workspace (the robot files the project ships).
+///
+/// `MBMIX_ROBOTS_DIR` overrides it (for a binary run away from its source tree, e.g. on
+/// another machine); otherwise it is the workspace's `datasets/robots/`.
 pub fn robots_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/robots")
+    match std::env::var_os("MBMIX_ROBOTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/robots"),
+    }
 }
 
 /// The path of a robot file shipped in `datasets/robots/`, e.g. `robot_path("ant.xml")`.
