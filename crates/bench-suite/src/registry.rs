@@ -71,6 +71,16 @@ pub static TASKS: &[TaskEntry] = &[
         },
         shac_preset: shac_humanoid,
     },
+    TaskEntry {
+        name: "bruce-pos",
+        description: "Bruce under position control: actions set joint targets (±0.5 rad) of a kp 100, kd 2 PD loop",
+        build: || {
+            rigid(sim_rigid::tasks::bruce::bruce_def(
+                &sim_rigid::tasks::bruce::BruceConfig::position_targets(),
+            ))
+        },
+        shac_preset: shac_humanoid,
+    },
 ];
 
 /// A rigid task definition (or its loader error) as a batched task.

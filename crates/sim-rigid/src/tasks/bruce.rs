@@ -46,9 +46,12 @@ pub const LEG_JOINTS: [&str; 10] = [
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BruceConfig {
+    /// Task name (`bruce`; the presets below name their own).
+    pub name: String,
     /// Keep the 6 arm joints (actuated like the legs); default false (welded to the base).
     pub arms: bool,
-    /// Torque per unit action, N·m (10.5).
+    /// Torque per unit action, N·m (10.5, the Koala BEAR actuators' limit; in
+    /// [`Self::position_targets`] the PD gain times the target range).
     pub torque_limit: f64,
     /// Substeps per 1/60 s control step (32); the mass matrix is rebuilt once per step.
     pub substeps: usize,
@@ -86,6 +89,7 @@ pub struct BruceConfig {
 impl Default for BruceConfig {
     fn default() -> Self {
         BruceConfig {
+            name: "bruce".into(),
             arms: false,
             torque_limit: 10.5,
             substeps: 32,
@@ -121,9 +125,26 @@ impl BruceConfig {
     /// does), with the policy's torques (±10.5 N·m) on top. Zero action stands still.
     pub fn position_loop() -> Self {
         BruceConfig {
+            name: "bruce-pd".into(),
             stiffness: 100.0,
             damping: 2.0,
             ..BruceConfig::default()
+        }
+    }
+
+    /// `bruce-pos`: position control, the way the hardware is driven. The action sets each
+    /// joint's target angle, rest + 0.5 rad · clip(a), tracked by the PD loop kp 100, kd 2
+    /// of [`Self::position_loop`], evaluated every substep. With the engine's joint spring
+    /// ke·(target₀ − q) toward the rest pose, a target offset δ is the extra torque ke·δ, so
+    /// the actuator gain is kp · 0.5 rad = 50 N·m per unit action. Deviation: the motor's
+    /// 10.5 N·m saturation is not modelled in this mode (the PD torque is not clipped).
+    /// In `bruce-pd` the same loop only moves the targets by ±10.5/100 rad = ±6°, too
+    /// little for a step.
+    pub fn position_targets() -> Self {
+        BruceConfig {
+            name: "bruce-pos".into(),
+            torque_limit: 100.0 * 0.5,
+            ..BruceConfig::position_loop()
         }
     }
 }
@@ -193,12 +214,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     let h0 = -lowest + 1e-3;
     let n_act = nj;
     Locomotion::new(LocomotionConfig {
-        name: if cfg.stiffness > 0.0 {
-            "bruce-pd"
-        } else {
-            "bruce"
-        }
-        .into(),
+        name: cfg.name.clone(),
         art,
         params: SimParams {
             dt: 1.0 / 60.0,
