@@ -11,6 +11,7 @@
 //! - [`shac`]: the SHAC trainer, evaluation and checkpoints.
 
 pub mod checkpoint;
+pub mod common;
 pub mod config;
 pub mod error;
 pub mod nn;
