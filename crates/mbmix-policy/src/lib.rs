@@ -8,8 +8,11 @@
 //! - [`policy`]: the stochastic tanh-Gaussian actor;
 //! - [`window`]: the forward rollout and reverse sweep shared by all first-order methods;
 //! - [`td`]: TD(λ) critic targets;
-//! - [`shac`]: the SHAC trainer, evaluation and checkpoints.
+//! - [`shac`]: the SHAC trainer, evaluation and checkpoints;
+//! - [`bptt`]: the BPTT / analytic-policy-gradient baseline (DiffRL's `bptt.py`);
+//! - [`common`]: the pieces the agents share (schedules, actor step, evaluation).
 
+pub mod bptt;
 pub mod checkpoint;
 pub mod common;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod td;
 pub(crate) mod testing;
 pub mod window;
 
+pub use bptt::{Bptt, BpttConfig};
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use nn::NetworkBackend;
