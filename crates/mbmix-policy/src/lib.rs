@@ -9,6 +9,7 @@
 //! - [`window`]: the forward rollout and reverse sweep shared by all first-order methods;
 //! - [`td`]: TD(λ) critic targets;
 //! - [`shac`]: the SHAC trainer, evaluation and checkpoints;
+//! - [`ppo`]: the PPO baseline (rl_games settings of DiffRL's `cfg/ppo`);
 //! - [`bptt`]: the BPTT / analytic-policy-gradient baseline (DiffRL's `bptt.py`);
 //! - [`common`]: the pieces the agents share (schedules, actor step, evaluation).
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod nn;
 pub mod optim;
 pub mod policy;
+pub mod ppo;
 pub mod rms;
 pub mod shac;
 pub mod td;
@@ -31,4 +33,5 @@ pub use bptt::{Bptt, BpttConfig};
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use nn::NetworkBackend;
+pub use ppo::{LrSchedule, Ppo, PpoConfig};
 pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};
