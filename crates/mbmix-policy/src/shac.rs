@@ -38,9 +38,10 @@ pub struct EpochStats {
     /// Mean undiscounted return of the last 100 finished training episodes (None before the
     /// first episode ends).
     pub mean_train_return: Option<f32>,
-    /// SHAC's actor loss of this window (§1.3).
+    /// SHAC's actor loss of this window (§1.3); BPTT's loss; PPO's mean clipped surrogate.
     pub actor_loss: f32,
-    /// Mean critic MSE over the minibatches of the last critic pass.
+    /// Mean critic MSE over the minibatches of the last critic pass (PPO: mean value loss;
+    /// BPTT, which has no critic: 0).
     pub critic_loss: f32,
     /// Actor gradient norm before clipping.
     pub actor_grad_norm: f32,
