@@ -1231,6 +1231,40 @@ mod tests {
     }
 
     #[test]
+    fn nonfinite_gradient_aborts_with_the_networks_restored_or_skips() {
+        // A critic with a NaN weight makes every advantage, hence every gradient, NaN.
+        let cfg = PpoConfig {
+            horizon: 8,
+            ..toy_config()
+        };
+        let poisoned = |cfg: PpoConfig| {
+            let mut a = Ppo::new(cfg, toy_task(), 1).unwrap();
+            let mut p = a.params_flat();
+            let k = a.actor.num_params();
+            p[k] = f32::NAN;
+            a.set_params_flat(&p);
+            a
+        };
+        let bits = |p: Vec<f32>| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut a = poisoned(cfg.clone());
+        let (p0, lr0, step0) = (bits(a.params_flat()), a.lr(), a.opt.step);
+        match a.train_epoch() {
+            Err(Error::NonFiniteGradient { epoch: 0, norm }) => assert!(norm.is_nan()),
+            other => panic!("expected NonFiniteGradient, got {other:?}"),
+        }
+        assert_eq!(bits(a.params_flat()), p0);
+        assert_eq!((a.lr(), a.opt.step, a.epoch()), (lr0, step0, 0));
+        let mut b = poisoned(PpoConfig {
+            on_nonfinite_grad: NonFiniteGradPolicy::Skip,
+            ..cfg
+        });
+        let stats = b.train_epoch().unwrap();
+        assert!(stats.actor_grad_norm.is_nan());
+        assert_eq!(bits(b.params_flat()), p0, "every step skipped");
+        assert_eq!((b.opt.step, b.epoch()), (0, 1));
+    }
+
+    #[test]
     fn config_validation_names_the_field() {
         PpoConfig::default().validate().unwrap();
         let cases = [
