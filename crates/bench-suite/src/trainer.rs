@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, Ppo, Shac};
+use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, PolicyAgent, Ppo, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -98,7 +98,7 @@ macro_rules! baseline_trainer {
                 seed: u64,
                 stochastic_init: bool,
             ) -> Result<EvalStats, mbmix_policy::Error> {
-                <$agent>::evaluate(self, episodes, seed, stochastic_init)
+                <$agent as PolicyAgent>::evaluate(self, episodes, seed, stochastic_init)
             }
             fn rollout(
                 &self,
@@ -107,7 +107,13 @@ macro_rules! baseline_trainer {
                 stochastic_init: bool,
                 max_steps: usize,
             ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
-                <$agent>::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
+                <$agent as PolicyAgent>::rollout_episodes(
+                    self,
+                    episodes,
+                    seed,
+                    stochastic_init,
+                    max_steps,
+                )
             }
             fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
                 <$agent>::save_checkpoint(self, path)

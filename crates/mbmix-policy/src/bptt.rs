@@ -21,7 +21,9 @@ use crate::checkpoint::{
     add_actor, add_adam, add_env, add_obs_rms, check_env_and_rms, check_same_fields, check_task,
     state_json, write_checkpoint, RawCheckpoint, Tensors,
 };
-use crate::common::{actor_step, check_task_dims, EvalEpisode, EvalStats, PolicyView, ReturnMeter};
+use crate::common::{
+    actor_step, check_task_dims, training_window, PolicyAgent, PolicyView, ReturnMeter,
+};
 use crate::config::{finite, in_range, positive_count, NonFiniteGradPolicy};
 use crate::error::{Error, Result};
 use crate::nn::NetworkBackend;
@@ -232,17 +234,15 @@ impl Bptt {
     /// Rolls out one window (advancing the envs, the statistics and the noise RNG) and
     /// returns the loss and its gradient w.r.t. the actor's parameters.
     fn window_loss_and_grad(&mut self) -> Result<(f32, Vec<f32>)> {
-        let (h, n) = (self.cfg.horizon, self.cfg.num_envs);
-        let frozen = self.obs_rms.clone();
-        self.engine.rollout(
+        let frozen = training_window(
+            &mut self.engine,
             &mut self.env,
             &self.actor,
-            frozen.as_ref(),
-            self.obs_rms.as_mut(),
-            Some(&mut self.noise_rng),
+            &mut self.obs_rms,
+            &mut self.noise_rng,
+            &mut self.env_steps,
+            &mut self.recent_returns,
         )?;
-        self.env_steps += (h * n) as u64;
-        self.recent_returns.extend(self.env.take_finished_returns());
         let loss = bptt_seeds(
             &self.engine.tape.done,
             self.engine.tape.rewards.view(),
@@ -292,7 +292,9 @@ impl Bptt {
             critic_lr: 0.0,
         })
     }
+}
 
+impl PolicyAgent for Bptt {
     fn policy(&self) -> PolicyView<'_> {
         PolicyView {
             task: &self.task,
@@ -300,28 +302,8 @@ impl Bptt {
             obs_rms: self.obs_rms.as_ref(),
         }
     }
-
-    /// Env actions for raw observations: `tanh(μ)` when `deterministic`, else sampled with
-    /// the agent's own act RNG.
-    pub fn act(&self, obs: ArrayView2<f32>, deterministic: bool) -> Result<Array2<f32>> {
-        self.policy().act(obs, deterministic, &self.act_rng)
-    }
-
-    /// Deterministic evaluation ([`PolicyView::evaluate`]).
-    pub fn evaluate(&self, episodes: usize, seed: u64, stochastic_init: bool) -> Result<EvalStats> {
-        self.policy().evaluate(episodes, seed, stochastic_init)
-    }
-
-    /// The episodes of the deterministic policy ([`PolicyView::rollout_episodes`]).
-    pub fn rollout_episodes(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-        max_steps: usize,
-    ) -> Result<Vec<EvalEpisode>> {
-        self.policy()
-            .rollout_episodes(episodes, seed, stochastic_init, max_steps)
+    fn act_rng(&self) -> &Mutex<SeededRng> {
+        &self.act_rng
     }
 }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, grad_norm, Adam};
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
+use crate::window::WindowEngine;
 use diff_core::rng::fill_normal;
 use diff_core::{BatchEnv, Done, SeededRng, Task};
 use ndarray::{Array2, ArrayView2};
@@ -274,6 +275,62 @@ impl PolicyView<'_> {
             })
             .collect())
     }
+}
+
+/// Acting, evaluating and rolling out for an agent that exposes its policy: implement
+/// [`PolicyAgent::policy`] and [`PolicyAgent::act_rng`], get the rest.
+pub trait PolicyAgent {
+    /// The actor behind its observation normalisation.
+    fn policy(&self) -> PolicyView<'_>;
+    /// The RNG of stochastic [`PolicyAgent::act`] calls (not used by training).
+    fn act_rng(&self) -> &Mutex<SeededRng>;
+
+    /// Env actions for raw observations: `tanh(μ)` when `deterministic`, else sampled with
+    /// the agent's own act RNG ([`PolicyView::act`]).
+    fn act(&self, obs: ArrayView2<f32>, deterministic: bool) -> Result<Array2<f32>> {
+        self.policy().act(obs, deterministic, self.act_rng())
+    }
+    /// Deterministic evaluation ([`PolicyView::evaluate`]).
+    fn evaluate(&self, episodes: usize, seed: u64, stochastic_init: bool) -> Result<EvalStats> {
+        self.policy().evaluate(episodes, seed, stochastic_init)
+    }
+    /// The episodes of the deterministic policy ([`PolicyView::rollout_episodes`]).
+    fn rollout_episodes(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>> {
+        self.policy()
+            .rollout_episodes(episodes, seed, stochastic_init, max_steps)
+    }
+}
+
+/// Rolls out one training window of `engine` with the sampling policy: observations are
+/// normalised with a frozen copy of `obs_rms` (returned, for the reverse sweep) while
+/// `obs_rms` keeps updating; counts the env-steps and feeds the finished episodes' returns
+/// to `meter`.
+pub fn training_window(
+    engine: &mut WindowEngine,
+    env: &mut BatchEnv,
+    actor: &StochasticActor,
+    obs_rms: &mut Option<RunningMeanStd>,
+    noise_rng: &mut SeededRng,
+    env_steps: &mut u64,
+    meter: &mut ReturnMeter,
+) -> Result<Option<RunningMeanStd>> {
+    let frozen = obs_rms.clone();
+    engine.rollout(
+        env,
+        actor,
+        frozen.as_ref(),
+        obs_rms.as_mut(),
+        Some(noise_rng),
+    )?;
+    *env_steps += (engine.horizon() * engine.num_envs()) as u64;
+    meter.extend(env.take_finished_returns());
+    Ok(frozen)
 }
 
 /// Checks that a task's dimensions are usable by an agent.

@@ -30,6 +30,7 @@ pub(crate) mod testing;
 pub mod window;
 
 pub use bptt::{Bptt, BpttConfig};
+pub use common::PolicyAgent;
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use nn::NetworkBackend;

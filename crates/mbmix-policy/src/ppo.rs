@@ -33,7 +33,8 @@ use crate::checkpoint::{
     check_task, state_json, write_checkpoint, RawCheckpoint, Tensors,
 };
 use crate::common::{
-    check_task_dims, linear_lr, EvalEpisode, EvalStats, PolicyView, ReturnMeter, GRAD_NORM_LIMIT,
+    check_task_dims, linear_lr, training_window, PolicyAgent, PolicyView, ReturnMeter,
+    GRAD_NORM_LIMIT,
 };
 use crate::config::{finite, in_range, positive_count, NonFiniteGradPolicy};
 use crate::error::{Error, Result};
@@ -580,16 +581,15 @@ impl Ppo {
         let cfg = &self.cfg;
         let (h, n) = (cfg.horizon, cfg.num_envs);
         let ad = self.actor.act_dim();
-        let frozen = self.obs_rms.clone();
-        self.engine.rollout(
+        training_window(
+            &mut self.engine,
             &mut self.env,
             &self.actor,
-            frozen.as_ref(),
-            self.obs_rms.as_mut(),
-            Some(&mut self.noise_rng),
+            &mut self.obs_rms,
+            &mut self.noise_rng,
+            &mut self.env_steps,
+            &mut self.recent_returns,
         )?;
-        self.env_steps += (h * n) as u64;
-        self.recent_returns.extend(self.env.take_finished_returns());
         let total = h * n;
         let obs = self.engine.obs.as_slice().expect("contiguous obs").to_vec();
         let old_mu = self.actor.mu.forward(&obs, total);
@@ -742,7 +742,9 @@ impl Ppo {
             critic_lr: lr_used as f32,
         })
     }
+}
 
+impl PolicyAgent for Ppo {
     fn policy(&self) -> PolicyView<'_> {
         PolicyView {
             task: &self.task,
@@ -750,28 +752,8 @@ impl Ppo {
             obs_rms: self.obs_rms.as_ref(),
         }
     }
-
-    /// Env actions for raw observations: `tanh(μ)` when `deterministic`, else sampled with
-    /// the agent's own act RNG.
-    pub fn act(&self, obs: ArrayView2<f32>, deterministic: bool) -> Result<Array2<f32>> {
-        self.policy().act(obs, deterministic, &self.act_rng)
-    }
-
-    /// Deterministic evaluation (`tanh(μ)`, [`PolicyView::evaluate`]).
-    pub fn evaluate(&self, episodes: usize, seed: u64, stochastic_init: bool) -> Result<EvalStats> {
-        self.policy().evaluate(episodes, seed, stochastic_init)
-    }
-
-    /// The episodes of the deterministic policy ([`PolicyView::rollout_episodes`]).
-    pub fn rollout_episodes(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-        max_steps: usize,
-    ) -> Result<Vec<EvalEpisode>> {
-        self.policy()
-            .rollout_episodes(episodes, seed, stochastic_init, max_steps)
+    fn act_rng(&self) -> &Mutex<SeededRng> {
+        &self.act_rng
     }
 }
 
