@@ -1057,6 +1057,18 @@ mod tests {
         let err = rel_err(&analytic, &fd, 1e-6);
         println!("PPO loss gradient: relative error vs FD = {err:.2e}");
         assert!(err < 5e-3, "relative error {err}\n{analytic:?}\n{fd:?}");
+        // Power of the test: the gradient of the unclipped objective (ε = 0.99, nothing
+        // clipped here) is far from the finite differences of the clipped one.
+        agent.set_params_flat(&p);
+        agent.cfg.e_clip = 0.99;
+        let mut unclipped = vec![0.0f32; p.len()];
+        agent.minibatch_loss(&mb, Some(&mut unclipped));
+        let unclipped: Vec<f64> = unclipped.iter().map(|&v| v as f64).collect();
+        let err_wrong = rel_err(&unclipped, &fd, 1e-6);
+        assert!(
+            err_wrong > 20.0 * err.max(1e-4),
+            "ignoring the clipping is not detected: {err_wrong}"
+        );
         // The log-std entry (surrogate + entropy) on its own.
         assert!(
             (analytic[mu_n] - fd[mu_n]).abs() < 1e-2 * analytic[mu_n].abs().max(1e-3),
