@@ -26,7 +26,9 @@
 //!
 //! **Episode ends** ([`diff_core::Done`]): a time-limit reset bootstraps with the critic's
 //! value of the pre-reset state, a termination (or a non-finite state) with 0; the
-//! advantage recursion is cut at every done.
+//! advantage recursion is cut at every done. (rl_games' default `value_bootstrap: False`,
+//! which DiffRL's configs keep, treats a time limit like a termination; bootstrapping it is
+//! the correct treatment of truncation and what SHAC does.)
 
 use crate::checkpoint::{
     add_actor, add_adam, add_env, add_mlp, add_obs_rms, check_env_and_rms, check_same_fields,
