@@ -49,7 +49,8 @@ pub struct TrainArgs {
     /// Algorithm name (see `mbmix list`); may also come from the config file.
     #[arg(long)]
     pub algo: Option<String>,
-    /// TOML file overriding the task's preset (e.g. `[shac]\nnum_envs = 32`).
+    /// TOML file overriding the task's preset (e.g. `[shac]\nnum_envs = 32`; `[bptt]`,
+    /// `[ppo]` for the baselines).
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     /// Run seed (default 0).

@@ -5,7 +5,7 @@
 //! of [`Algo`] and its arm in [`crate::trainer::build`].
 
 use diff_core::{Error as CoreError, Task};
-use mbmix_policy::ShacConfig;
+use mbmix_policy::{BpttConfig, PpoConfig, ShacConfig};
 use std::sync::Arc;
 
 /// A registered task.
@@ -136,11 +136,65 @@ fn shac_humanoid() -> ShacConfig {
     }
 }
 
+/// The BPTT hyperparameters for a task (DiffRL `examples/cfg/bptt/<task>.yaml`; the tasks
+/// DiffRL has no config for take the Humanoid one, inferred). Unknown names get the
+/// CartPole default.
+pub fn bptt_preset(task: &str) -> BpttConfig {
+    let locomotion = |actor_lr: f64, horizon: usize| BpttConfig {
+        num_envs: 32,
+        horizon,
+        max_epochs: 2000,
+        actor_units: vec![128, 64, 32],
+        actor_lr,
+        obs_rms: true,
+        ..BpttConfig::default()
+    };
+    match task {
+        // `bptt/hopper.yaml`, `bptt/cheetah.yaml`: 128-step windows.
+        "hopper" => locomotion(1e-3, 128),
+        "half-cheetah" => locomotion(2e-3, 128),
+        // `bptt/ant.yaml` (algorithms.md §1.6): the full 1000-step episode.
+        "ant" => locomotion(4e-3, 1000),
+        // `bptt/humanoid.yaml`; Bruce inferred.
+        "humanoid" | "bruce" | "bruce-pd" => BpttConfig {
+            actor_units: vec![256, 128],
+            ..locomotion(2e-3, 1000)
+        },
+        // `bptt/cartpole_swing_up.yaml` is the default.
+        _ => BpttConfig::default(),
+    }
+}
+
+/// The PPO hyperparameters for a task (DiffRL `examples/cfg/ppo/<task>.yaml`, rl_games;
+/// Bruce takes Humanoid's, inferred). The locomotion presets keep DiffRL's 1024–2048
+/// envs; scale `num_envs` down in a config file on a small machine.
+pub fn ppo_preset(task: &str) -> PpoConfig {
+    let locomotion = |num_envs: usize, units: Vec<usize>| PpoConfig {
+        num_envs,
+        horizon: 32,
+        max_epochs: 5000,
+        actor_units: units.clone(),
+        critic_units: units,
+        ..PpoConfig::default()
+    };
+    match task {
+        "hopper" | "half-cheetah" => locomotion(1024, vec![128, 64, 32]),
+        "ant" => locomotion(2048, vec![128, 64, 32]),
+        "humanoid" | "bruce" | "bruce-pd" => locomotion(1024, vec![256, 128, 64]),
+        // `ppo/cartpole_swing_up.yaml` is the default.
+        _ => PpoConfig::default(),
+    }
+}
+
 /// A learning algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
     /// Short-Horizon Actor-Critic (algorithms.md §1).
     Shac,
+    /// Backpropagation through time / analytic policy gradient (DiffRL `bptt.py`).
+    Bptt,
+    /// Proximal Policy Optimisation with rl_games' settings (model-free reference).
+    Ppo,
 }
 
 /// A registered algorithm.
@@ -154,11 +208,23 @@ pub struct AlgoEntry {
 }
 
 /// Every algorithm the CLI knows, in listing order.
-pub static ALGORITHMS: &[AlgoEntry] = &[AlgoEntry {
-    name: "shac",
-    description: "Short-Horizon Actor-Critic (Xu et al. 2022), algorithms.md §1",
-    algo: Algo::Shac,
-}];
+pub static ALGORITHMS: &[AlgoEntry] = &[
+    AlgoEntry {
+        name: "shac",
+        description: "Short-Horizon Actor-Critic (Xu et al. 2022), algorithms.md §1",
+        algo: Algo::Shac,
+    },
+    AlgoEntry {
+        name: "bptt",
+        description: "BPTT / analytic policy gradient through long windows (DiffRL bptt.py)",
+        algo: Algo::Bptt,
+    },
+    AlgoEntry {
+        name: "ppo",
+        description: "PPO, model-free reference (rl_games settings of DiffRL cfg/ppo)",
+        algo: Algo::Ppo,
+    },
+];
 
 impl Algo {
     /// The registry name.
@@ -233,5 +299,24 @@ mod tests {
         }
         assert_eq!(algorithm("shac").ok(), Some(Algo::Shac));
         assert_eq!(Algo::Shac.name(), "shac");
+        for (name, algo) in [("bptt", Algo::Bptt), ("ppo", Algo::Ppo)] {
+            assert_eq!(algorithm(name).ok(), Some(algo));
+            assert_eq!(algo.name(), name);
+        }
+    }
+
+    #[test]
+    fn every_task_has_valid_baseline_presets() {
+        for entry in TASKS {
+            bptt_preset(entry.name).validate().expect("bptt preset");
+            ppo_preset(entry.name).validate().expect("ppo preset");
+        }
+        // Spot checks against DiffRL's configs.
+        let ant = bptt_preset("ant");
+        assert_eq!((ant.horizon, ant.num_envs, ant.actor_lr), (1000, 32, 4e-3));
+        assert_eq!(bptt_preset("cartpole-swingup").horizon, 240);
+        let ppo_ant = ppo_preset("ant");
+        assert_eq!((ppo_ant.num_envs, ppo_ant.horizon), (2048, 32));
+        assert_eq!(ppo_preset("cartpole-swingup").num_envs, 32);
     }
 }

@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{EpochStats, EvalEpisode, EvalStats, Shac};
+use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, PolicyAgent, Ppo, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -36,6 +36,11 @@ pub trait Trainer {
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error>;
     /// Restores a checkpoint; on error the trainer is unchanged.
     fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error>;
+    /// Whether the algorithm trains a critic (so that [`EpochStats::critic_loss`] and
+    /// `critic_lr` mean something); BPTT has none.
+    fn has_critic(&self) -> bool {
+        true
+    }
 }
 
 impl Trainer for Shac {
@@ -73,6 +78,59 @@ impl Trainer for Shac {
     }
 }
 
+/// `Trainer` for an agent whose methods have the baselines' signatures (`evaluate` with the
+/// choice of initial states).
+macro_rules! baseline_trainer {
+    ($agent:ty, has_critic: $critic:expr) => {
+        impl Trainer for $agent {
+            fn epoch(&self) -> usize {
+                <$agent>::epoch(self)
+            }
+            fn env_steps(&self) -> u64 {
+                <$agent>::env_steps(self)
+            }
+            fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
+                <$agent>::train_epoch(self)
+            }
+            fn evaluate(
+                &self,
+                episodes: usize,
+                seed: u64,
+                stochastic_init: bool,
+            ) -> Result<EvalStats, mbmix_policy::Error> {
+                <$agent as PolicyAgent>::evaluate(self, episodes, seed, stochastic_init)
+            }
+            fn rollout(
+                &self,
+                episodes: usize,
+                seed: u64,
+                stochastic_init: bool,
+                max_steps: usize,
+            ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
+                <$agent as PolicyAgent>::rollout_episodes(
+                    self,
+                    episodes,
+                    seed,
+                    stochastic_init,
+                    max_steps,
+                )
+            }
+            fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
+                <$agent>::save_checkpoint(self, path)
+            }
+            fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
+                <$agent>::load_checkpoint(self, path)
+            }
+            fn has_critic(&self) -> bool {
+                $critic
+            }
+        }
+    };
+}
+
+baseline_trainer!(Bptt, has_critic: false);
+baseline_trainer!(Ppo, has_critic: true);
+
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
     let task = registry::make_task(&cfg.task)?;
@@ -83,6 +141,20 @@ pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
                 .clone()
                 .ok_or_else(|| Error::Usage("algo `shac` needs a [shac] section".into()))?;
             Ok(Box::new(Shac::new(shac_cfg, task, cfg.seed)?))
+        }
+        Algo::Bptt => {
+            let bptt_cfg = cfg
+                .bptt
+                .clone()
+                .ok_or_else(|| Error::Usage("algo `bptt` needs a [bptt] section".into()))?;
+            Ok(Box::new(Bptt::new(bptt_cfg, task, cfg.seed)?))
+        }
+        Algo::Ppo => {
+            let ppo_cfg = cfg
+                .ppo
+                .clone()
+                .ok_or_else(|| Error::Usage("algo `ppo` needs a [ppo] section".into()))?;
+            Ok(Box::new(Ppo::new(ppo_cfg, task, cfg.seed)?))
         }
     }
 }

@@ -10,15 +10,17 @@
 //! (64 bit) over the state JSON and every tensor's name, shape and bytes, so that a flipped
 //! byte anywhere is detected.
 
+use crate::common::ReturnMeter;
 use crate::config::ShacConfig;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::optim::Adam;
+use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
 use crate::shac::Shac;
-use diff_core::{BatchEnvSnapshot, SeededRng};
+use diff_core::{BatchEnv, BatchEnvSnapshot, SeededRng};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -72,21 +74,21 @@ impl Fnv {
 }
 
 /// An owned tensor on its way to or from the file.
-struct Blob {
+pub(crate) struct Blob {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
 impl Blob {
-    fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
+    pub(crate) fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
         Blob {
             dtype: Dtype::F32,
             shape,
             bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
-    fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
+    pub(crate) fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
         Blob {
             dtype: Dtype::F64,
             shape,
@@ -108,41 +110,287 @@ fn checksum(state_json: &str, tensors: &BTreeMap<String, (Vec<usize>, &[u8])>) -
     format!("{:016x}", h.0)
 }
 
-fn add_mlp(out: &mut BTreeMap<String, Blob>, prefix: &str, net: &Mlp<f32>) {
+/// The tensors of a checkpoint by name.
+pub(crate) type Tensors = BTreeMap<String, Blob>;
+
+pub(crate) fn add_mlp(out: &mut Tensors, prefix: &str, net: &Mlp<f32>) {
     for (name, shape, data) in net.named_params() {
         out.insert(format!("{prefix}.{name}"), Blob::f32(shape, &data));
     }
 }
 
+/// `<prefix>.logstd` and `<prefix>.mu.<layer>` of an actor.
+pub(crate) fn add_actor(out: &mut Tensors, prefix: &str, actor: &StochasticActor) {
+    add_mlp(out, &format!("{prefix}.mu"), &actor.mu);
+    out.insert(
+        format!("{prefix}.logstd"),
+        Blob::f32(vec![actor.logstd.len()], &actor.logstd),
+    );
+}
+
+/// `<name>.m` and `<name>.v` of an Adam optimiser.
+pub(crate) fn add_adam(out: &mut Tensors, name: &str, opt: &Adam<f32>) {
+    out.insert(format!("{name}.m"), Blob::f32(vec![opt.m.len()], &opt.m));
+    out.insert(format!("{name}.v"), Blob::f32(vec![opt.v.len()], &opt.v));
+}
+
+/// `obs_rms.mean/var` (F64) when the statistics exist.
+pub(crate) fn add_obs_rms(out: &mut Tensors, rms: Option<&RunningMeanStd>) {
+    if let Some(r) = rms {
+        out.insert("obs_rms.mean".into(), Blob::f64(vec![r.dim()], &r.mean));
+        out.insert("obs_rms.var".into(), Blob::f64(vec![r.dim()], &r.var));
+    }
+}
+
+/// `env.state` `[N, state_dim]` and `env.episode_return` `[N]`.
+pub(crate) fn add_env(out: &mut Tensors, env: &BatchEnv) {
+    let snap = env.snapshot();
+    let n = env.num_envs();
+    let sd = env.task().spec().state_dim;
+    out.insert("env.state".into(), Blob::f32(vec![n, sd], &snap.state));
+    out.insert(
+        "env.episode_return".into(),
+        Blob::f32(vec![n], &snap.episode_return),
+    );
+}
+
+/// Writes `tensors` with `state_json` and `format` in the metadata, atomically (temp file
+/// in the same directory, fsync, rename).
+pub(crate) fn write_checkpoint(
+    path: &Path,
+    format: &str,
+    state_json: &str,
+    tensors: &Tensors,
+) -> Result<()> {
+    let index: BTreeMap<String, (Vec<usize>, &[u8])> = tensors
+        .iter()
+        .map(|(k, b)| (k.clone(), (b.shape.clone(), b.bytes.as_slice())))
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), format.to_string());
+    meta.insert("checksum".to_string(), checksum(state_json, &index));
+    meta.insert("state".to_string(), state_json.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, b)| {
+            let view = safetensors::tensor::TensorView::new(b.dtype, b.shape.clone(), &b.bytes)
+                .expect("tensor view sizes are consistent by construction");
+            (k.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| std::io::Error::other(format!("serialising checkpoint: {e}")))?;
+
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename durable; not every platform can sync a directory.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(Error::from)
+}
+
+/// Serialises an agent's non-tensor state for [`write_checkpoint`].
+pub(crate) fn state_json<S: serde::Serialize>(state: &S) -> Result<String> {
+    serde_json::to_string(state)
+        .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")).into())
+}
+
+/// A checkpoint file read into memory whose format and checksum have been verified.
+pub(crate) struct RawCheckpoint {
+    path: String,
+    bytes: Vec<u8>,
+    /// The non-tensor state as JSON.
+    pub state_json: String,
+}
+
+/// The numbers of every expected tensor of a [`RawCheckpoint`].
+pub(crate) struct LoadedTensors {
+    pub f32s: HashMap<String, Vec<f32>>,
+    pub f64s: HashMap<String, Vec<f64>>,
+}
+
+impl LoadedTensors {
+    /// The parameters of `net` stored under `prefix` (layout of [`Mlp::params_flat`]).
+    pub fn mlp(&self, prefix: &str, net: &Mlp<f32>) -> Vec<f32> {
+        net.named_params()
+            .iter()
+            .flat_map(|(name, _, _)| self.f32s[&format!("{prefix}.{name}")].clone())
+            .collect()
+    }
+    /// A copy of `like` with the parameters stored by [`add_actor`] under `prefix`.
+    pub fn actor(&self, prefix: &str, like: &StochasticActor) -> StochasticActor {
+        let mut actor = like.clone();
+        let mut params = self.mlp(&format!("{prefix}.mu"), &actor.mu);
+        params.extend_from_slice(&self.f32s[&format!("{prefix}.logstd")]);
+        actor.set_params_flat(&params);
+        actor
+    }
+    /// A copy of `like` with the moments stored by [`add_adam`] under `name`.
+    pub fn adam(&self, name: &str, like: &Adam<f32>, step: u64) -> Adam<f32> {
+        Adam {
+            m: self.f32s[&format!("{name}.m")].clone(),
+            v: self.f32s[&format!("{name}.v")].clone(),
+            step,
+            ..like.clone()
+        }
+    }
+    /// The statistics stored by [`add_obs_rms`] (None without a count).
+    pub fn obs_rms(&self, count: Option<f64>) -> Option<RunningMeanStd> {
+        count.map(|count| RunningMeanStd {
+            mean: self.f64s["obs_rms.mean"].clone(),
+            var: self.f64s["obs_rms.var"].clone(),
+            count,
+        })
+    }
+    /// The env snapshot stored by [`add_env`] with its counters and RNG.
+    pub fn env(&self, progress: Vec<u32>, rng: SeededRng) -> BatchEnvSnapshot {
+        BatchEnvSnapshot {
+            state: self.f32s["env.state"].clone(),
+            progress,
+            episode_return: self.f32s["env.episode_return"].clone(),
+            rng,
+        }
+    }
+}
+
+impl RawCheckpoint {
+    /// Reads `path` and checks its `format` and checksum.
+    pub fn open(path: &Path, format: &str) -> Result<RawCheckpoint> {
+        let display = path.display().to_string();
+        let bad = |reason: String| Error::BadCheckpoint {
+            path: display.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("unreadable header: {e:?}")))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| bad("no metadata".into()))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
+        };
+        if get("format")? != format {
+            return Err(bad(format!("format is not {format}")));
+        }
+        let state_json = get("state")?.clone();
+        let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
+            .collect();
+        if *get("checksum")? != checksum(&state_json, &index) {
+            return Err(bad("checksum mismatch (corrupt file)".into()));
+        }
+        drop(index);
+        Ok(RawCheckpoint {
+            path: display.clone(),
+            bytes,
+            state_json,
+        })
+    }
+
+    /// An [`Error::BadCheckpoint`] about this file.
+    pub fn bad(&self, reason: impl Into<String>) -> Error {
+        Error::BadCheckpoint {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The non-tensor state.
+    pub fn state<S: serde::de::DeserializeOwned>(&self) -> Result<S> {
+        serde_json::from_str(&self.state_json).map_err(|e| self.bad(format!("state JSON: {e}")))
+    }
+
+    /// Exactly the tensors of `expected` (names, dtypes, shapes), all finite, as numbers.
+    pub fn tensors(&self, expected: &Tensors) -> Result<LoadedTensors> {
+        let st = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| self.bad(format!("not a safetensors file: {e:?}")))?;
+        if st.len() != expected.len() {
+            return Err(self.bad(format!("{} tensors, expected {}", st.len(), expected.len())));
+        }
+        let mut out = LoadedTensors {
+            f32s: HashMap::new(),
+            f64s: HashMap::new(),
+        };
+        for (name, want) in expected {
+            let view = st
+                .tensor(name)
+                .map_err(|_| self.bad(format!("tensor `{name}` missing")))?;
+            if view.dtype() != want.dtype || view.shape() != want.shape.as_slice() {
+                return Err(self.bad(format!(
+                    "tensor `{name}`: {:?} {:?}, expected {:?} {:?}",
+                    view.dtype(),
+                    view.shape(),
+                    want.dtype,
+                    want.shape
+                )));
+            }
+            let non_finite = || self.bad(format!("tensor `{name}` has non-finite values"));
+            match want.dtype {
+                Dtype::F32 => {
+                    let v: Vec<f32> = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(non_finite());
+                    }
+                    out.f32s.insert(name.clone(), v);
+                }
+                _ => {
+                    let v: Vec<f64> = view
+                        .data()
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(non_finite());
+                    }
+                    out.f64s.insert(name.clone(), v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Shac {
-    fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
+    fn checkpoint_tensors(&self) -> Tensors {
         let mut t = BTreeMap::new();
-        add_mlp(&mut t, "actor.mu", &self.actor.mu);
-        t.insert(
-            "actor.logstd".into(),
-            Blob::f32(vec![self.actor.logstd.len()], &self.actor.logstd),
-        );
+        add_actor(&mut t, "actor", &self.actor);
         add_mlp(&mut t, "critic", &self.critic);
         add_mlp(&mut t, "target_critic", &self.target_critic);
-        for (name, opt) in [
-            ("actor_adam", &self.actor_opt),
-            ("critic_adam", &self.critic_opt),
-        ] {
-            t.insert(format!("{name}.m"), Blob::f32(vec![opt.m.len()], &opt.m));
-            t.insert(format!("{name}.v"), Blob::f32(vec![opt.v.len()], &opt.v));
-        }
-        if let Some(r) = &self.obs_rms {
-            t.insert("obs_rms.mean".into(), Blob::f64(vec![r.dim()], &r.mean));
-            t.insert("obs_rms.var".into(), Blob::f64(vec![r.dim()], &r.var));
-        }
-        let snap = self.env.snapshot();
-        let n = self.cfg.num_envs;
-        let sd = self.task.spec().state_dim;
-        t.insert("env.state".into(), Blob::f32(vec![n, sd], &snap.state));
-        t.insert(
-            "env.episode_return".into(),
-            Blob::f32(vec![n], &snap.episode_return),
-        );
+        add_adam(&mut t, "actor_adam", &self.actor_opt);
+        add_adam(&mut t, "critic_adam", &self.critic_opt);
+        add_obs_rms(&mut t, self.obs_rms.as_ref());
+        add_env(&mut t, &self.env);
         t
     }
 
@@ -166,7 +414,7 @@ impl Shac {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            recent_returns: self.recent_returns.iter().copied().collect(),
+            recent_returns: self.recent_returns.returns(),
         }
     }
 
@@ -175,54 +423,8 @@ impl Shac {
     /// meter. A safetensors file with the non-tensor state as JSON in its metadata, written
     /// atomically (temp file in the same directory, fsync, rename).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let tensors = self.checkpoint_tensors();
-        let state_json = serde_json::to_string(&self.checkpoint_state())
-            .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")))?;
-        let index: BTreeMap<String, (Vec<usize>, &[u8])> = tensors
-            .iter()
-            .map(|(k, b)| (k.clone(), (b.shape.clone(), b.bytes.as_slice())))
-            .collect();
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), FORMAT.to_string());
-        meta.insert("checksum".to_string(), checksum(&state_json, &index));
-        meta.insert("state".to_string(), state_json);
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(k, b)| {
-                let view = safetensors::tensor::TensorView::new(b.dtype, b.shape.clone(), &b.bytes)
-                    .expect("tensor view sizes are consistent by construction");
-                (k.clone(), view)
-            })
-            .collect();
-        let bytes = safetensors::serialize(views, &Some(meta))
-            .map_err(|e| std::io::Error::other(format!("serialising checkpoint: {e}")))?;
-
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let written = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            // Make the rename durable; not every platform can sync a directory.
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(Error::from)
+        let state = state_json(&self.checkpoint_state())?;
+        write_checkpoint(path, FORMAT, &state, &self.checkpoint_tensors())
     }
 
     /// Loads a checkpoint written by [`Shac::save_checkpoint`]. The file is validated fully
@@ -234,163 +436,49 @@ impl Shac {
     /// agent's; the other settings (learning rates, max_epochs, …) are the agent's own, so a
     /// run can be resumed with, for example, more epochs.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let bad = |reason: String| Error::BadCheckpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("unreadable header: {e:?}")))?;
-        let meta = header
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| bad("no metadata".into()))?;
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad(format!("format is not {FORMAT}")));
-        }
-        let state_json = get("state")?;
-        let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
-            .collect();
-        if *get("checksum")? != checksum(state_json, &index) {
-            return Err(bad("checksum mismatch (corrupt file)".into()));
-        }
-        let state: CheckpointState =
-            serde_json::from_str(state_json).map_err(|e| bad(format!("state JSON: {e}")))?;
+        let raw = RawCheckpoint::open(path, FORMAT)?;
+        let state: CheckpointState = raw.state()?;
 
         // Compatibility with this agent.
-        let spec = self.task.spec();
-        if state.task != spec.name || state.dims != [spec.state_dim, spec.obs_dim, spec.act_dim] {
-            return Err(bad(format!(
-                "task {} {:?} does not match {} {:?}",
-                state.task,
-                state.dims,
-                spec.name,
-                [spec.state_dim, spec.obs_dim, spec.act_dim]
-            )));
-        }
+        check_task(&raw, &state.task, state.dims, self.task.as_ref())?;
         let (c, mine) = (&state.config, &self.cfg);
-        for (field, same) in [
-            ("num_envs", c.num_envs == mine.num_envs),
-            ("horizon", c.horizon == mine.horizon),
-            ("actor_units", c.actor_units == mine.actor_units),
-            ("critic_units", c.critic_units == mine.critic_units),
-            ("obs_rms", c.obs_rms == mine.obs_rms),
-        ] {
-            if !same {
-                return Err(bad(format!(
-                    "config field `{field}` differs from the agent's"
-                )));
-            }
-        }
+        check_same_fields(
+            &raw,
+            &[
+                ("num_envs", c.num_envs == mine.num_envs),
+                ("horizon", c.horizon == mine.horizon),
+                ("actor_units", c.actor_units == mine.actor_units),
+                ("critic_units", c.critic_units == mine.critic_units),
+                ("obs_rms", c.obs_rms == mine.obs_rms),
+            ],
+        )?;
 
         // Every expected tensor, with its shape, as numbers.
-        let expected = self.checkpoint_tensors();
-        if index.len() != expected.len() {
-            return Err(bad(format!(
-                "{} tensors, expected {}",
-                index.len(),
-                expected.len()
-            )));
-        }
-        let mut f32s: HashMap<String, Vec<f32>> = HashMap::new();
-        let mut f64s: HashMap<String, Vec<f64>> = HashMap::new();
-        for (name, want) in &expected {
-            let view = st
-                .tensor(name)
-                .map_err(|_| bad(format!("tensor `{name}` missing")))?;
-            if view.dtype() != want.dtype || view.shape() != want.shape.as_slice() {
-                return Err(bad(format!(
-                    "tensor `{name}`: {:?} {:?}, expected {:?} {:?}",
-                    view.dtype(),
-                    view.shape(),
-                    want.dtype,
-                    want.shape
-                )));
-            }
-            match want.dtype {
-                Dtype::F32 => {
-                    let v: Vec<f32> = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(bad(format!("tensor `{name}` has non-finite values")));
-                    }
-                    f32s.insert(name.clone(), v);
-                }
-                _ => {
-                    let v: Vec<f64> = view
-                        .data()
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect();
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(bad(format!("tensor `{name}` has non-finite values")));
-                    }
-                    f64s.insert(name.clone(), v);
-                }
-            }
-        }
-        let n = self.cfg.num_envs;
-        if state.env_progress.len() != n {
-            return Err(bad(format!(
-                "{} env progress counters, expected {n}",
-                state.env_progress.len()
-            )));
-        }
-        if state.obs_rms_count.is_some() != self.obs_rms.is_some() {
-            return Err(bad("obs_rms count does not match obs_rms setting".into()));
-        }
-        if state.recent_returns.len() > crate::shac::RETURN_METER_LEN {
-            return Err(bad("return meter too long".into()));
-        }
+        let loaded = raw.tensors(&self.checkpoint_tensors())?;
+        check_env_and_rms(
+            &raw,
+            state.env_progress.len(),
+            self.cfg.num_envs,
+            state.obs_rms_count.is_some(),
+            self.obs_rms.is_some(),
+        )?;
+        let recent_returns = ReturnMeter::from_returns(state.recent_returns.clone())
+            .ok_or_else(|| raw.bad("return meter too long"))?;
 
         // Build everything, then commit.
-        let take = |prefix: &str, net: &Mlp<f32>| -> Vec<f32> {
-            net.named_params()
-                .iter()
-                .flat_map(|(name, _, _)| f32s[&format!("{prefix}.{name}")].clone())
-                .collect()
-        };
-        let mut actor = self.actor.clone();
-        let mut actor_params = take("actor.mu", &actor.mu);
-        actor_params.extend_from_slice(&f32s["actor.logstd"]);
-        actor.set_params_flat(&actor_params);
+        let actor = loaded.actor("actor", &self.actor);
         let mut critic = self.critic.clone();
-        critic.set_params_flat(&take("critic", &critic));
+        critic.set_params_flat(&loaded.mlp("critic", &critic));
         let mut target_critic = self.target_critic.clone();
-        target_critic.set_params_flat(&take("target_critic", &target_critic));
-        let adam = |name: &str, like: &Adam<f32>, step: u64| Adam {
-            m: f32s[&format!("{name}.m")].clone(),
-            v: f32s[&format!("{name}.v")].clone(),
-            step,
-            ..like.clone()
-        };
-        let actor_opt = adam("actor_adam", &self.actor_opt, state.adam_steps[0]);
-        let critic_opt = adam("critic_adam", &self.critic_opt, state.adam_steps[1]);
-        let obs_rms = state.obs_rms_count.map(|count| RunningMeanStd {
-            mean: f64s["obs_rms.mean"].clone(),
-            var: f64s["obs_rms.var"].clone(),
-            count,
-        });
-        let snap = BatchEnvSnapshot {
-            state: f32s["env.state"].clone(),
-            progress: state.env_progress.clone(),
-            episode_return: f32s["env.episode_return"].clone(),
-            rng: state.env_rng.clone(),
-        };
+        target_critic.set_params_flat(&loaded.mlp("target_critic", &target_critic));
+        let actor_opt = loaded.adam("actor_adam", &self.actor_opt, state.adam_steps[0]);
+        let critic_opt = loaded.adam("critic_adam", &self.critic_opt, state.adam_steps[1]);
+        let obs_rms = loaded.obs_rms(state.obs_rms_count);
+        let snap = loaded.env(state.env_progress.clone(), state.env_rng.clone());
         // Shapes were checked above, so restoring cannot fail half-way.
-        self.env.restore(&snap).map_err(|e| bad(e.to_string()))?;
+        self.env
+            .restore(&snap)
+            .map_err(|e| raw.bad(e.to_string()))?;
         self.actor = actor;
         self.critic = critic;
         self.target_critic = target_critic;
@@ -402,9 +490,56 @@ impl Shac {
         *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = state.act_rng;
         self.epoch = state.epoch;
         self.env_steps = state.env_steps;
-        self.recent_returns = VecDeque::from(state.recent_returns);
+        self.recent_returns = recent_returns;
         Ok(())
     }
+}
+
+/// Refuses a checkpoint of another task (name or `[state_dim, obs_dim, act_dim]`).
+pub(crate) fn check_task(
+    raw: &RawCheckpoint,
+    name: &str,
+    dims: [usize; 3],
+    task: &dyn diff_core::Task,
+) -> Result<()> {
+    let spec = task.spec();
+    let mine = [spec.state_dim, spec.obs_dim, spec.act_dim];
+    if name != spec.name || dims != mine {
+        return Err(raw.bad(format!(
+            "task {name} {dims:?} does not match {} {mine:?}",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint whose structural config fields differ from the agent's.
+pub(crate) fn check_same_fields(raw: &RawCheckpoint, fields: &[(&str, bool)]) -> Result<()> {
+    match fields.iter().find(|(_, same)| !same) {
+        Some((field, _)) => {
+            Err(raw.bad(format!("config field `{field}` differs from the agent's")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Checks the env counters' length and the presence of the observation statistics.
+pub(crate) fn check_env_and_rms(
+    raw: &RawCheckpoint,
+    progress_len: usize,
+    num_envs: usize,
+    has_count: bool,
+    has_rms: bool,
+) -> Result<()> {
+    if progress_len != num_envs {
+        return Err(raw.bad(format!(
+            "{progress_len} env progress counters, expected {num_envs}"
+        )));
+    }
+    if has_count != has_rms {
+        return Err(raw.bad("obs_rms count does not match obs_rms setting"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

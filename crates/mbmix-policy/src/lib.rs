@@ -8,14 +8,20 @@
 //! - [`policy`]: the stochastic tanh-Gaussian actor;
 //! - [`window`]: the forward rollout and reverse sweep shared by all first-order methods;
 //! - [`td`]: TD(λ) critic targets;
-//! - [`shac`]: the SHAC trainer, evaluation and checkpoints.
+//! - [`shac`]: the SHAC trainer, evaluation and checkpoints;
+//! - [`ppo`]: the PPO baseline (rl_games settings of DiffRL's `cfg/ppo`);
+//! - [`bptt`]: the BPTT / analytic-policy-gradient baseline (DiffRL's `bptt.py`);
+//! - [`common`]: the pieces the agents share (schedules, actor step, evaluation).
 
+pub mod bptt;
 pub mod checkpoint;
+pub mod common;
 pub mod config;
 pub mod error;
 pub mod nn;
 pub mod optim;
 pub mod policy;
+pub mod ppo;
 pub mod rms;
 pub mod shac;
 pub mod td;
@@ -23,7 +29,10 @@ pub mod td;
 pub(crate) mod testing;
 pub mod window;
 
+pub use bptt::{Bptt, BpttConfig};
+pub use common::PolicyAgent;
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use nn::NetworkBackend;
+pub use ppo::{LrSchedule, Ppo, PpoConfig};
 pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};
