@@ -23,8 +23,9 @@ use super::ant::Z_UP_TO_Y_UP;
 use super::locomotion::{HeightReward, Locomotion, LocomotionConfig};
 use crate::batch::RigidEnv;
 use crate::dynamics::SimParams;
-use crate::loader::{load_urdf, robot_path, DroppedJoints, UrdfOptions};
-use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform};
+use crate::loader::{load_urdf, robot_path, segment_frame, DroppedJoints, UrdfOptions};
+use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform, Shape};
+use crate::spatial::Transform;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
@@ -42,6 +43,11 @@ pub const LEG_JOINTS: [&str; 10] = [
     "ankle_pitch_l",
 ];
 
+/// Radius of the drawn limbs (m) and height of the drawn torso above the base origin (m):
+/// rendering only.
+const LIMB_RADIUS: f64 = 0.02;
+const TORSO_HEIGHT: f64 = 0.15;
+
 /// The Bruce task's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,8 +59,16 @@ pub struct BruceConfig {
     /// Torque per unit action, N·m (10.5, the Koala BEAR actuators' limit; in
     /// [`Self::position_targets`] the PD gain times the target range).
     pub torque_limit: f64,
-    /// Substeps per 1/60 s control step (32); the mass matrix is rebuilt once per step.
+    /// Substeps per 1/60 s control step (32).
     pub substeps: usize,
+    /// Substeps between mass-matrix rebuilds (dflex `MM_caching_frequency`). Default 1,
+    /// every substep: a deliberate deviation from DiffRL's Humanoid, which rebuilds once per
+    /// control step (48). With the mass matrix held for a whole step (32 here), SHAC
+    /// learned on `bruce-pos` to swim through the air — the stale matrix does not conserve
+    /// momentum while the legs swing fast — and the same policy falls at once when the
+    /// matrix is rebuilt every 1 or 8 substeps (returns 3474 → 34 and 44). Costs 1.5× per
+    /// step.
+    pub mass_matrix_every: usize,
     /// Joint stiffness toward the rest pose, N·m/rad (dflex `joint_target_ke`, as DiffRL's
     /// Humanoid has): the hardware runs its joints under a position-mode PD loop (kp 60,
     /// kd 2, `BRUCE_macros.py`); a passive spring stands in for it and the policy's torques
@@ -93,6 +107,7 @@ impl Default for BruceConfig {
             arms: false,
             torque_limit: 10.5,
             substeps: 32,
+            mass_matrix_every: 1,
             stiffness: 0.0,
             damping: 0.1,
             armature: 0.011,
@@ -196,6 +211,27 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     for c in soles {
         model.builder.add_contact_point(c)?;
     }
+    // Limbs for the renderer (the URDF's meshes are not loaded): a massless, contactless
+    // capsule from each link's origin to each child joint, and a torso above the base.
+    let limbs: Vec<(usize, [f64; 3])> = {
+        let links = model.builder.links();
+        let mut v: Vec<(usize, [f64; 3])> = links
+            .iter()
+            .filter_map(|l| l.parent.map(|p| (p, l.joint.x_pj.p)))
+            .collect();
+        v.push((0, [0.0, 0.0, TORSO_HEIGHT]));
+        v
+    };
+    for (link, to) in limbs {
+        if let Some((half_width, center, r)) = segment_frame([0.0; 3], to) {
+            let pose = Transform { p: center, r };
+            let capsule = Geometry::Capsule {
+                radius: LIMB_RADIUS,
+                half_width,
+            };
+            model.builder.add_shape(link, Shape::new(capsule, pose))?;
+        }
+    }
     let mut art = model.build()?;
     for l in art.links.iter_mut().skip(1) {
         l.joint.target_kd = cfg.damping;
@@ -219,7 +255,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
         params: SimParams {
             dt: 1.0 / 60.0,
             substeps: cfg.substeps,
-            mm_freq: cfg.substeps,
+            mm_freq: cfg.mass_matrix_every,
         },
         episode_length: cfg.episode_length,
         start_pos: [0.0, h0, 0.0],
