@@ -158,6 +158,9 @@ pub struct RenderArgs {
     /// Keep the camera still instead of following the root link horizontally.
     #[arg(long)]
     pub fixed_camera: bool,
+    /// Also write the drawn episodes' states and rewards (JSON) to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub states: Option<PathBuf>,
 }
 
 /// How a command ended without an error.
@@ -255,6 +258,7 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
                 height: args.height,
                 view: args.view,
                 fixed_camera: args.fixed_camera,
+                states_out: args.states,
                 ..RenderOptions::new(args.run)
             };
             let report = render::render(&opts)?;
