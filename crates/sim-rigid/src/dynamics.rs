@@ -104,6 +104,8 @@ pub struct Substep<T> {
     /// World-frame motion subspace per DOF.
     pub s: Vec<Sv<T>>,
     pub tau: Vec<T>,
+    /// Per DOF: whether the motor torque was clamped at the joint's effort limit.
+    pub motor_saturated: Vec<bool>,
     pub qdd: Vec<T>,
     /// Output coordinates.
     pub q_out: Vec<T>,
@@ -167,6 +169,7 @@ impl<T: Real> Workspace<T> {
             links: vec![LinkState::zero(); nl],
             s: vec![sv_zero(); nd],
             tau: vec![z; nd],
+            motor_saturated: vec![false; nd],
             qdd: vec![z; nd],
             q_out: vec![z; nq],
             qd_out: vec![z; nd],
@@ -606,11 +609,15 @@ impl Articulation {
                 JointKind::Prismatic | JointKind::Revolute => {
                     let (q, qd) = (sub.q[qi], sub.qd[d]);
                     let limit_f = limit_force(q, j.limit_lower, j.limit_upper, j.limit_ke);
-                    sub.tau[d] = -sv_dot(&sub.s[d], &sub.links[i].f_tot)
+                    let mut motor = act[d]
                         - T::cst(j.target_ke) * (q - T::cst(j.target))
-                        - T::cst(j.target_kd) * qd
-                        + act[d]
-                        + limit_f
+                        - T::cst(j.target_kd) * qd;
+                    let saturated = motor.re().abs() >= j.effort_limit;
+                    if saturated {
+                        motor = T::cst(j.effort_limit.copysign(motor.re()));
+                    }
+                    sub.motor_saturated[d] = saturated;
+                    sub.tau[d] = -sv_dot(&sub.s[d], &sub.links[i].f_tot) + motor + limit_f
                         - T::cst(j.limit_kd) * qd;
                 }
                 JointKind::Ball => {
@@ -652,9 +659,13 @@ impl Articulation {
                     let at = adj.tau[d];
                     let dlim =
                         limit_force_derivative(sub.q[qi], j.limit_lower, j.limit_upper, j.limit_ke);
-                    adj.q[qi] += at * (dlim - T::cst(j.target_ke));
-                    adj.qd[d] -= at * T::cst(j.target_kd + j.limit_kd);
-                    adj.act[d] += at;
+                    adj.q[qi] += at * dlim;
+                    adj.qd[d] -= at * T::cst(j.limit_kd);
+                    if !sub.motor_saturated[d] {
+                        adj.q[qi] -= at * T::cst(j.target_ke);
+                        adj.qd[d] -= at * T::cst(j.target_kd);
+                        adj.act[d] += at;
+                    }
                 }
                 JointKind::Ball => {
                     for k in 0..3 {

@@ -78,6 +78,12 @@ pub struct Joint {
     pub limit_kd: f64,
     /// Armature added to the mass matrix diagonal (`joint_armature`).
     pub armature: f64,
+    /// Saturation of the motor torque of a hinge or slider, N·m or N: the sum of the
+    /// actuation and the PD terms, `act − ke·(q − target) − kd·q̇`, is clamped to
+    /// ±`effort_limit` (a servo's current limit); limit forces are not. ∞ (default, as
+    /// dflex, which has no such clamp) disables it. On saturation the derivative of the
+    /// motor torque is zero, also on the tie |τ_motor| = limit.
+    pub effort_limit: f64,
 }
 
 impl Joint {
@@ -97,6 +103,7 @@ impl Joint {
             limit_ke: 100.0,
             limit_kd: 10.0,
             armature: 0.01,
+            effort_limit: f64::INFINITY,
         }
     }
 }

@@ -546,6 +546,23 @@ proptest! {
     }
 
     #[test]
+    fn joint_torques_adjoint_with_saturated_motors(x in diff_core::gradcheck::vec_in(-6.0, 6.0, 2 + 2 + 2 + 12 + 18), u in diff_core::gradcheck::direction(2), v in diff_core::gradcheck::direction(36)) {
+        // motor torques clamped at ±3 (about half the sampled actuations saturate), away
+        // from the clamp's kink and the cart's limit kinks
+        let mut a = art();
+        for l in a.links.iter_mut() {
+            (l.joint.effort_limit, l.joint.target_ke, l.joint.target_kd) = (3.0, 2.0, 0.5);
+        }
+        let motor = |d: usize| {
+            let j = &a.links[d].joint;
+            x[4 + d] - j.target_ke * (x[d] - j.target) - j.target_kd * x[2 + d]
+        };
+        prop_assume!((0..2).all(|d| (motor(d).abs() - 3.0).abs() > 1e-2));
+        prop_assume!((x[0].abs() - 4.0).abs() > 1e-2);
+        check_stage(&Torques(a), &x, &u, &v, "joint torques, saturated motors");
+    }
+
+    #[test]
     fn mass_matrix_adjoint(x in diff_core::gradcheck::vec_in(-2.0, 2.0, 3 * 36 + 12), u in diff_core::gradcheck::direction(4), v in diff_core::gradcheck::direction(120)) {
         check_stage(&MassMatrixStage(art()), &x, &u, &v, "mass matrix");
     }

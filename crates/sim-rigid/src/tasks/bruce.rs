@@ -69,6 +69,10 @@ pub struct BruceConfig {
     /// matrix is rebuilt every 1 or 8 substeps (returns 3474 → 34 and 44). Costs 1.5× per
     /// step.
     pub mass_matrix_every: usize,
+    /// Motor torque limit, N·m, applied to the sum of the policy's torque and the PD terms
+    /// (`Joint::effort_limit`; ∞ = none). `bruce` and `bruce-pd` leave it off (their
+    /// action alone is already bounded by `torque_limit`); `bruce-pos` clamps at 10.5.
+    pub effort_limit: f64,
     /// Joint stiffness toward the rest pose, N·m/rad (dflex `joint_target_ke`, as DiffRL's
     /// Humanoid has): the hardware runs its joints under a position-mode PD loop (kp 60,
     /// kd 2, `BRUCE_macros.py`); a passive spring stands in for it and the policy's torques
@@ -114,6 +118,7 @@ impl Default for BruceConfig {
             torque_limit: 10.5,
             substeps: 32,
             mass_matrix_every: 1,
+            effort_limit: f64::INFINITY,
             stiffness: 0.0,
             damping: 0.1,
             armature: 0.011,
@@ -158,14 +163,16 @@ impl BruceConfig {
     /// joint's target angle, rest + 0.5 rad · clip(a), tracked by the PD loop kp 100, kd 2
     /// of [`Self::position_loop`], evaluated every substep. With the engine's joint spring
     /// ke·(target₀ − q) toward the rest pose, a target offset δ is the extra torque ke·δ, so
-    /// the actuator gain is kp · 0.5 rad = 50 N·m per unit action. Deviation: the motor's
-    /// 10.5 N·m saturation is not modelled in this mode (the PD torque is not clipped).
-    /// In `bruce-pd` the same loop only moves the targets by ±10.5/100 rad = ±6°, too
-    /// little for a step.
+    /// the actuator gain is kp · 0.5 rad = 50 N·m per unit action.
+    /// The motor torque, PD and command together, saturates at the actuators' 10.5 N·m
+    /// (`effort_limit`): without the clamp the loop delivered up to 50 N·m and SHAC used it
+    /// to vibrate the feet into a 3–8 m/s glide. In `bruce-pd` the same loop only moves
+    /// the targets by ±10.5/100 rad = ±6°, too little for a step.
     pub fn position_targets() -> Self {
         BruceConfig {
             name: "bruce-pos".into(),
             torque_limit: 100.0 * 0.5,
+            effort_limit: 10.5,
             ..BruceConfig::position_loop()
         }
     }
@@ -243,6 +250,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     for l in art.links.iter_mut().skip(1) {
         l.joint.target_kd = cfg.damping;
         l.joint.target_ke = cfg.stiffness;
+        l.joint.effort_limit = cfg.effort_limit;
     }
     // start height: the soles just touching the ground with the base rotated upright
     let nj = art.n_q - 7;
