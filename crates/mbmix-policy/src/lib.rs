@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod mix;
 pub mod nn;
 pub mod optim;
 pub mod policy;
@@ -25,5 +26,6 @@ pub mod window;
 
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
+pub use mix::{mix_seeds, LossScale, MixStarts};
 pub use nn::NetworkBackend;
 pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};
