@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod mix;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod policy;
