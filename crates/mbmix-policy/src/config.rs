@@ -102,7 +102,7 @@ impl Default for ShacConfig {
     }
 }
 
-fn finite(field: &str, x: f64) -> Result<()> {
+pub(crate) fn finite(field: &str, x: f64) -> Result<()> {
     if x.is_finite() {
         Ok(())
     } else {
@@ -110,7 +110,14 @@ fn finite(field: &str, x: f64) -> Result<()> {
     }
 }
 
-fn in_range(field: &str, x: f64, lo: f64, hi: f64, lo_open: bool, hi_open: bool) -> Result<()> {
+pub(crate) fn in_range(
+    field: &str,
+    x: f64,
+    lo: f64,
+    hi: f64,
+    lo_open: bool,
+    hi_open: bool,
+) -> Result<()> {
     finite(field, x)?;
     let lo_ok = if lo_open { x > lo } else { x >= lo };
     let hi_ok = if hi_open { x < hi } else { x <= hi };
@@ -128,7 +135,7 @@ fn in_range(field: &str, x: f64, lo: f64, hi: f64, lo_open: bool, hi_open: bool)
     }
 }
 
-fn positive_count(field: &str, n: usize) -> Result<()> {
+pub(crate) fn positive_count(field: &str, n: usize) -> Result<()> {
     if n == 0 {
         Err(Error::config(field, "must be at least 1"))
     } else {

@@ -34,7 +34,7 @@ pub const RETURN_METER_LEN: usize = 100;
 pub const GRAD_NORM_LIMIT: f64 = 1e6;
 
 /// What one training epoch did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     /// Epochs completed, this one included (1 after the first call).
     pub epoch: usize,
@@ -43,7 +43,7 @@ pub struct EpochStats {
     /// Mean undiscounted return of the last 100 finished training episodes (None before the
     /// first episode ends).
     pub mean_train_return: Option<f32>,
-    /// SHAC's actor loss of this window (§1.3).
+    /// The actor loss of this window: SHAC's (§1.3), or MB-MIX's mixed objective (§3.9 step 5).
     pub actor_loss: f32,
     /// Mean critic MSE over the minibatches of the last critic pass.
     pub critic_loss: f32,
@@ -53,6 +53,9 @@ pub struct EpochStats {
     pub actor_lr: f32,
     /// Critic learning rate used this epoch.
     pub critic_lr: f32,
+    /// MB-MIX's own statistics (None for SHAC; left out of the JSON then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbmix: Option<crate::mbmix::MbMixEpochStats>,
 }
 
 /// Result of a deterministic evaluation.
@@ -101,9 +104,9 @@ pub struct Shac {
     pub(crate) epoch: usize,
     pub(crate) env_steps: u64,
     pub(crate) recent_returns: VecDeque<f32>,
-    engine: WindowEngine,
-    seeds: WindowSeeds,
-    next_values: Array2<f32>,
+    pub(crate) engine: WindowEngine,
+    pub(crate) seeds: WindowSeeds,
+    pub(crate) next_values: Array2<f32>,
     targets: Array2<f32>,
 }
 
@@ -206,7 +209,7 @@ impl Shac {
         self.obs_rms.as_ref()
     }
 
-    fn mean_train_return(&self) -> Option<f32> {
+    pub(crate) fn mean_train_return(&self) -> Option<f32> {
         if self.recent_returns.is_empty() {
             None
         } else {
@@ -222,16 +225,59 @@ impl Shac {
     /// [`Error::NonFiniteGradient`]; the window has then already been simulated (env, stats
     /// and RNGs advanced) but no network was changed.
     pub fn train_epoch(&mut self) -> Result<EpochStats> {
-        let cfg = &self.cfg;
+        let (actor_lr, critic_lr) = self.start_epoch();
+        let frozen = self.simulate_window()?;
+        let actor_loss = shac_seeds(
+            &self.engine.tape.done,
+            self.engine.bootstrap.view(),
+            self.engine.tape.rewards.view(),
+            self.next_values.view(),
+            self.cfg.gamma as f32,
+            self.cfg.rew_scale as f32,
+            &mut self.seeds,
+        );
+        let mut grad = vec![0.0f32; self.actor.num_params()];
+        let task = self.task.clone();
+        self.engine.reverse_sweep(
+            task.as_ref(),
+            &SimulatorAdjoint(task.as_ref()),
+            &self.actor,
+            &self.target_critic,
+            frozen.as_ref(),
+            &self.seeds,
+            &mut grad,
+        );
+        let norm = self.apply_actor_gradient(&mut grad)?;
+        let critic_loss = self.fit_critics();
+        Ok(EpochStats {
+            epoch: self.epoch,
+            env_steps: self.env_steps,
+            mean_train_return: self.mean_train_return(),
+            actor_loss,
+            critic_loss,
+            actor_grad_norm: norm as f32,
+            actor_lr: actor_lr as f32,
+            critic_lr: critic_lr as f32,
+            mbmix: None,
+        })
+    }
+
+    /// Sets this epoch's actor and critic learning rates (linear schedule, §1.5) and
+    /// returns them.
+    pub(crate) fn start_epoch(&mut self) -> (f64, f64) {
         let e = self.epoch;
-        let (h, n) = (cfg.horizon, cfg.num_envs);
-        let gamma = cfg.gamma as f32;
-        let actor_lr = cfg.scheduled_lr(cfg.actor_lr, e);
-        let critic_lr = cfg.scheduled_lr(cfg.critic_lr, e);
+        let actor_lr = self.cfg.scheduled_lr(self.cfg.actor_lr, e);
+        let critic_lr = self.cfg.scheduled_lr(self.cfg.critic_lr, e);
         self.actor_opt.lr = actor_lr;
         self.critic_opt.lr = critic_lr;
+        (actor_lr, critic_lr)
+    }
 
-        // Actor: rollout, loss seeds, reverse sweep.
+    /// Rolls the window out in the simulator (§1.3 steps 1–2), counts its env steps and
+    /// finished episodes, and computes the terminal values V′ of every step into
+    /// `next_values`. Returns the frozen observation statistics the window used.
+    pub(crate) fn simulate_window(&mut self) -> Result<Option<RunningMeanStd>> {
+        let (h, n) = (self.cfg.horizon, self.cfg.num_envs);
         let frozen = self.obs_rms.clone();
         self.engine.rollout(
             &mut self.env,
@@ -249,32 +295,20 @@ impl Shac {
         }
         self.engine
             .terminal_values(&self.target_critic, &mut self.next_values);
-        let actor_loss = shac_seeds(
-            &self.engine.tape.done,
-            self.engine.bootstrap.view(),
-            self.engine.tape.rewards.view(),
-            self.next_values.view(),
-            gamma,
-            cfg.rew_scale as f32,
-            &mut self.seeds,
-        );
-        let mut grad = vec![0.0f32; self.actor.num_params()];
-        let task = self.task.clone();
-        self.engine.reverse_sweep(
-            task.as_ref(),
-            &SimulatorAdjoint(task.as_ref()),
-            &self.actor,
-            &self.target_critic,
-            frozen.as_ref(),
-            &self.seeds,
-            &mut grad,
-        );
-        let norm = grad_norm(&grad);
+        Ok(frozen)
+    }
+
+    /// SHAC's actor step with the gradient `grad` of the actor loss: the NaN / > 1e6 rule
+    /// (abort with [`Error::NonFiniteGradient`] or skip), norm clipping, Adam. Returns the
+    /// norm before clipping.
+    pub(crate) fn apply_actor_gradient(&mut self, grad: &mut [f32]) -> Result<f64> {
+        let cfg = &self.cfg;
+        let norm = grad_norm(grad);
         let update_actor = if norm.is_nan() || norm > GRAD_NORM_LIMIT {
             match cfg.on_nonfinite_grad {
                 NonFiniteGradPolicy::Abort => {
                     return Err(Error::NonFiniteGradient {
-                        epoch: e,
+                        epoch: self.epoch,
                         norm: norm as f32,
                     })
                 }
@@ -285,17 +319,20 @@ impl Shac {
         };
         if update_actor {
             if cfg.truncate_grads {
-                clip_grad_norm(&mut grad, cfg.grad_norm);
+                clip_grad_norm(grad, cfg.grad_norm);
             }
             let mut params = self.actor.params_flat();
-            self.actor_opt.update(&mut params, &grad);
+            self.actor_opt.update(&mut params, grad);
             self.actor.set_params_flat(&params);
         }
+        Ok(norm)
+    }
 
-        // Critic.
+    /// The rest of the epoch after the actor step: critic fitting on the window (§1.4),
+    /// the target-critic update ψ′ ← αψ′ + (1 − α)ψ (§1.5), and the epoch count. Returns
+    /// the critic loss.
+    pub(crate) fn fit_critics(&mut self) -> f32 {
         let critic_loss = self.train_critic();
-
-        // Target critic: ψ′ ← αψ′ + (1 − α)ψ.
         let alpha = self.cfg.target_critic_alpha as f32;
         for (t, p) in self
             .target_critic
@@ -305,18 +342,8 @@ impl Shac {
         {
             *t = *t * alpha + (1.0 - alpha) * p;
         }
-
         self.epoch += 1;
-        Ok(EpochStats {
-            epoch: self.epoch,
-            env_steps: self.env_steps,
-            mean_train_return: self.mean_train_return(),
-            actor_loss,
-            critic_loss,
-            actor_grad_norm: norm as f32,
-            actor_lr: actor_lr as f32,
-            critic_lr: critic_lr as f32,
-        })
+        critic_loss
     }
 
     /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches over the
