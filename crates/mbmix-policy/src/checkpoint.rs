@@ -16,7 +16,7 @@ use crate::nn::Mlp;
 use crate::optim::Adam;
 use crate::rms::RunningMeanStd;
 use crate::shac::Shac;
-use diff_core::{BatchEnvSnapshot, SeededRng};
+use diff_core::{BatchEnv, BatchEnvSnapshot, SeededRng};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
@@ -72,21 +72,21 @@ impl Fnv {
 }
 
 /// An owned tensor on its way to or from the file.
-struct Blob {
+pub(crate) struct Blob {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
 impl Blob {
-    fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
+    pub(crate) fn f32(shape: Vec<usize>, data: &[f32]) -> Self {
         Blob {
             dtype: Dtype::F32,
             shape,
             bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
-    fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
+    pub(crate) fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
         Blob {
             dtype: Dtype::F64,
             shape,
@@ -108,14 +108,14 @@ fn checksum(state_json: &str, tensors: &BTreeMap<String, (Vec<usize>, &[u8])>) -
     format!("{:016x}", h.0)
 }
 
-fn add_mlp(out: &mut BTreeMap<String, Blob>, prefix: &str, net: &Mlp<f32>) {
+pub(crate) fn add_mlp(out: &mut BTreeMap<String, Blob>, prefix: &str, net: &Mlp<f32>) {
     for (name, shape, data) in net.named_params() {
         out.insert(format!("{prefix}.{name}"), Blob::f32(shape, &data));
     }
 }
 
 impl Shac {
-    fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
+    pub(crate) fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
         let mut t = BTreeMap::new();
         add_mlp(&mut t, "actor.mu", &self.actor.mu);
         t.insert(
@@ -146,7 +146,7 @@ impl Shac {
         t
     }
 
-    fn checkpoint_state(&self) -> CheckpointState {
+    pub(crate) fn checkpoint_state(&self) -> CheckpointState {
         let spec = self.task.spec();
         let snap = self.env.snapshot();
         CheckpointState {
@@ -175,54 +175,9 @@ impl Shac {
     /// meter. A safetensors file with the non-tensor state as JSON in its metadata, written
     /// atomically (temp file in the same directory, fsync, rename).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let tensors = self.checkpoint_tensors();
         let state_json = serde_json::to_string(&self.checkpoint_state())
             .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")))?;
-        let index: BTreeMap<String, (Vec<usize>, &[u8])> = tensors
-            .iter()
-            .map(|(k, b)| (k.clone(), (b.shape.clone(), b.bytes.as_slice())))
-            .collect();
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), FORMAT.to_string());
-        meta.insert("checksum".to_string(), checksum(&state_json, &index));
-        meta.insert("state".to_string(), state_json);
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(k, b)| {
-                let view = safetensors::tensor::TensorView::new(b.dtype, b.shape.clone(), &b.bytes)
-                    .expect("tensor view sizes are consistent by construction");
-                (k.clone(), view)
-            })
-            .collect();
-        let bytes = safetensors::serialize(views, &Some(meta))
-            .map_err(|e| std::io::Error::other(format!("serialising checkpoint: {e}")))?;
-
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let written = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            // Make the rename durable; not every platform can sync a directory.
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(Error::from)
+        write_checkpoint(path, FORMAT, &state_json, &self.checkpoint_tensors())
     }
 
     /// Loads a checkpoint written by [`Shac::save_checkpoint`]. The file is validated fully
@@ -234,48 +189,28 @@ impl Shac {
     /// agent's; the other settings (learning rates, max_epochs, …) are the agent's own, so a
     /// run can be resumed with, for example, more epochs.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let bad = |reason: String| Error::BadCheckpoint {
-            path: path.display().to_string(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("unreadable header: {e:?}")))?;
-        let meta = header
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| bad("no metadata".into()))?;
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad(format!("format is not {FORMAT}")));
-        }
-        let state_json = get("state")?;
-        let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
-            .collect();
-        if *get("checksum")? != checksum(state_json, &index) {
-            return Err(bad("checksum mismatch (corrupt file)".into()));
-        }
+        let bad = bad_checkpoint(path);
+        let file = read_checkpoint(path, FORMAT)?;
         let state: CheckpointState =
-            serde_json::from_str(state_json).map_err(|e| bad(format!("state JSON: {e}")))?;
+            serde_json::from_str(&file.state_json).map_err(|e| bad(format!("state JSON: {e}")))?;
+        self.check_compatible(&state).map_err(&bad)?;
+        let (f32s, f64s) = file.decode(&self.checkpoint_tensors()).map_err(&bad)?;
+        let restore = self.prepare_restore(state, &f32s, &f64s).map_err(&bad)?;
+        self.commit_restore(restore);
+        Ok(())
+    }
 
-        // Compatibility with this agent.
+    /// Whether a checkpoint's state fits this agent (task, widths, structural settings).
+    pub(crate) fn check_compatible(&self, state: &CheckpointState) -> Result<(), String> {
         let spec = self.task.spec();
         if state.task != spec.name || state.dims != [spec.state_dim, spec.obs_dim, spec.act_dim] {
-            return Err(bad(format!(
+            return Err(format!(
                 "task {} {:?} does not match {} {:?}",
                 state.task,
                 state.dims,
                 spec.name,
                 [spec.state_dim, spec.obs_dim, spec.act_dim]
-            )));
+            ));
         }
         let (c, mine) = (&state.config, &self.cfg);
         for (field, same) in [
@@ -286,76 +221,32 @@ impl Shac {
             ("obs_rms", c.obs_rms == mine.obs_rms),
         ] {
             if !same {
-                return Err(bad(format!(
-                    "config field `{field}` differs from the agent's"
-                )));
-            }
-        }
-
-        // Every expected tensor, with its shape, as numbers.
-        let expected = self.checkpoint_tensors();
-        if index.len() != expected.len() {
-            return Err(bad(format!(
-                "{} tensors, expected {}",
-                index.len(),
-                expected.len()
-            )));
-        }
-        let mut f32s: HashMap<String, Vec<f32>> = HashMap::new();
-        let mut f64s: HashMap<String, Vec<f64>> = HashMap::new();
-        for (name, want) in &expected {
-            let view = st
-                .tensor(name)
-                .map_err(|_| bad(format!("tensor `{name}` missing")))?;
-            if view.dtype() != want.dtype || view.shape() != want.shape.as_slice() {
-                return Err(bad(format!(
-                    "tensor `{name}`: {:?} {:?}, expected {:?} {:?}",
-                    view.dtype(),
-                    view.shape(),
-                    want.dtype,
-                    want.shape
-                )));
-            }
-            match want.dtype {
-                Dtype::F32 => {
-                    let v: Vec<f32> = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(bad(format!("tensor `{name}` has non-finite values")));
-                    }
-                    f32s.insert(name.clone(), v);
-                }
-                _ => {
-                    let v: Vec<f64> = view
-                        .data()
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect();
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(bad(format!("tensor `{name}` has non-finite values")));
-                    }
-                    f64s.insert(name.clone(), v);
-                }
+                return Err(format!("config field `{field}` differs from the agent's"));
             }
         }
         let n = self.cfg.num_envs;
         if state.env_progress.len() != n {
-            return Err(bad(format!(
+            return Err(format!(
                 "{} env progress counters, expected {n}",
                 state.env_progress.len()
-            )));
+            ));
         }
         if state.obs_rms_count.is_some() != self.obs_rms.is_some() {
-            return Err(bad("obs_rms count does not match obs_rms setting".into()));
+            return Err("obs_rms count does not match obs_rms setting".into());
         }
         if state.recent_returns.len() > crate::shac::RETURN_METER_LEN {
-            return Err(bad("return meter too long".into()));
+            return Err("return meter too long".into());
         }
+        Ok(())
+    }
 
-        // Build everything, then commit.
+    /// Everything a checked checkpoint restores, built without touching `self`.
+    pub(crate) fn prepare_restore(
+        &self,
+        state: CheckpointState,
+        f32s: &HashMap<String, Vec<f32>>,
+        f64s: &HashMap<String, Vec<f64>>,
+    ) -> Result<ShacRestore, String> {
         let take = |prefix: &str, net: &Mlp<f32>| -> Vec<f32> {
             net.named_params()
                 .iter()
@@ -389,21 +280,218 @@ impl Shac {
             episode_return: f32s["env.episode_return"].clone(),
             rng: state.env_rng.clone(),
         };
-        // Shapes were checked above, so restoring cannot fail half-way.
-        self.env.restore(&snap).map_err(|e| bad(e.to_string()))?;
-        self.actor = actor;
-        self.critic = critic;
-        self.target_critic = target_critic;
-        self.actor_opt = actor_opt;
-        self.critic_opt = critic_opt;
-        self.obs_rms = obs_rms;
-        self.noise_rng = state.noise_rng;
-        self.critic_rng = state.critic_rng;
-        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = state.act_rng;
-        self.epoch = state.epoch;
-        self.env_steps = state.env_steps;
-        self.recent_returns = VecDeque::from(state.recent_returns);
+        // A batch like the agent's (same task, size and reset noise) holding the snapshot.
+        let mut env = BatchEnv::new(
+            self.task.clone(),
+            self.cfg.num_envs,
+            0,
+            self.cfg.stochastic_init,
+        )
+        .map_err(|e| e.to_string())?;
+        env.restore(&snap).map_err(|e| e.to_string())?;
+        Ok(ShacRestore {
+            env,
+            actor,
+            critic,
+            target_critic,
+            actor_opt,
+            critic_opt,
+            obs_rms,
+            state,
+        })
+    }
+
+    /// Installs a prepared restore (cannot fail).
+    pub(crate) fn commit_restore(&mut self, r: ShacRestore) {
+        self.env = r.env;
+        self.actor = r.actor;
+        self.critic = r.critic;
+        self.target_critic = r.target_critic;
+        self.actor_opt = r.actor_opt;
+        self.critic_opt = r.critic_opt;
+        self.obs_rms = r.obs_rms;
+        self.noise_rng = r.state.noise_rng;
+        self.critic_rng = r.state.critic_rng;
+        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = r.state.act_rng;
+        self.epoch = r.state.epoch;
+        self.env_steps = r.state.env_steps;
+        self.recent_returns = VecDeque::from(r.state.recent_returns);
+    }
+}
+
+/// What [`Shac::prepare_restore`] builds.
+pub(crate) struct ShacRestore {
+    env: BatchEnv,
+    actor: crate::policy::StochasticActor,
+    critic: Mlp<f32>,
+    target_critic: Mlp<f32>,
+    actor_opt: Adam<f32>,
+    critic_opt: Adam<f32>,
+    obs_rms: Option<RunningMeanStd>,
+    state: CheckpointState,
+}
+
+/// The error constructor of a checkpoint at `path`.
+pub(crate) fn bad_checkpoint(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::BadCheckpoint {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// Writes a checkpoint file: `tensors`, and the metadata `format`, `state` and `checksum`,
+/// atomically (temp file in the same directory, fsync, rename).
+pub(crate) fn write_checkpoint(
+    path: &Path,
+    format: &str,
+    state_json: &str,
+    tensors: &BTreeMap<String, Blob>,
+) -> Result<()> {
+    let index: BTreeMap<String, (Vec<usize>, &[u8])> = tensors
+        .iter()
+        .map(|(k, b)| (k.clone(), (b.shape.clone(), b.bytes.as_slice())))
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), format.to_string());
+    meta.insert("checksum".to_string(), checksum(state_json, &index));
+    meta.insert("state".to_string(), state_json.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, b)| {
+            let view = safetensors::tensor::TensorView::new(b.dtype, b.shape.clone(), &b.bytes)
+                .expect("tensor view sizes are consistent by construction");
+            (k.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| std::io::Error::other(format!("serialising checkpoint: {e}")))?;
+
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename durable; not every platform can sync a directory.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
         Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(Error::from)
+}
+
+/// A checkpoint file whose format and checksum were verified.
+pub(crate) struct CheckpointFile {
+    /// The `state` metadata.
+    pub state_json: String,
+    /// Every tensor: dtype, shape, little-endian bytes.
+    tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+}
+
+/// Reads `path` and verifies its format and checksum ([`Error::BadCheckpoint`] otherwise).
+pub(crate) fn read_checkpoint(path: &Path, format: &str) -> Result<CheckpointFile> {
+    let bad = bad_checkpoint(path);
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("unreadable header: {e:?}")))?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| bad("no metadata".into()))?;
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
+    };
+    if get("format")? != format {
+        return Err(bad(format!("format is not {format}")));
+    }
+    let state_json = get("state")?;
+    let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
+        .collect();
+    if *get("checksum")? != checksum(state_json, &index) {
+        return Err(bad("checksum mismatch (corrupt file)".into()));
+    }
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    Ok(CheckpointFile {
+        state_json: state_json.clone(),
+        tensors,
+    })
+}
+
+/// Tensors by name, as numbers.
+pub(crate) type Decoded = (HashMap<String, Vec<f32>>, HashMap<String, Vec<f64>>);
+
+impl CheckpointFile {
+    /// Checks that the file holds exactly the `expected` tensors, each with its dtype and
+    /// shape and finite values, and returns them as numbers.
+    pub(crate) fn decode(&self, expected: &BTreeMap<String, Blob>) -> Result<Decoded, String> {
+        if self.tensors.len() != expected.len() {
+            return Err(format!(
+                "{} tensors, expected {}",
+                self.tensors.len(),
+                expected.len()
+            ));
+        }
+        let mut f32s: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut f64s: HashMap<String, Vec<f64>> = HashMap::new();
+        for (name, want) in expected {
+            let (dtype, shape, data) = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("tensor `{name}` missing"))?;
+            if *dtype != want.dtype || *shape != want.shape {
+                return Err(format!(
+                    "tensor `{name}`: {dtype:?} {shape:?}, expected {:?} {:?}",
+                    want.dtype, want.shape
+                ));
+            }
+            match want.dtype {
+                Dtype::F32 => {
+                    let v: Vec<f32> = data
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(format!("tensor `{name}` has non-finite values"));
+                    }
+                    f32s.insert(name.clone(), v);
+                }
+                _ => {
+                    let v: Vec<f64> = data
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(format!("tensor `{name}` has non-finite values"));
+                    }
+                    f64s.insert(name.clone(), v);
+                }
+            }
+        }
+        Ok((f32s, f64s))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod mbmix;
+pub mod mbmix_checkpoint;
 pub mod mbmix_config;
 pub mod mix;
 pub mod model;

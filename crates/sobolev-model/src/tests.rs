@@ -720,6 +720,18 @@ fn adam_and_clipping() {
             );
         }
     }
+    // Its state restores into a fresh optimiser, which then continues identically.
+    let (m0, v0) = opt.moments();
+    let mut fresh = Adam::new(2, 1e-2, betas);
+    fresh
+        .set_state(m0.to_vec(), v0.to_vec(), opt.step)
+        .expect("same length");
+    assert_eq!(fresh, opt);
+    assert!(fresh.set_state(vec![0.0; 3], vec![0.0; 2], 1).is_err());
+    let mut p2 = p.clone();
+    opt.update(&mut p, &[0.2, 0.1]);
+    fresh.update(&mut p2, &[0.2, 0.1]);
+    assert_eq!(p, p2);
     let mut g = vec![3.0f32, 4.0];
     assert!((clip_grad_norm(&mut g, 1.0) - 5.0).abs() < 1e-12);
     assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);

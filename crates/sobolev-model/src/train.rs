@@ -42,6 +42,27 @@ impl Adam {
         }
     }
 
+    /// The first and second moment estimates (one entry per parameter).
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores the moments and the step count (e.g. from a checkpoint); the lengths must
+    /// be the optimiser's parameter count.
+    pub fn set_state(&mut self, m: Vec<f32>, v: Vec<f32>, step: u64) -> Result<()> {
+        if m.len() != self.m.len() || v.len() != self.v.len() {
+            return Err(Error::dim(
+                "Adam moments",
+                self.m.len(),
+                format!("{} / {}", m.len(), v.len()),
+            ));
+        }
+        self.m = m;
+        self.v = v;
+        self.step = step;
+        Ok(())
+    }
+
     /// One update of `params` with `grads`.
     pub fn update(&mut self, params: &mut [f32], grads: &[f32]) {
         assert_eq!(params.len(), self.m.len(), "Adam: parameter count");
@@ -211,6 +232,14 @@ impl SobolevTrainer {
     /// The model, mutable.
     pub fn model_mut(&mut self) -> &mut SobolevModel<f32> {
         &mut self.model
+    }
+    /// The model's optimiser.
+    pub fn adam(&self) -> &Adam {
+        &self.adam
+    }
+    /// The model's optimiser, mutable (checkpoint restore).
+    pub fn adam_mut(&mut self) -> &mut Adam {
+        &mut self.adam
     }
     /// The transition buffer.
     pub fn buffer(&self) -> &TransitionBuffer {
