@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::ShacConfig;
+use mbmix_policy::{MbMixConfig, ShacConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,12 @@ pub struct RunConfig {
     /// preset (algorithms.md §1.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shac: Option<ShacConfig>,
+    /// MB-MIX hyperparameters (`[mbmix]`, with the subsections `[mbmix.shac]`,
+    /// `[mbmix.mix]`, `[mbmix.rollout]`, `[mbmix.model]`, `[mbmix.model.sobolev]`,
+    /// `[mbmix.critic]`, `[mbmix.diagnostics]`); present exactly when `algo` is `mbmix` or
+    /// one of its ablations. Default: the preset of the algorithm name for the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbmix: Option<MbMixConfig>,
 }
 
 /// Command-line values that override the config file.
@@ -63,8 +69,9 @@ impl RunConfig {
     /// The registry preset for `task` and `algo`.
     pub fn preset(task: &str, algo: &str, seed: u64) -> Result<RunConfig> {
         let task_entry = registry::task_entry(task)?;
-        let shac = match registry::algorithm(algo)? {
-            Algo::Shac => Some((task_entry.shac_preset)()),
+        let (shac, mbmix) = match registry::algorithm(algo)? {
+            Algo::Shac => (Some((task_entry.shac_preset)()), None),
+            Algo::MbMix(preset) => (None, Some(registry::mbmix_preset(task_entry, preset))),
         };
         Ok(RunConfig {
             task: task.to_string(),
@@ -74,6 +81,7 @@ impl RunConfig {
             eval_episodes: DEFAULT_EVAL_EPISODES,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             shac,
+            mbmix,
         })
     }
 
@@ -153,13 +161,20 @@ impl RunConfig {
 
     /// The algorithm's total number of epochs.
     pub fn max_epochs(&self) -> usize {
-        self.shac.as_ref().map_or(0, |c| c.max_epochs)
+        match (&self.shac, &self.mbmix) {
+            (Some(c), _) => c.max_epochs,
+            (None, Some(m)) => m.shac.max_epochs,
+            (None, None) => 0,
+        }
     }
 
     /// Sets the algorithm's total number of epochs.
     pub fn set_max_epochs(&mut self, epochs: usize) {
         if let Some(c) = self.shac.as_mut() {
             c.max_epochs = epochs;
+        }
+        if let Some(m) = self.mbmix.as_mut() {
+            m.shac.max_epochs = epochs;
         }
     }
 
@@ -183,6 +198,23 @@ impl RunConfig {
                 })?;
                 shac.validate()?;
             }
+            Algo::MbMix(_) => {
+                let mbmix = self.mbmix.as_ref().ok_or_else(|| {
+                    Error::Usage(format!("algo `{}` needs an [mbmix] section", self.algo))
+                })?;
+                mbmix.validate()?;
+            }
+        }
+        // A section of another algorithm is a mistake (it would be silently ignored).
+        let (other, present) = match algo {
+            Algo::Shac => ("mbmix", self.mbmix.is_some()),
+            Algo::MbMix(_) => ("shac", self.shac.is_some()),
+        };
+        if present {
+            return Err(Error::Usage(format!(
+                "a [{other}] section does not apply to algo `{}`",
+                self.algo
+            )));
         }
         Ok(())
     }

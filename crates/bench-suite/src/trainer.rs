@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{EpochStats, EvalEpisode, EvalStats, Shac};
+use mbmix_policy::{EpochStats, EvalEpisode, EvalStats, MbMix, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -73,6 +73,41 @@ impl Trainer for Shac {
     }
 }
 
+impl Trainer for MbMix {
+    fn epoch(&self) -> usize {
+        MbMix::epoch(self)
+    }
+    fn env_steps(&self) -> u64 {
+        MbMix::env_steps(self)
+    }
+    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
+        MbMix::train_epoch(self)
+    }
+    fn evaluate(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+    ) -> Result<EvalStats, mbmix_policy::Error> {
+        MbMix::evaluate_from(self, episodes, seed, stochastic_init)
+    }
+    fn rollout(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
+        MbMix::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
+        MbMix::save_checkpoint(self, path)
+    }
+    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
+        MbMix::load_checkpoint(self, path)
+    }
+}
+
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
     let task = registry::make_task(&cfg.task)?;
@@ -83,6 +118,12 @@ pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
                 .clone()
                 .ok_or_else(|| Error::Usage("algo `shac` needs a [shac] section".into()))?;
             Ok(Box::new(Shac::new(shac_cfg, task, cfg.seed)?))
+        }
+        Algo::MbMix(_) => {
+            let mbmix_cfg = cfg.mbmix.clone().ok_or_else(|| {
+                Error::Usage(format!("algo `{}` needs an [mbmix] section", cfg.algo))
+            })?;
+            Ok(Box::new(MbMix::new(mbmix_cfg, task, cfg.seed)?))
         }
     }
 }
