@@ -38,75 +38,49 @@ pub trait Trainer {
     fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error>;
 }
 
-impl Trainer for Shac {
-    fn epoch(&self) -> usize {
-        Shac::epoch(self)
-    }
-    fn env_steps(&self) -> u64 {
-        Shac::env_steps(self)
-    }
-    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
-        Shac::train_epoch(self)
-    }
-    fn evaluate(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-    ) -> Result<EvalStats, mbmix_policy::Error> {
-        Shac::evaluate_from(self, episodes, seed, stochastic_init)
-    }
-    fn rollout(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-        max_steps: usize,
-    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
-        Shac::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
-    }
-    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        Shac::save_checkpoint(self, path)
-    }
-    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        Shac::load_checkpoint(self, path)
-    }
+/// Implements [`Trainer`] for an agent type whose inherent methods have the trainer's
+/// names and signatures (`evaluate_from` for `evaluate`, `rollout_episodes` for `rollout`).
+macro_rules! trainer_by_delegation {
+    ($agent:ty) => {
+        impl Trainer for $agent {
+            fn epoch(&self) -> usize {
+                <$agent>::epoch(self)
+            }
+            fn env_steps(&self) -> u64 {
+                <$agent>::env_steps(self)
+            }
+            fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
+                <$agent>::train_epoch(self)
+            }
+            fn evaluate(
+                &self,
+                episodes: usize,
+                seed: u64,
+                stochastic_init: bool,
+            ) -> Result<EvalStats, mbmix_policy::Error> {
+                <$agent>::evaluate_from(self, episodes, seed, stochastic_init)
+            }
+            fn rollout(
+                &self,
+                episodes: usize,
+                seed: u64,
+                stochastic_init: bool,
+                max_steps: usize,
+            ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
+                <$agent>::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
+            }
+            fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
+                <$agent>::save_checkpoint(self, path)
+            }
+            fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
+                <$agent>::load_checkpoint(self, path)
+            }
+        }
+    };
 }
 
-impl Trainer for MbMix {
-    fn epoch(&self) -> usize {
-        MbMix::epoch(self)
-    }
-    fn env_steps(&self) -> u64 {
-        MbMix::env_steps(self)
-    }
-    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
-        MbMix::train_epoch(self)
-    }
-    fn evaluate(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-    ) -> Result<EvalStats, mbmix_policy::Error> {
-        MbMix::evaluate_from(self, episodes, seed, stochastic_init)
-    }
-    fn rollout(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-        max_steps: usize,
-    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
-        MbMix::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
-    }
-    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        MbMix::save_checkpoint(self, path)
-    }
-    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        MbMix::load_checkpoint(self, path)
-    }
-}
+trainer_by_delegation!(Shac);
+trainer_by_delegation!(MbMix);
 
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {

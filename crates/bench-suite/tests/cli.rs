@@ -4,21 +4,9 @@
 mod common;
 
 use bench_suite::cli::{self, Exit};
-use bench_suite::run::{read_metrics, MetricsLine, Summary};
+use bench_suite::run::{read_metrics, Summary};
 use bench_suite::{rollout, Error};
 use common::*;
-
-/// Metrics without the two wall-clock fields.
-fn deterministic_part(lines: &[MetricsLine]) -> Vec<MetricsLine> {
-    lines
-        .iter()
-        .map(|m| MetricsLine {
-            wall_s: 0.0,
-            steps_per_s: None,
-            ..m.clone()
-        })
-        .collect()
-}
 
 #[test]
 fn list_shows_tasks_with_dimensions_and_algorithms() {
@@ -601,17 +589,6 @@ fn rollout_gradient_matches_finite_differences() {
         flat(&v["grad_initial_state"]),
         grad.initial_state.iter().copied().collect::<Vec<_>>()
     );
-}
-
-/// The return of the zero-action policy ("do nothing", the pole stays down) from the
-/// start states of a run's evaluation episodes.
-fn do_nothing_return(episodes: usize, eval_seed: u64) -> f32 {
-    let task = cartpole();
-    let env = diff_core::BatchEnv::new(task.clone(), episodes, eval_seed, true).expect("env");
-    let steps = task.spec().episode_length;
-    let zeros = ndarray::Array3::<f32>::zeros((steps, episodes, 1));
-    let traj = rollout::replay(task.as_ref(), env.state(), zeros.view()).expect("replay");
-    traj.rewards.sum() / episodes as f32
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use bench_suite::cli::Exit;
-use bench_suite::run::{read_metrics, MetricsLine, Summary};
+use bench_suite::run::{read_metrics, Summary};
 use bench_suite::Error;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -56,18 +56,6 @@ fn train_mbmix(tmp: &Path, name: &str, algo: &str, config: &str, extra: &[&str])
     let (result, _) = mbmix(&args);
     assert_eq!(result.expect("training succeeds"), Exit::Success);
     out
-}
-
-/// Metrics without the two wall-clock fields.
-fn deterministic_part(lines: &[MetricsLine]) -> Vec<MetricsLine> {
-    lines
-        .iter()
-        .map(|m| MetricsLine {
-            wall_s: 0.0,
-            steps_per_s: None,
-            ..m.clone()
-        })
-        .collect()
 }
 
 #[test]
@@ -191,18 +179,6 @@ fn ablation_presets_and_config_errors() {
     assert!(msg.contains("[shac]") && msg.contains("mbmix"), "{msg}");
     let msg = bad("model.toml", "[mbmix.model]\nhidden = [0]\n");
     assert!(msg.contains("model.hidden[0]"), "{msg}");
-}
-
-/// The return of the zero-action policy from the start states of a run's evaluation
-/// episodes.
-fn do_nothing_return(episodes: usize, eval_seed: u64) -> f32 {
-    let task = bench_suite::registry::make_task("cartpole-swingup").expect("cartpole");
-    let env = diff_core::BatchEnv::new(task.clone(), episodes, eval_seed, true).expect("env");
-    let steps = task.spec().episode_length;
-    let zeros = ndarray::Array3::<f32>::zeros((steps, episodes, 1));
-    let traj =
-        bench_suite::rollout::replay(task.as_ref(), env.state(), zeros.view()).expect("replay");
-    traj.rewards.sum() / episodes as f32
 }
 
 #[test]
