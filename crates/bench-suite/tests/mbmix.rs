@@ -127,6 +127,30 @@ fn mbmix_resumes_from_its_checkpoint_and_evaluates() {
 }
 
 #[test]
+fn with_checkpoint_buffer_a_resumed_run_reproduces_the_uninterrupted_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = SMALL_MBMIX.replace(
+        "[mbmix.shac]",
+        "[mbmix]\ncheckpoint_buffer = true\n\n[mbmix.shac]",
+    );
+    let full = train_mbmix(tmp.path(), "full", "mbmix", &config, &[]);
+    let reference = read_metrics(&full.join("metrics.jsonl")).expect("metrics");
+    // A crash after epoch 3: the newest checkpoint is epoch 2.
+    let ckpt = full.join("checkpoints");
+    std::fs::copy(
+        ckpt.join("epoch-000002.safetensors"),
+        ckpt.join("latest.safetensors"),
+    )
+    .expect("copy");
+    std::fs::remove_file(ckpt.join("epoch-000004.safetensors")).expect("rm");
+    std::fs::remove_file(full.join("summary.json")).expect("rm");
+    let (result, _) = mbmix(&["train", "--out", s(&full), "--resume", "--quiet"]);
+    assert_eq!(result.expect("resume"), Exit::Success);
+    let resumed = read_metrics(&full.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(deterministic_part(&resumed), deterministic_part(&reference));
+}
+
+#[test]
 fn ablation_presets_and_config_errors() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // Each ablation runs and its resolved config shows its change.

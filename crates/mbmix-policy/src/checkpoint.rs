@@ -86,6 +86,15 @@ impl Blob {
             bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
+    /// A tensor's dtype and shape without data: what [`CheckpointFile::decode`] checks a
+    /// stored tensor against.
+    pub(crate) fn expected(dtype: Dtype, shape: Vec<usize>) -> Self {
+        Blob {
+            dtype,
+            shape,
+            bytes: Vec::new(),
+        }
+    }
     pub(crate) fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
         Blob {
             dtype: Dtype::F64,

@@ -8,10 +8,12 @@
 //! not round-trip them bit for bit). Extra state (JSON metadata): the MB-MIX configuration,
 //! whether the model normalises, its Adam step count, its layer widths and its RNG.
 //!
-//! The model's transition buffer is **not** saved (it can hold 10⁵ transitions with their
-//! Jacobian targets): a resumed run starts with an empty buffer that the next windows
-//! refill, so it continues the same actor, critic and model but does not reproduce the
-//! metrics of an uninterrupted run bit for bit.
+//! The model's transition buffer (up to `model.buffer_capacity` transitions with their
+//! Jacobian targets) is saved only with `checkpoint_buffer = true`, as the tensors
+//! `model_buffer.{s,a,s_next,targets}` (oldest first) and its counters in the state; a run
+//! resumed from such a checkpoint reproduces the uninterrupted run bit for bit. Without
+//! it, a resumed run starts with an empty buffer that the next windows refill: the same
+//! actor, critic and model, but not the same metrics.
 //!
 //! [`SobolevModel::named_params`]: sobolev_model::SobolevModel::named_params
 
@@ -20,6 +22,7 @@ use crate::error::Result;
 use crate::mbmix::MbMix;
 use crate::mbmix_config::MbMixConfig;
 use diff_core::SeededRng;
+use ndarray::Array2;
 use sobolev_model::{Normalizer, RunningStats, SobolevTrainer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,9 +45,59 @@ pub struct MbMixCheckpointState {
     pub model_adam_step: u64,
     /// The model's RNG (projection directions, minibatches).
     pub model_rng: SeededRng,
+    /// The saved transition buffer's length and counters (`checkpoint_buffer`), if saved.
+    pub model_buffer: Option<BufferState>,
+}
+
+/// The non-tensor part of a saved transition buffer.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BufferState {
+    /// Transitions kept.
+    pub len: usize,
+    /// Transitions pushed since the buffer was created.
+    pub pushed: u64,
+    /// Transitions dropped by the target filter.
+    pub dropped: u64,
+}
+
+/// The names of the buffer's tensors with their widths.
+fn buffer_tensors(layout: sobolev_model::TargetLayout) -> [(&'static str, usize); 4] {
+    [
+        ("model_buffer.s", layout.state_dim),
+        ("model_buffer.a", layout.action_dim),
+        ("model_buffer.s_next", layout.state_dim),
+        ("model_buffer.targets", layout.width()),
+    ]
 }
 
 impl MbMix {
+    /// The model's buffer as tensors (oldest first) and its state, when it is saved.
+    fn buffer_checkpoint(&self) -> Option<(BufferState, Vec<(String, Blob)>)> {
+        let buf = self.trainer.buffer();
+        if !self.cfg.checkpoint_buffer {
+            return None;
+        }
+        let state = BufferState {
+            len: buf.len(),
+            pushed: buf.pushed(),
+            dropped: buf.dropped(),
+        };
+        if buf.is_empty() {
+            return Some((state, Vec::new()));
+        }
+        let all = buf.to_transitions();
+        let arrays = [&all.s, &all.a, &all.s_next, &all.targets];
+        let tensors = buffer_tensors(buf.layout())
+            .iter()
+            .zip(arrays)
+            .map(|((name, width), x)| {
+                let data: Vec<f32> = x.iter().copied().collect();
+                (name.to_string(), Blob::f32(vec![buf.len(), *width], &data))
+            })
+            .collect();
+        Some((state, tensors))
+    }
+
     fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
         let mut t = self.shac.checkpoint_tensors();
         for (name, shape, data) in self.trainer.model().named_params() {
@@ -77,6 +130,11 @@ impl MbMix {
     /// the SHAC part as [`crate::Shac::save_checkpoint`], the model's weights, normalisation
     /// statistics, optimiser state and RNG. Atomic.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut tensors = self.checkpoint_tensors();
+        let buffer = self.buffer_checkpoint().map(|(state, blobs)| {
+            tensors.extend(blobs);
+            state
+        });
         let state = MbMixCheckpointState {
             shac: self.shac.checkpoint_state(),
             config: self.cfg.clone(),
@@ -84,10 +142,11 @@ impl MbMix {
             model_normalise: self.trainer.model().normalizer.enabled,
             model_adam_step: self.trainer.adam().step,
             model_rng: self.model_rng.clone(),
+            model_buffer: buffer,
         };
         let state_json = serde_json::to_string(&state)
             .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")))?;
-        write_checkpoint(path, FORMAT, &state_json, &self.checkpoint_tensors())
+        write_checkpoint(path, FORMAT, &state_json, &tensors)
     }
 
     /// Loads a checkpoint written by [`MbMix::save_checkpoint`], validated fully before
@@ -120,7 +179,23 @@ impl MbMix {
                 "the model's widths or normalisation setting do not fit the agent".into(),
             ));
         }
-        let (f32s, f64s) = file.decode(&self.checkpoint_tensors()).map_err(&bad)?;
+        let layout = self.trainer.buffer().layout();
+        let mut expected = self.checkpoint_tensors();
+        if let Some(b) = state.model_buffer.filter(|b| b.len > 0) {
+            if b.len > self.trainer.buffer().capacity() {
+                return Err(bad(format!(
+                    "saved buffer of {} transitions exceeds model.buffer_capacity",
+                    b.len
+                )));
+            }
+            for (name, width) in buffer_tensors(layout) {
+                expected.insert(
+                    name.to_string(),
+                    Blob::expected(safetensors::Dtype::F32, vec![b.len, width]),
+                );
+            }
+        }
+        let (f32s, f64s) = file.decode(&expected).map_err(&bad)?;
         let restore = self
             .shac
             .prepare_restore(state.shac, &f32s, &f64s)
@@ -166,6 +241,33 @@ impl MbMix {
                 state.model_adam_step,
             )
             .map_err(|e| bad(e.to_string()))?;
+        if let Some(b) = state.model_buffer {
+            let kept = if b.len == 0 {
+                sobolev_model::Transitions::from_parts(
+                    layout,
+                    Array2::zeros((0, layout.state_dim)),
+                    Array2::zeros((0, layout.action_dim)),
+                    Array2::zeros((0, layout.state_dim)),
+                    Array2::zeros((0, layout.width())),
+                )
+            } else {
+                let mut parts = Vec::with_capacity(4);
+                for (name, width) in buffer_tensors(layout) {
+                    parts.push(
+                        Array2::from_shape_vec((b.len, width), f32s[name].clone())
+                            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?,
+                    );
+                }
+                let mut parts = parts.into_iter();
+                let mut next = || parts.next().unwrap_or_default();
+                let (s, a, sn, t) = (next(), next(), next(), next());
+                sobolev_model::Transitions::from_parts(layout, s, a, sn, t)
+            }
+            .map_err(|e| bad(e.to_string()))?;
+            trainer
+                .restore_buffer(&kept, b.pushed, b.dropped)
+                .map_err(|e| bad(e.to_string()))?;
+        }
         // Commit.
         self.shac.commit_restore(restore);
         self.trainer = trainer;
@@ -218,6 +320,49 @@ mod tests {
         assert_eq!(sb.mbmix.unwrap().model_buffer_len, 16 * 16);
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn with_the_buffer_a_resumed_agent_continues_bit_exactly() {
+        let dir = std::env::temp_dir().join(format!("mbmix-mbckpt-buf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.safetensors");
+        let cfg = crate::MbMixConfig {
+            checkpoint_buffer: true,
+            ..toy_mbmix(Reading::B)
+        };
+        let mut a = MbMix::new(cfg.clone(), toy_task(), 8).unwrap();
+        for _ in 0..3 {
+            a.train_epoch().unwrap();
+        }
+        a.save_checkpoint(&path).unwrap();
+        let mut b = MbMix::new(cfg, toy_task(), 1).unwrap();
+        b.load_checkpoint(&path).unwrap();
+        assert_eq!(b.model_trainer().buffer().len(), 3 * 16 * 16);
+        assert_eq!(
+            b.model_trainer().buffer().to_transitions(),
+            a.model_trainer().buffer().to_transitions()
+        );
+        let next = |x: &mut MbMix| -> String {
+            let s: Vec<_> = (0..2).map(|_| x.train_epoch().unwrap()).collect();
+            serde_json::to_string(&s).unwrap()
+        };
+        assert_eq!(next(&mut a), next(&mut b));
+        assert_eq!(
+            a.model_trainer().model().params(),
+            b.model_trainer().model().params()
+        );
+        // Without the buffer, the continuation differs (the model trains on less data).
+        let lean = toy_mbmix(Reading::B);
+        let mut c = MbMix::new(lean.clone(), toy_task(), 8).unwrap();
+        for _ in 0..3 {
+            c.train_epoch().unwrap();
+        }
+        c.save_checkpoint(&path).unwrap();
+        let mut d = MbMix::new(lean, toy_task(), 1).unwrap();
+        d.load_checkpoint(&path).unwrap();
+        assert_ne!(next(&mut c), next(&mut d));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

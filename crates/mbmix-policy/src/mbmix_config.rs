@@ -170,6 +170,12 @@ pub struct MbMixConfig {
     pub critic: CriticConfig,
     /// Per-epoch diagnostics.
     pub diagnostics: DiagnosticsConfig,
+    /// Save the model's transition buffer in checkpoints, so that a resumed run
+    /// reproduces an uninterrupted one bit for bit. It makes checkpoints large (up to
+    /// `model.buffer_capacity` transitions with their Jacobian targets: about 15 MB for
+    /// CartPole with `full` targets), hence off by default: a resumed run then starts with
+    /// an empty buffer. Default false.
+    pub checkpoint_buffer: bool,
 }
 
 impl Default for MbMixConfig {
@@ -182,6 +188,7 @@ impl Default for MbMixConfig {
             model_lr_decay: true,
             critic: CriticConfig::default(),
             diagnostics: DiagnosticsConfig::default(),
+            checkpoint_buffer: false,
         }
     }
 }

@@ -245,6 +245,31 @@ impl SobolevTrainer {
     pub fn buffer(&self) -> &TransitionBuffer {
         &self.buffer
     }
+    /// Replaces the buffer's content by `kept` (oldest first, as
+    /// [`TransitionBuffer::to_transitions`] returns it) with the given counters, without
+    /// touching the normalisation statistics: restoring a buffer from a checkpoint. The
+    /// batch must have the buffer's layout and fit its capacity.
+    pub fn restore_buffer(&mut self, kept: &Transitions, pushed: u64, dropped: u64) -> Result<()> {
+        let (layout, capacity) = (self.buffer.layout(), self.buffer.capacity());
+        if kept.layout != layout {
+            return Err(Error::Incompatible(format!(
+                "buffer holds {layout:?}, restored transitions have {:?}",
+                kept.layout
+            )));
+        }
+        if kept.len() > capacity {
+            return Err(Error::dim(
+                "restored buffer length",
+                format!("≤ {capacity}"),
+                kept.len(),
+            ));
+        }
+        let mut buffer = TransitionBuffer::new(layout, capacity)?;
+        buffer.push(kept)?;
+        buffer.set_counters(pushed, dropped);
+        self.buffer = buffer;
+        Ok(())
+    }
     /// The current learning rate.
     pub fn lr(&self) -> f64 {
         self.adam.lr
