@@ -757,6 +757,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn group_gradients_sum_to_the_full_gradient() {
+        // The variance diagnostic rests on the sweep being linear in the seeds.
+        let mut agent = MbMix::new(toy_mbmix(Reading::SimOnly), toy_task(), 2).unwrap();
+        agent.train_epoch().unwrap();
+        let frozen = agent.shac.simulate_window().unwrap();
+        agent.sim_mix_seeds();
+        let task = agent.shac.task.clone();
+        let adj = SimulatorAdjoint(task.as_ref());
+        let mut full = vec![0.0f32; agent.shac.actor.num_params()];
+        sweep_sim(&mut agent.shac, &adj, frozen.as_ref(), &mut full);
+        let seeds = agent.shac.seeds.clone();
+        let mut sum = vec![0.0f64; full.len()];
+        for k in 0..4 {
+            let mut masked = seeds.clone();
+            for i in 0..16 {
+                if i * 4 / 16 != k {
+                    masked.reward.column_mut(i).fill(0.0);
+                    masked.value.column_mut(i).fill(0.0);
+                }
+            }
+            agent.shac.seeds = masked;
+            let mut g = vec![0.0f32; full.len()];
+            sweep_sim(&mut agent.shac, &adj, frozen.as_ref(), &mut g);
+            for (a, b) in sum.iter_mut().zip(&g) {
+                *a += *b as f64;
+            }
+        }
+        let full64: Vec<f64> = full.iter().map(|&v| v as f64).collect();
+        let err = diff_core::gradcheck::rel_err(&sum, &full64, 1e-9);
+        assert!(err < 1e-5, "relative error {err}");
+        assert!(full.iter().any(|g| g.abs() > 1e-4));
+    }
+
+    #[test]
     fn mbmix_improves_the_toy_task() {
         let cfg = MbMixConfig {
             shac: crate::ShacConfig {
