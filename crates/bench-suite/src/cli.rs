@@ -49,7 +49,8 @@ pub struct TrainArgs {
     /// Algorithm name (see `mbmix list`); may also come from the config file.
     #[arg(long)]
     pub algo: Option<String>,
-    /// TOML file overriding the task's preset (e.g. `[shac]\nnum_envs = 32`).
+    /// TOML file overriding the task's preset (e.g. `[shac]\nnum_envs = 32`; `[bptt]`,
+    /// `[ppo]` for the baselines).
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     /// Run seed (default 0).
@@ -157,6 +158,9 @@ pub struct RenderArgs {
     /// Keep the camera still instead of following the root link horizontally.
     #[arg(long)]
     pub fixed_camera: bool,
+    /// Also write the drawn episodes' states and rewards (JSON) to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub states: Option<PathBuf>,
 }
 
 /// How a command ended without an error.
@@ -254,6 +258,7 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
                 height: args.height,
                 view: args.view,
                 fixed_camera: args.fixed_camera,
+                states_out: args.states,
                 ..RenderOptions::new(args.run)
             };
             let report = render::render(&opts)?;

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{MbMixConfig, ShacConfig};
+use mbmix_policy::{BpttConfig, MbMixConfig, PpoConfig, ShacConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -49,6 +49,14 @@ pub struct RunConfig {
     /// one of its ablations. Default: the preset of the algorithm name for the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mbmix: Option<MbMixConfig>,
+    /// BPTT hyperparameters; present exactly when `algo = "bptt"`. Default: the task's
+    /// preset ([`registry::bptt_preset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bptt: Option<BpttConfig>,
+    /// PPO hyperparameters; present exactly when `algo = "ppo"`. Default: the task's preset
+    /// ([`registry::ppo_preset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppo: Option<PpoConfig>,
 }
 
 /// Command-line values that override the config file.
@@ -69,10 +77,14 @@ impl RunConfig {
     /// The registry preset for `task` and `algo`.
     pub fn preset(task: &str, algo: &str, seed: u64) -> Result<RunConfig> {
         let task_entry = registry::task_entry(task)?;
-        let (shac, mbmix) = match registry::algorithm(algo)? {
-            Algo::Shac => (Some((task_entry.shac_preset)()), None),
-            Algo::MbMix(preset) => (None, Some(registry::mbmix_preset(task_entry, preset))),
+        let algo_kind = registry::algorithm(algo)?;
+        let shac = (algo_kind == Algo::Shac).then(|| (task_entry.shac_preset)());
+        let mbmix = match algo_kind {
+            Algo::MbMix(preset) => Some(registry::mbmix_preset(task_entry, preset)),
+            _ => None,
         };
+        let bptt = (algo_kind == Algo::Bptt).then(|| registry::bptt_preset(task));
+        let ppo = (algo_kind == Algo::Ppo).then(|| registry::ppo_preset(task));
         Ok(RunConfig {
             task: task.to_string(),
             algo: algo.to_string(),
@@ -82,6 +94,8 @@ impl RunConfig {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             shac,
             mbmix,
+            bptt,
+            ppo,
         })
     }
 
@@ -161,11 +175,13 @@ impl RunConfig {
 
     /// The algorithm's total number of epochs.
     pub fn max_epochs(&self) -> usize {
-        match (&self.shac, &self.mbmix) {
-            (Some(c), _) => c.max_epochs,
-            (None, Some(m)) => m.shac.max_epochs,
-            (None, None) => 0,
-        }
+        self.shac
+            .as_ref()
+            .map(|c| c.max_epochs)
+            .or(self.mbmix.as_ref().map(|m| m.shac.max_epochs))
+            .or(self.bptt.as_ref().map(|c| c.max_epochs))
+            .or(self.ppo.as_ref().map(|c| c.max_epochs))
+            .unwrap_or(0)
     }
 
     /// Sets the algorithm's total number of epochs.
@@ -175,6 +191,12 @@ impl RunConfig {
         }
         if let Some(m) = self.mbmix.as_mut() {
             m.shac.max_epochs = epochs;
+        }
+        if let Some(c) = self.bptt.as_mut() {
+            c.max_epochs = epochs;
+        }
+        if let Some(c) = self.ppo.as_mut() {
+            c.max_epochs = epochs;
         }
     }
 
@@ -191,6 +213,24 @@ impl RunConfig {
                 return Err(Error::Usage(format!("`{field}` must be at least 1")));
             }
         }
+        // A section of another algorithm is a mistake (it would be silently ignored).
+        for (section, present, applies) in [
+            ("shac", self.shac.is_some(), algo == Algo::Shac),
+            (
+                "mbmix",
+                self.mbmix.is_some(),
+                matches!(algo, Algo::MbMix(_)),
+            ),
+            ("bptt", self.bptt.is_some(), algo == Algo::Bptt),
+            ("ppo", self.ppo.is_some(), algo == Algo::Ppo),
+        ] {
+            if present && !applies {
+                return Err(Error::Usage(format!(
+                    "a [{section}] section does not apply to algo `{}`",
+                    self.algo
+                )));
+            }
+        }
         match algo {
             Algo::Shac => {
                 let shac = self.shac.as_ref().ok_or_else(|| {
@@ -204,17 +244,19 @@ impl RunConfig {
                 })?;
                 mbmix.validate()?;
             }
-        }
-        // A section of another algorithm is a mistake (it would be silently ignored).
-        let (other, present) = match algo {
-            Algo::Shac => ("mbmix", self.mbmix.is_some()),
-            Algo::MbMix(_) => ("shac", self.shac.is_some()),
-        };
-        if present {
-            return Err(Error::Usage(format!(
-                "a [{other}] section does not apply to algo `{}`",
-                self.algo
-            )));
+            Algo::Bptt => {
+                let bptt = self.bptt.as_ref().ok_or_else(|| {
+                    Error::Usage("algo `bptt` needs a [bptt] section".to_string())
+                })?;
+                bptt.validate()?;
+            }
+            Algo::Ppo => {
+                let ppo = self
+                    .ppo
+                    .as_ref()
+                    .ok_or_else(|| Error::Usage("algo `ppo` needs a [ppo] section".to_string()))?;
+                ppo.validate()?;
+            }
         }
         Ok(())
     }
@@ -407,6 +449,54 @@ mod tests {
             msg.contains("eval_episodes") && msg.contains("my-config.toml"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn baseline_sections_come_from_the_presets_and_are_checked() {
+        for (algo, task) in [("bptt", "cartpole-swingup"), ("ppo", "ant")] {
+            let ov = Overrides {
+                task: Some(task.into()),
+                algo: Some(algo.into()),
+                epochs: Some(3),
+                ..Overrides::default()
+            };
+            let cfg = RunConfig::resolve(None, &ov).expect("preset");
+            assert!(cfg.shac.is_none());
+            assert_eq!(cfg.max_epochs(), 3);
+            let (_dir, path) = write_config(&cfg.to_toml().expect("toml"));
+            let back = RunConfig::load(&path).expect("load");
+            assert_eq!(back.to_toml().ok(), cfg.to_toml().ok());
+        }
+        let ppo = Overrides {
+            task: Some("cartpole-swingup".into()),
+            algo: Some("ppo".into()),
+            ..Overrides::default()
+        };
+        let (_dir, path) = write_config("[ppo]\nnum_envs = 4\nnum_minibatches = 2\n");
+        let cfg = RunConfig::resolve(Some(&path), &ppo).expect("valid");
+        assert_eq!(cfg.ppo.as_ref().map(|c| c.num_envs), Some(4));
+        let (_dir, path) = write_config("[ppo]\ne_clip = 0.0\n");
+        let msg = RunConfig::resolve(Some(&path), &ppo)
+            .expect_err("invalid e_clip")
+            .to_string();
+        assert!(
+            msg.contains("e_clip") && msg.contains("my-config.toml"),
+            "{msg}"
+        );
+        let (_dir, path) = write_config("[bptt]\nhorizon = 8\n");
+        let msg = RunConfig::resolve(Some(&path), &ppo)
+            .expect_err("foreign section")
+            .to_string();
+        assert!(msg.contains("[bptt]") && msg.contains("`ppo`"), "{msg}");
+        let (_dir, path) = write_config("[bptt]\nhorizn = 8\n");
+        let bptt = Overrides {
+            algo: Some("bptt".into()),
+            ..ppo
+        };
+        let msg = RunConfig::resolve(Some(&path), &bptt)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(msg.contains("`bptt.horizn`"), "{msg}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! of [`Algo`] and its arm in [`crate::trainer::build`].
 
 use diff_core::{Error as CoreError, Task};
-use mbmix_policy::{MbMixConfig, MixConfig, Reading, RolloutConfig, ShacConfig};
+use mbmix_policy::{
+    BpttConfig, MbMixConfig, MixConfig, PpoConfig, Reading, RolloutConfig, ShacConfig,
+};
 use std::sync::Arc;
 
 /// A registered task.
@@ -71,6 +73,16 @@ pub static TASKS: &[TaskEntry] = &[
         },
         shac_preset: shac_humanoid,
     },
+    TaskEntry {
+        name: "bruce-pos",
+        description: "Bruce under position control: actions set joint targets (±0.5 rad) of a kp 100, kd 2 PD loop",
+        build: || {
+            rigid(sim_rigid::tasks::bruce::bruce_def(
+                &sim_rigid::tasks::bruce::BruceConfig::position_targets(),
+            ))
+        },
+        shac_preset: shac_humanoid,
+    },
 ];
 
 /// A rigid task definition (or its loader error) as a batched task.
@@ -126,6 +138,56 @@ fn shac_humanoid() -> ShacConfig {
     }
 }
 
+/// The BPTT hyperparameters for a task (DiffRL `examples/cfg/bptt/<task>.yaml`; the tasks
+/// DiffRL has no config for take the Humanoid one, inferred). Unknown names get the
+/// CartPole default.
+pub fn bptt_preset(task: &str) -> BpttConfig {
+    let locomotion = |actor_lr: f64, horizon: usize| BpttConfig {
+        num_envs: 32,
+        horizon,
+        max_epochs: 2000,
+        actor_units: vec![128, 64, 32],
+        actor_lr,
+        obs_rms: true,
+        ..BpttConfig::default()
+    };
+    match task {
+        // `bptt/hopper.yaml`, `bptt/cheetah.yaml`: 128-step windows.
+        "hopper" => locomotion(1e-3, 128),
+        "half-cheetah" => locomotion(2e-3, 128),
+        // `bptt/ant.yaml` (algorithms.md §1.6): the full 1000-step episode.
+        "ant" => locomotion(4e-3, 1000),
+        // `bptt/humanoid.yaml`; Bruce inferred.
+        "humanoid" | "bruce" | "bruce-pd" => BpttConfig {
+            actor_units: vec![256, 128],
+            ..locomotion(2e-3, 1000)
+        },
+        // `bptt/cartpole_swing_up.yaml` is the default.
+        _ => BpttConfig::default(),
+    }
+}
+
+/// The PPO hyperparameters for a task (DiffRL `examples/cfg/ppo/<task>.yaml`, rl_games;
+/// Bruce takes Humanoid's, inferred). The locomotion presets keep DiffRL's 1024–2048
+/// envs; scale `num_envs` down in a config file on a small machine.
+pub fn ppo_preset(task: &str) -> PpoConfig {
+    let locomotion = |num_envs: usize, units: Vec<usize>| PpoConfig {
+        num_envs,
+        horizon: 32,
+        max_epochs: 5000,
+        actor_units: units.clone(),
+        critic_units: units,
+        ..PpoConfig::default()
+    };
+    match task {
+        "hopper" | "half-cheetah" => locomotion(1024, vec![128, 64, 32]),
+        "ant" => locomotion(2048, vec![128, 64, 32]),
+        "humanoid" | "bruce" | "bruce-pd" => locomotion(1024, vec![256, 128, 64]),
+        // `ppo/cartpole_swing_up.yaml` is the default.
+        _ => PpoConfig::default(),
+    }
+}
+
 /// A learning algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
@@ -133,6 +195,10 @@ pub enum Algo {
     Shac,
     /// MB-MIX (algorithms.md §3) with the preset of one of its variants.
     MbMix(MbMixPreset),
+    /// Backpropagation through time / analytic policy gradient (DiffRL `bptt.py`).
+    Bptt,
+    /// Proximal Policy Optimisation with rl_games' settings (model-free reference).
+    Ppo,
 }
 
 /// The registered MB-MIX presets: the method and its ablations (algorithms.md §3.12). All
@@ -229,6 +295,16 @@ pub static ALGORITHMS: &[AlgoEntry] = &[
         description: "MB-MIX ablation without Sobolev: [mbmix.model.sobolev] form = \"none\"",
         algo: Algo::MbMix(MbMixPreset::Mse),
     },
+    AlgoEntry {
+        name: "bptt",
+        description: "BPTT / analytic policy gradient through long windows (DiffRL bptt.py)",
+        algo: Algo::Bptt,
+    },
+    AlgoEntry {
+        name: "ppo",
+        description: "PPO, model-free reference (rl_games settings of DiffRL cfg/ppo)",
+        algo: Algo::Ppo,
+    },
 ];
 
 impl Algo {
@@ -308,6 +384,10 @@ mod tests {
             assert_eq!(algorithm(entry.name).ok(), Some(entry.algo));
             assert_eq!(entry.algo.name(), entry.name);
         }
+        for (name, algo) in [("bptt", Algo::Bptt), ("ppo", Algo::Ppo)] {
+            assert_eq!(algorithm(name).ok(), Some(algo));
+            assert_eq!(algo.name(), name);
+        }
     }
 
     #[test]
@@ -333,5 +413,20 @@ mod tests {
             mbmix_preset(hop, MbMixPreset::Mse).model.sobolev.form,
             sobolev_model::SobolevForm::None
         );
+    }
+
+    #[test]
+    fn every_task_has_valid_baseline_presets() {
+        for entry in TASKS {
+            bptt_preset(entry.name).validate().expect("bptt preset");
+            ppo_preset(entry.name).validate().expect("ppo preset");
+        }
+        // Spot checks against DiffRL's configs.
+        let ant = bptt_preset("ant");
+        assert_eq!((ant.horizon, ant.num_envs, ant.actor_lr), (1000, 32, 4e-3));
+        assert_eq!(bptt_preset("cartpole-swingup").horizon, 240);
+        let ppo_ant = ppo_preset("ant");
+        assert_eq!((ppo_ant.num_envs, ppo_ant.horizon), (2048, 32));
+        assert_eq!(ppo_preset("cartpole-swingup").num_envs, 32);
     }
 }

@@ -72,6 +72,8 @@ pub struct RenderOptions {
     pub view: View,
     /// Keep the camera still instead of following the scene's focus.
     pub fixed_camera: bool,
+    /// Also write the drawn episodes' states and rewards to this JSON file.
+    pub states_out: Option<PathBuf>,
 }
 
 impl RenderOptions {
@@ -90,6 +92,7 @@ impl RenderOptions {
             height: 300,
             view: View::Side,
             fixed_camera: false,
+            states_out: None,
         }
     }
 }
@@ -178,6 +181,18 @@ pub fn render(opts: &RenderOptions) -> Result<RenderReport> {
         .seed
         .unwrap_or_else(|| crate::trainer::eval_seed(cfg.seed));
     let episodes = trainer.rollout(opts.episodes, seed, !opts.deterministic_init, steps)?;
+    if let Some(path) = &opts.states_out {
+        let json = serde_json::json!({
+            "task": spec.name,
+            "state_names": spec.state_names,
+            "dt": spec.dt,
+            "episodes": episodes.iter().map(|e| serde_json::json!({
+                "states": e.states.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+                "rewards": e.rewards,
+            })).collect::<Vec<_>>(),
+        });
+        crate::run::write_atomic(path, json.to_string().as_bytes())?;
+    }
     let longest = episodes.iter().map(|e| e.rewards.len()).max().unwrap_or(0);
     let every = opts.every.unwrap_or(match format {
         // about 30 frames per simulated second

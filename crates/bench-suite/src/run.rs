@@ -611,10 +611,10 @@ impl Session {
                 steps_per_s: (train_s > 0.0).then(|| steps / train_s),
                 mean_train_return: stats.mean_train_return,
                 actor_loss: Some(stats.actor_loss),
-                critic_loss: Some(stats.critic_loss),
+                critic_loss: self.trainer.has_critic().then_some(stats.critic_loss),
                 actor_grad_norm: Some(stats.actor_grad_norm),
                 actor_lr: Some(stats.actor_lr),
-                critic_lr: Some(stats.critic_lr),
+                critic_lr: self.trainer.has_critic().then_some(stats.critic_lr),
                 ..MetricsLine::default()
             }
             .with_mbmix(stats.mbmix.as_ref())

@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{EpochStats, EvalEpisode, EvalStats, MbMix, Shac};
+use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, MbMix, PolicyAgent, Ppo, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -36,12 +36,21 @@ pub trait Trainer {
     fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error>;
     /// Restores a checkpoint; on error the trainer is unchanged.
     fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error>;
+    /// Whether the algorithm trains a critic (so that [`EpochStats::critic_loss`] and
+    /// `critic_lr` mean something); BPTT has none.
+    fn has_critic(&self) -> bool {
+        true
+    }
 }
 
-/// Implements [`Trainer`] for an agent type whose inherent methods have the trainer's
-/// names and signatures (`evaluate_from` for `evaluate`, `rollout_episodes` for `rollout`).
+/// Implements [`Trainer`] for an agent type by delegating to its methods of the trainer's
+/// names and signatures, inherent or [`PolicyAgent`]'s (`rollout_episodes` for `rollout`).
+/// `evaluate` names the function that evaluates with the choice of initial states
+/// (`evaluate_from` for SHAC and MB-MIX, whose own `evaluate` always uses the stochastic
+/// reset; [`PolicyAgent::evaluate`] for the baselines); `has_critic` is
+/// [`Trainer::has_critic`].
 macro_rules! trainer_by_delegation {
-    ($agent:ty) => {
+    ($agent:ty, evaluate: $evaluate:path, has_critic: $critic:expr) => {
         impl Trainer for $agent {
             fn epoch(&self) -> usize {
                 <$agent>::epoch(self)
@@ -58,7 +67,7 @@ macro_rules! trainer_by_delegation {
                 seed: u64,
                 stochastic_init: bool,
             ) -> Result<EvalStats, mbmix_policy::Error> {
-                <$agent>::evaluate_from(self, episodes, seed, stochastic_init)
+                $evaluate(self, episodes, seed, stochastic_init)
             }
             fn rollout(
                 &self,
@@ -75,12 +84,17 @@ macro_rules! trainer_by_delegation {
             fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
                 <$agent>::load_checkpoint(self, path)
             }
+            fn has_critic(&self) -> bool {
+                $critic
+            }
         }
     };
 }
 
-trainer_by_delegation!(Shac);
-trainer_by_delegation!(MbMix);
+trainer_by_delegation!(Shac, evaluate: Shac::evaluate_from, has_critic: true);
+trainer_by_delegation!(MbMix, evaluate: MbMix::evaluate_from, has_critic: true);
+trainer_by_delegation!(Bptt, evaluate: PolicyAgent::evaluate, has_critic: false);
+trainer_by_delegation!(Ppo, evaluate: PolicyAgent::evaluate, has_critic: true);
 
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
@@ -98,6 +112,20 @@ pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
                 Error::Usage(format!("algo `{}` needs an [mbmix] section", cfg.algo))
             })?;
             Ok(Box::new(MbMix::new(mbmix_cfg, task, cfg.seed)?))
+        }
+        Algo::Bptt => {
+            let bptt_cfg = cfg
+                .bptt
+                .clone()
+                .ok_or_else(|| Error::Usage("algo `bptt` needs a [bptt] section".into()))?;
+            Ok(Box::new(Bptt::new(bptt_cfg, task, cfg.seed)?))
+        }
+        Algo::Ppo => {
+            let ppo_cfg = cfg
+                .ppo
+                .clone()
+                .ok_or_else(|| Error::Usage("algo `ppo` needs a [ppo] section".into()))?;
+            Ok(Box::new(Ppo::new(ppo_cfg, task, cfg.seed)?))
         }
     }
 }

@@ -18,7 +18,12 @@ fn list_shows_tasks_with_dimensions_and_algorithms() {
         .unwrap_or_else(|| panic!("no cartpole line in {out}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cols[1..5], ["4", "5", "1", "240"], "{line}");
-    assert!(out.contains("shac"), "{out}");
+    for algo in ["shac", "bptt", "ppo"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(algo)),
+            "{algo} listed: {out}"
+        );
+    }
 }
 
 #[test]
@@ -721,4 +726,125 @@ fn missing_robot_files_are_an_error_not_a_panic() {
             && text.contains("cannot be built"),
         "{text}"
     );
+}
+
+/// `mbmix train --task cartpole-swingup --algo <bptt|ppo> --epochs 2` with the task's
+/// presets (DiffRL's CartPole configs: BPTT 64 envs × 240 steps, PPO 32 envs × 240 steps).
+#[test]
+fn baselines_train_cartpole_with_their_presets() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (algo, steps_per_epoch, has_critic) in [("bptt", 64 * 240, false), ("ppo", 32 * 240, true)]
+    {
+        let out = tmp.path().join(algo);
+        let (result, _) = mbmix(&[
+            "train",
+            "--task",
+            "cartpole-swingup",
+            "--algo",
+            algo,
+            "--epochs",
+            "2",
+            "--out",
+            s(&out),
+            "--quiet",
+        ]);
+        assert_eq!(result.expect("training succeeds"), Exit::Success, "{algo}");
+        let metrics = read_metrics(&out.join("metrics.jsonl")).expect("metrics");
+        assert_eq!(
+            metrics.iter().map(|m| m.epoch).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{algo}"
+        );
+        assert_eq!(metrics[2].env_steps, 2 * steps_per_epoch, "{algo}");
+        assert!(metrics[1..].iter().all(|m| m.actor_loss.is_some()
+            && m.actor_grad_norm.is_some()
+            && m.critic_loss.is_some() == has_critic
+            && m.critic_lr.is_some() == has_critic));
+        assert!(metrics[2].eval_return.is_some());
+        let config = std::fs::read_to_string(out.join("config.toml")).expect("config.toml");
+        assert!(
+            config.contains(&format!("[{algo}]")) && !config.contains("[shac]"),
+            "{config}"
+        );
+        assert!(out.join("checkpoints").join("latest.safetensors").is_file());
+        let (result, text) = mbmix(&["eval", "--run", s(&out), "--episodes", "2"]);
+        assert_eq!(result.expect("eval"), Exit::Success, "{algo}: {text}");
+    }
+}
+
+/// Small BPTT and PPO configurations: 8 envs × 8 steps per epoch.
+const SMALL_BASELINES: &str = "\
+eval_every = 2
+eval_episodes = 4
+checkpoint_every = 2
+
+[bptt]
+num_envs = 8
+horizon = 8
+max_epochs = 4
+
+[ppo]
+num_envs = 8
+horizon = 8
+max_epochs = 4
+num_minibatches = 2
+mini_epochs = 2
+";
+
+fn train_small_baseline(tmp: &std::path::Path, algo: &str, name: &str) -> std::path::PathBuf {
+    // Only the section of the algorithm that runs may appear.
+    let text: String = SMALL_BASELINES
+        .split("\n\n")
+        .filter(|part| !part.starts_with('[') || part.starts_with(&format!("[{algo}]")))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let cfg = write(tmp, &format!("small-{algo}.toml"), &text);
+    let out = tmp.join(name);
+    train_cartpole(algo, &cfg, &out, &[]);
+    out
+}
+
+#[test]
+fn baseline_runs_are_deterministic_and_resume_the_same_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for algo in ["bptt", "ppo"] {
+        let full = train_small_baseline(tmp.path(), algo, &format!("{algo}-full"));
+        let twin = train_small_baseline(tmp.path(), algo, &format!("{algo}-twin"));
+        let reference = read_metrics(&full.join("metrics.jsonl")).expect("metrics");
+        let again = read_metrics(&twin.join("metrics.jsonl")).expect("metrics");
+        assert_eq!(
+            deterministic_part(&reference),
+            deterministic_part(&again),
+            "{algo}: same seed, same run"
+        );
+        assert_eq!(reference.len(), 5);
+        // Crash after epoch 3: resume from the epoch-2 checkpoint.
+        let ckpt = full.join("checkpoints");
+        std::fs::copy(
+            ckpt.join("epoch-000002.safetensors"),
+            ckpt.join("latest.safetensors"),
+        )
+        .expect("copy");
+        std::fs::remove_file(ckpt.join("epoch-000004.safetensors")).expect("rm");
+        std::fs::remove_file(full.join("summary.json")).expect("rm");
+        let (result, _) = mbmix(&["train", "--out", s(&full), "--resume", "--quiet"]);
+        assert_eq!(result.expect("resume"), Exit::Success, "{algo}");
+        let resumed = read_metrics(&full.join("metrics.jsonl")).expect("metrics");
+        assert_eq!(
+            deterministic_part(&resumed),
+            deterministic_part(&reference),
+            "{algo}: resumed run"
+        );
+        // A checkpoint of another algorithm is refused.
+        let other = if algo == "bptt" { "ppo" } else { "bptt" };
+        let foreign = train_small_baseline(tmp.path(), other, &format!("{algo}-foreign"));
+        std::fs::copy(
+            foreign.join("checkpoints").join("latest.safetensors"),
+            ckpt.join("latest.safetensors"),
+        )
+        .expect("copy");
+        let (result, _) = mbmix(&["eval", "--run", s(&full)]);
+        let msg = result.expect_err("foreign checkpoint").to_string();
+        assert!(msg.contains("checkpoint"), "{msg}");
+    }
 }

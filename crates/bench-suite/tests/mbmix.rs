@@ -40,21 +40,7 @@ model_error_samples = 16
 fn train_mbmix(tmp: &Path, name: &str, algo: &str, config: &str, extra: &[&str]) -> PathBuf {
     let cfg = write(tmp, &format!("{name}.toml"), config);
     let out = tmp.join(name);
-    let mut args = vec![
-        "train",
-        "--task",
-        "cartpole-swingup",
-        "--algo",
-        algo,
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let (result, _) = mbmix(&args);
-    assert_eq!(result.expect("training succeeds"), Exit::Success);
+    train_cartpole(algo, &cfg, &out, extra);
     out
 }
 

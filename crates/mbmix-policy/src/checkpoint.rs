@@ -10,15 +10,17 @@
 //! (64 bit) over the state JSON and every tensor's name, shape and bytes, so that a flipped
 //! byte anywhere is detected.
 
+use crate::common::ReturnMeter;
 use crate::config::ShacConfig;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::optim::Adam;
+use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
 use crate::shac::Shac;
 use diff_core::{BatchEnv, BatchEnvSnapshot, SeededRng};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -86,7 +88,7 @@ impl Blob {
             bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
-    /// A tensor's dtype and shape without data: what [`CheckpointFile::decode`] checks a
+    /// A tensor's dtype and shape without data: what [`RawCheckpoint::tensors`] checks a
     /// stored tensor against.
     pub(crate) fn expected(dtype: Dtype, shape: Vec<usize>) -> Self {
         Blob {
@@ -117,244 +119,57 @@ fn checksum(state_json: &str, tensors: &BTreeMap<String, (Vec<usize>, &[u8])>) -
     format!("{:016x}", h.0)
 }
 
-pub(crate) fn add_mlp(out: &mut BTreeMap<String, Blob>, prefix: &str, net: &Mlp<f32>) {
+/// The tensors of a checkpoint by name.
+pub(crate) type Tensors = BTreeMap<String, Blob>;
+
+pub(crate) fn add_mlp(out: &mut Tensors, prefix: &str, net: &Mlp<f32>) {
     for (name, shape, data) in net.named_params() {
         out.insert(format!("{prefix}.{name}"), Blob::f32(shape, &data));
     }
 }
 
-impl Shac {
-    pub(crate) fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
-        let mut t = BTreeMap::new();
-        add_mlp(&mut t, "actor.mu", &self.actor.mu);
-        t.insert(
-            "actor.logstd".into(),
-            Blob::f32(vec![self.actor.logstd.len()], &self.actor.logstd),
-        );
-        add_mlp(&mut t, "critic", &self.critic);
-        add_mlp(&mut t, "target_critic", &self.target_critic);
-        for (name, opt) in [
-            ("actor_adam", &self.actor_opt),
-            ("critic_adam", &self.critic_opt),
-        ] {
-            t.insert(format!("{name}.m"), Blob::f32(vec![opt.m.len()], &opt.m));
-            t.insert(format!("{name}.v"), Blob::f32(vec![opt.v.len()], &opt.v));
-        }
-        if let Some(r) = &self.obs_rms {
-            t.insert("obs_rms.mean".into(), Blob::f64(vec![r.dim()], &r.mean));
-            t.insert("obs_rms.var".into(), Blob::f64(vec![r.dim()], &r.var));
-        }
-        let snap = self.env.snapshot();
-        let n = self.cfg.num_envs;
-        let sd = self.task.spec().state_dim;
-        t.insert("env.state".into(), Blob::f32(vec![n, sd], &snap.state));
-        t.insert(
-            "env.episode_return".into(),
-            Blob::f32(vec![n], &snap.episode_return),
-        );
-        t
-    }
+/// `<prefix>.logstd` and `<prefix>.mu.<layer>` of an actor.
+pub(crate) fn add_actor(out: &mut Tensors, prefix: &str, actor: &StochasticActor) {
+    add_mlp(out, &format!("{prefix}.mu"), &actor.mu);
+    out.insert(
+        format!("{prefix}.logstd"),
+        Blob::f32(vec![actor.logstd.len()], &actor.logstd),
+    );
+}
 
-    pub(crate) fn checkpoint_state(&self) -> CheckpointState {
-        let spec = self.task.spec();
-        let snap = self.env.snapshot();
-        CheckpointState {
-            config: self.cfg.clone(),
-            task: spec.name.clone(),
-            dims: [spec.state_dim, spec.obs_dim, spec.act_dim],
-            epoch: self.epoch,
-            env_steps: self.env_steps,
-            adam_steps: [self.actor_opt.step, self.critic_opt.step],
-            obs_rms_count: self.obs_rms.as_ref().map(|r| r.count),
-            env_progress: snap.progress,
-            env_rng: snap.rng,
-            noise_rng: self.noise_rng.clone(),
-            critic_rng: self.critic_rng.clone(),
-            act_rng: self
-                .act_rng
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            recent_returns: self.recent_returns.iter().copied().collect(),
-        }
-    }
+/// `<name>.m` and `<name>.v` of an Adam optimiser.
+pub(crate) fn add_adam(out: &mut Tensors, name: &str, opt: &Adam<f32>) {
+    out.insert(format!("{name}.m"), Blob::f32(vec![opt.m.len()], &opt.m));
+    out.insert(format!("{name}.v"), Blob::f32(vec![opt.v.len()], &opt.v));
+}
 
-    /// Everything needed to resume bit-exactly: networks, target critic, Adam moments and
-    /// step counts, obs RMS, the env batch, all RNG states, epoch, env_steps and the return
-    /// meter. A safetensors file with the non-tensor state as JSON in its metadata, written
-    /// atomically (temp file in the same directory, fsync, rename).
-    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let state_json = serde_json::to_string(&self.checkpoint_state())
-            .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")))?;
-        write_checkpoint(path, FORMAT, &state_json, &self.checkpoint_tensors())
-    }
-
-    /// Loads a checkpoint written by [`Shac::save_checkpoint`]. The file is validated fully
-    /// (format, checksum, task, network shapes, every tensor's dtype and shape, finiteness)
-    /// before anything changes: any problem gives [`Error::BadCheckpoint`] and leaves `self`
-    /// untouched.
-    ///
-    /// The structural settings (num_envs, horizon, network widths, obs_rms) must match the
-    /// agent's; the other settings (learning rates, max_epochs, …) are the agent's own, so a
-    /// run can be resumed with, for example, more epochs.
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let bad = bad_checkpoint(path);
-        let file = read_checkpoint(path, FORMAT)?;
-        let state: CheckpointState =
-            serde_json::from_str(&file.state_json).map_err(|e| bad(format!("state JSON: {e}")))?;
-        self.check_compatible(&state).map_err(&bad)?;
-        let (f32s, f64s) = file.decode(&self.checkpoint_tensors()).map_err(&bad)?;
-        let restore = self.prepare_restore(state, &f32s, &f64s).map_err(&bad)?;
-        self.commit_restore(restore);
-        Ok(())
-    }
-
-    /// Whether a checkpoint's state fits this agent (task, widths, structural settings).
-    pub(crate) fn check_compatible(&self, state: &CheckpointState) -> Result<(), String> {
-        let spec = self.task.spec();
-        if state.task != spec.name || state.dims != [spec.state_dim, spec.obs_dim, spec.act_dim] {
-            return Err(format!(
-                "task {} {:?} does not match {} {:?}",
-                state.task,
-                state.dims,
-                spec.name,
-                [spec.state_dim, spec.obs_dim, spec.act_dim]
-            ));
-        }
-        let (c, mine) = (&state.config, &self.cfg);
-        for (field, same) in [
-            ("num_envs", c.num_envs == mine.num_envs),
-            ("horizon", c.horizon == mine.horizon),
-            ("actor_units", c.actor_units == mine.actor_units),
-            ("critic_units", c.critic_units == mine.critic_units),
-            ("obs_rms", c.obs_rms == mine.obs_rms),
-        ] {
-            if !same {
-                return Err(format!("config field `{field}` differs from the agent's"));
-            }
-        }
-        let n = self.cfg.num_envs;
-        if state.env_progress.len() != n {
-            return Err(format!(
-                "{} env progress counters, expected {n}",
-                state.env_progress.len()
-            ));
-        }
-        if state.obs_rms_count.is_some() != self.obs_rms.is_some() {
-            return Err("obs_rms count does not match obs_rms setting".into());
-        }
-        if state.recent_returns.len() > crate::shac::RETURN_METER_LEN {
-            return Err("return meter too long".into());
-        }
-        Ok(())
-    }
-
-    /// Everything a checked checkpoint restores, built without touching `self`.
-    pub(crate) fn prepare_restore(
-        &self,
-        state: CheckpointState,
-        f32s: &HashMap<String, Vec<f32>>,
-        f64s: &HashMap<String, Vec<f64>>,
-    ) -> Result<ShacRestore, String> {
-        let take = |prefix: &str, net: &Mlp<f32>| -> Vec<f32> {
-            net.named_params()
-                .iter()
-                .flat_map(|(name, _, _)| f32s[&format!("{prefix}.{name}")].clone())
-                .collect()
-        };
-        let mut actor = self.actor.clone();
-        let mut actor_params = take("actor.mu", &actor.mu);
-        actor_params.extend_from_slice(&f32s["actor.logstd"]);
-        actor.set_params_flat(&actor_params);
-        let mut critic = self.critic.clone();
-        critic.set_params_flat(&take("critic", &critic));
-        let mut target_critic = self.target_critic.clone();
-        target_critic.set_params_flat(&take("target_critic", &target_critic));
-        let adam = |name: &str, like: &Adam<f32>, step: u64| Adam {
-            m: f32s[&format!("{name}.m")].clone(),
-            v: f32s[&format!("{name}.v")].clone(),
-            step,
-            ..like.clone()
-        };
-        let actor_opt = adam("actor_adam", &self.actor_opt, state.adam_steps[0]);
-        let critic_opt = adam("critic_adam", &self.critic_opt, state.adam_steps[1]);
-        let obs_rms = state.obs_rms_count.map(|count| RunningMeanStd {
-            mean: f64s["obs_rms.mean"].clone(),
-            var: f64s["obs_rms.var"].clone(),
-            count,
-        });
-        let snap = BatchEnvSnapshot {
-            state: f32s["env.state"].clone(),
-            progress: state.env_progress.clone(),
-            episode_return: f32s["env.episode_return"].clone(),
-            rng: state.env_rng.clone(),
-        };
-        // A batch like the agent's (same task, size and reset noise) holding the snapshot.
-        let mut env = BatchEnv::new(
-            self.task.clone(),
-            self.cfg.num_envs,
-            0,
-            self.cfg.stochastic_init,
-        )
-        .map_err(|e| e.to_string())?;
-        env.restore(&snap).map_err(|e| e.to_string())?;
-        Ok(ShacRestore {
-            env,
-            actor,
-            critic,
-            target_critic,
-            actor_opt,
-            critic_opt,
-            obs_rms,
-            state,
-        })
-    }
-
-    /// Installs a prepared restore (cannot fail).
-    pub(crate) fn commit_restore(&mut self, r: ShacRestore) {
-        self.env = r.env;
-        self.actor = r.actor;
-        self.critic = r.critic;
-        self.target_critic = r.target_critic;
-        self.actor_opt = r.actor_opt;
-        self.critic_opt = r.critic_opt;
-        self.obs_rms = r.obs_rms;
-        self.noise_rng = r.state.noise_rng;
-        self.critic_rng = r.state.critic_rng;
-        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = r.state.act_rng;
-        self.epoch = r.state.epoch;
-        self.env_steps = r.state.env_steps;
-        self.recent_returns = VecDeque::from(r.state.recent_returns);
+/// `obs_rms.mean/var` (F64) when the statistics exist.
+pub(crate) fn add_obs_rms(out: &mut Tensors, rms: Option<&RunningMeanStd>) {
+    if let Some(r) = rms {
+        out.insert("obs_rms.mean".into(), Blob::f64(vec![r.dim()], &r.mean));
+        out.insert("obs_rms.var".into(), Blob::f64(vec![r.dim()], &r.var));
     }
 }
 
-/// What [`Shac::prepare_restore`] builds.
-pub(crate) struct ShacRestore {
-    env: BatchEnv,
-    actor: crate::policy::StochasticActor,
-    critic: Mlp<f32>,
-    target_critic: Mlp<f32>,
-    actor_opt: Adam<f32>,
-    critic_opt: Adam<f32>,
-    obs_rms: Option<RunningMeanStd>,
-    state: CheckpointState,
+/// `env.state` `[N, state_dim]` and `env.episode_return` `[N]`.
+pub(crate) fn add_env(out: &mut Tensors, env: &BatchEnv) {
+    let snap = env.snapshot();
+    let n = env.num_envs();
+    let sd = env.task().spec().state_dim;
+    out.insert("env.state".into(), Blob::f32(vec![n, sd], &snap.state));
+    out.insert(
+        "env.episode_return".into(),
+        Blob::f32(vec![n], &snap.episode_return),
+    );
 }
 
-/// The error constructor of a checkpoint at `path`.
-pub(crate) fn bad_checkpoint(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |reason| Error::BadCheckpoint {
-        path: path.display().to_string(),
-        reason,
-    }
-}
-
-/// Writes a checkpoint file: `tensors`, and the metadata `format`, `state` and `checksum`,
-/// atomically (temp file in the same directory, fsync, rename).
+/// Writes `tensors` with `state_json` and `format` in the metadata, atomically (temp file
+/// in the same directory, fsync, rename).
 pub(crate) fn write_checkpoint(
     path: &Path,
     format: &str,
     state_json: &str,
-    tensors: &BTreeMap<String, Blob>,
+    tensors: &Tensors,
 ) -> Result<()> {
     let index: BTreeMap<String, (Vec<usize>, &[u8])> = tensors
         .iter()
@@ -403,105 +218,390 @@ pub(crate) fn write_checkpoint(
     written.map_err(Error::from)
 }
 
-/// A checkpoint file whose format and checksum were verified.
-pub(crate) struct CheckpointFile {
-    /// The `state` metadata.
+/// Serialises an agent's non-tensor state for [`write_checkpoint`].
+pub(crate) fn state_json<S: serde::Serialize>(state: &S) -> Result<String> {
+    serde_json::to_string(state)
+        .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")).into())
+}
+
+/// A checkpoint file read into memory whose format and checksum have been verified.
+pub(crate) struct RawCheckpoint {
+    path: String,
+    bytes: Vec<u8>,
+    /// The non-tensor state as JSON.
     pub state_json: String,
-    /// Every tensor: dtype, shape, little-endian bytes.
-    tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
 }
 
-/// Reads `path` and verifies its format and checksum ([`Error::BadCheckpoint`] otherwise).
-pub(crate) fn read_checkpoint(path: &Path, format: &str) -> Result<CheckpointFile> {
-    let bad = bad_checkpoint(path);
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("unreadable header: {e:?}")))?;
-    let meta = header
-        .metadata()
-        .as_ref()
-        .ok_or_else(|| bad("no metadata".into()))?;
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
-    };
-    if get("format")? != format {
-        return Err(bad(format!("format is not {format}")));
-    }
-    let state_json = get("state")?;
-    let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
-        .collect();
-    if *get("checksum")? != checksum(state_json, &index) {
-        return Err(bad("checksum mismatch (corrupt file)".into()));
-    }
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    Ok(CheckpointFile {
-        state_json: state_json.clone(),
-        tensors,
-    })
+/// The numbers of every expected tensor of a [`RawCheckpoint`].
+pub(crate) struct LoadedTensors {
+    pub f32s: HashMap<String, Vec<f32>>,
+    pub f64s: HashMap<String, Vec<f64>>,
 }
 
-/// Tensors by name, as numbers.
-pub(crate) type Decoded = (HashMap<String, Vec<f32>>, HashMap<String, Vec<f64>>);
-
-impl CheckpointFile {
-    /// Checks that the file holds exactly the `expected` tensors, each with its dtype and
-    /// shape and finite values, and returns them as numbers.
-    pub(crate) fn decode(&self, expected: &BTreeMap<String, Blob>) -> Result<Decoded, String> {
-        if self.tensors.len() != expected.len() {
-            return Err(format!(
-                "{} tensors, expected {}",
-                self.tensors.len(),
-                expected.len()
-            ));
+impl LoadedTensors {
+    /// The parameters of `net` stored under `prefix` (layout of [`Mlp::params_flat`]).
+    pub fn mlp(&self, prefix: &str, net: &Mlp<f32>) -> Vec<f32> {
+        net.named_params()
+            .iter()
+            .flat_map(|(name, _, _)| self.f32s[&format!("{prefix}.{name}")].clone())
+            .collect()
+    }
+    /// A copy of `like` with the parameters stored by [`add_actor`] under `prefix`.
+    pub fn actor(&self, prefix: &str, like: &StochasticActor) -> StochasticActor {
+        let mut actor = like.clone();
+        let mut params = self.mlp(&format!("{prefix}.mu"), &actor.mu);
+        params.extend_from_slice(&self.f32s[&format!("{prefix}.logstd")]);
+        actor.set_params_flat(&params);
+        actor
+    }
+    /// A copy of `like` with the moments stored by [`add_adam`] under `name`.
+    pub fn adam(&self, name: &str, like: &Adam<f32>, step: u64) -> Adam<f32> {
+        Adam {
+            m: self.f32s[&format!("{name}.m")].clone(),
+            v: self.f32s[&format!("{name}.v")].clone(),
+            step,
+            ..like.clone()
         }
-        let mut f32s: HashMap<String, Vec<f32>> = HashMap::new();
-        let mut f64s: HashMap<String, Vec<f64>> = HashMap::new();
+    }
+    /// The statistics stored by [`add_obs_rms`] (None without a count).
+    pub fn obs_rms(&self, count: Option<f64>) -> Option<RunningMeanStd> {
+        count.map(|count| RunningMeanStd {
+            mean: self.f64s["obs_rms.mean"].clone(),
+            var: self.f64s["obs_rms.var"].clone(),
+            count,
+        })
+    }
+    /// The env snapshot stored by [`add_env`] with its counters and RNG.
+    pub fn env(&self, progress: Vec<u32>, rng: SeededRng) -> BatchEnvSnapshot {
+        BatchEnvSnapshot {
+            state: self.f32s["env.state"].clone(),
+            progress,
+            episode_return: self.f32s["env.episode_return"].clone(),
+            rng,
+        }
+    }
+}
+
+impl RawCheckpoint {
+    /// Reads `path` and checks its `format` and checksum.
+    pub fn open(path: &Path, format: &str) -> Result<RawCheckpoint> {
+        let display = path.display().to_string();
+        let bad = |reason: String| Error::BadCheckpoint {
+            path: display.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e:?}")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("unreadable header: {e:?}")))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| bad("no metadata".into()))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| bad(format!("metadata key `{k}` missing")))
+        };
+        if get("format")? != format {
+            return Err(bad(format!("format is not {format}")));
+        }
+        let state_json = get("state")?.clone();
+        let index: BTreeMap<String, (Vec<usize>, &[u8])> = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, (v.shape().to_vec(), v.data())))
+            .collect();
+        if *get("checksum")? != checksum(&state_json, &index) {
+            return Err(bad("checksum mismatch (corrupt file)".into()));
+        }
+        drop(index);
+        Ok(RawCheckpoint {
+            path: display.clone(),
+            bytes,
+            state_json,
+        })
+    }
+
+    /// An [`Error::BadCheckpoint`] about this file.
+    pub fn bad(&self, reason: impl Into<String>) -> Error {
+        Error::BadCheckpoint {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The non-tensor state.
+    pub fn state<S: serde::de::DeserializeOwned>(&self) -> Result<S> {
+        serde_json::from_str(&self.state_json).map_err(|e| self.bad(format!("state JSON: {e}")))
+    }
+
+    /// Exactly the tensors of `expected` (names, dtypes, shapes), all finite, as numbers.
+    pub fn tensors(&self, expected: &Tensors) -> Result<LoadedTensors> {
+        let st = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| self.bad(format!("not a safetensors file: {e:?}")))?;
+        if st.len() != expected.len() {
+            return Err(self.bad(format!("{} tensors, expected {}", st.len(), expected.len())));
+        }
+        let mut out = LoadedTensors {
+            f32s: HashMap::new(),
+            f64s: HashMap::new(),
+        };
         for (name, want) in expected {
-            let (dtype, shape, data) = self
-                .tensors
-                .get(name)
-                .ok_or_else(|| format!("tensor `{name}` missing"))?;
-            if *dtype != want.dtype || *shape != want.shape {
-                return Err(format!(
-                    "tensor `{name}`: {dtype:?} {shape:?}, expected {:?} {:?}",
-                    want.dtype, want.shape
-                ));
+            let view = st
+                .tensor(name)
+                .map_err(|_| self.bad(format!("tensor `{name}` missing")))?;
+            if view.dtype() != want.dtype || view.shape() != want.shape.as_slice() {
+                return Err(self.bad(format!(
+                    "tensor `{name}`: {:?} {:?}, expected {:?} {:?}",
+                    view.dtype(),
+                    view.shape(),
+                    want.dtype,
+                    want.shape
+                )));
             }
+            let non_finite = || self.bad(format!("tensor `{name}` has non-finite values"));
             match want.dtype {
                 Dtype::F32 => {
-                    let v: Vec<f32> = data
+                    let v: Vec<f32> = view
+                        .data()
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect();
                     if v.iter().any(|x| !x.is_finite()) {
-                        return Err(format!("tensor `{name}` has non-finite values"));
+                        return Err(non_finite());
                     }
-                    f32s.insert(name.clone(), v);
+                    out.f32s.insert(name.clone(), v);
                 }
                 _ => {
-                    let v: Vec<f64> = data
+                    let v: Vec<f64> = view
+                        .data()
                         .chunks_exact(8)
                         .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
                         .collect();
                     if v.iter().any(|x| !x.is_finite()) {
-                        return Err(format!("tensor `{name}` has non-finite values"));
+                        return Err(non_finite());
                     }
-                    f64s.insert(name.clone(), v);
+                    out.f64s.insert(name.clone(), v);
                 }
             }
         }
-        Ok((f32s, f64s))
+        Ok(out)
     }
+}
+
+impl Shac {
+    pub(crate) fn checkpoint_tensors(&self) -> Tensors {
+        let mut t = BTreeMap::new();
+        add_actor(&mut t, "actor", &self.actor);
+        add_mlp(&mut t, "critic", &self.critic);
+        add_mlp(&mut t, "target_critic", &self.target_critic);
+        add_adam(&mut t, "actor_adam", &self.actor_opt);
+        add_adam(&mut t, "critic_adam", &self.critic_opt);
+        add_obs_rms(&mut t, self.obs_rms.as_ref());
+        add_env(&mut t, &self.env);
+        t
+    }
+
+    pub(crate) fn checkpoint_state(&self) -> CheckpointState {
+        let spec = self.task.spec();
+        let snap = self.env.snapshot();
+        CheckpointState {
+            config: self.cfg.clone(),
+            task: spec.name.clone(),
+            dims: [spec.state_dim, spec.obs_dim, spec.act_dim],
+            epoch: self.epoch,
+            env_steps: self.env_steps,
+            adam_steps: [self.actor_opt.step, self.critic_opt.step],
+            obs_rms_count: self.obs_rms.as_ref().map(|r| r.count),
+            env_progress: snap.progress,
+            env_rng: snap.rng,
+            noise_rng: self.noise_rng.clone(),
+            critic_rng: self.critic_rng.clone(),
+            act_rng: self
+                .act_rng
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            recent_returns: self.recent_returns.returns(),
+        }
+    }
+
+    /// Everything needed to resume bit-exactly: networks, target critic, Adam moments and
+    /// step counts, obs RMS, the env batch, all RNG states, epoch, env_steps and the return
+    /// meter. A safetensors file with the non-tensor state as JSON in its metadata, written
+    /// atomically (temp file in the same directory, fsync, rename).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let state = state_json(&self.checkpoint_state())?;
+        write_checkpoint(path, FORMAT, &state, &self.checkpoint_tensors())
+    }
+
+    /// Loads a checkpoint written by [`Shac::save_checkpoint`]. The file is validated fully
+    /// (format, checksum, task, network shapes, every tensor's dtype and shape, finiteness)
+    /// before anything changes: any problem gives [`Error::BadCheckpoint`] and leaves `self`
+    /// untouched.
+    ///
+    /// The structural settings (num_envs, horizon, network widths, obs_rms) must match the
+    /// agent's; the other settings (learning rates, max_epochs, …) are the agent's own, so a
+    /// run can be resumed with, for example, more epochs.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let raw = RawCheckpoint::open(path, FORMAT)?;
+        let state: CheckpointState = raw.state()?;
+        self.check_compatible(&raw, &state)?;
+        // Every expected tensor, with its shape, as numbers.
+        let loaded = raw.tensors(&self.checkpoint_tensors())?;
+        let restore = self.prepare_restore(&raw, state, &loaded)?;
+        self.commit_restore(restore);
+        Ok(())
+    }
+
+    /// Whether a checkpoint's state fits this agent: the task and the structural settings
+    /// (num_envs, horizon, network widths, obs_rms).
+    pub(crate) fn check_compatible(
+        &self,
+        raw: &RawCheckpoint,
+        state: &CheckpointState,
+    ) -> Result<()> {
+        check_task(raw, &state.task, state.dims, self.task.as_ref())?;
+        let (c, mine) = (&state.config, &self.cfg);
+        check_same_fields(
+            raw,
+            &[
+                ("num_envs", c.num_envs == mine.num_envs),
+                ("horizon", c.horizon == mine.horizon),
+                ("actor_units", c.actor_units == mine.actor_units),
+                ("critic_units", c.critic_units == mine.critic_units),
+                ("obs_rms", c.obs_rms == mine.obs_rms),
+            ],
+        )
+    }
+
+    /// Everything a checked checkpoint restores (its tensors `loaded` by
+    /// [`RawCheckpoint::tensors`] against [`Shac::checkpoint_tensors`]), built without
+    /// touching `self`.
+    pub(crate) fn prepare_restore(
+        &self,
+        raw: &RawCheckpoint,
+        state: CheckpointState,
+        loaded: &LoadedTensors,
+    ) -> Result<ShacRestore> {
+        check_env_and_rms(
+            raw,
+            state.env_progress.len(),
+            self.cfg.num_envs,
+            state.obs_rms_count.is_some(),
+            self.obs_rms.is_some(),
+        )?;
+        let recent_returns = ReturnMeter::from_returns(state.recent_returns.clone())
+            .ok_or_else(|| raw.bad("return meter too long"))?;
+        let actor = loaded.actor("actor", &self.actor);
+        let mut critic = self.critic.clone();
+        critic.set_params_flat(&loaded.mlp("critic", &critic));
+        let mut target_critic = self.target_critic.clone();
+        target_critic.set_params_flat(&loaded.mlp("target_critic", &target_critic));
+        let actor_opt = loaded.adam("actor_adam", &self.actor_opt, state.adam_steps[0]);
+        let critic_opt = loaded.adam("critic_adam", &self.critic_opt, state.adam_steps[1]);
+        let obs_rms = loaded.obs_rms(state.obs_rms_count);
+        let snap = loaded.env(state.env_progress.clone(), state.env_rng.clone());
+        // A batch like the agent's (same task, size and reset noise) holding the snapshot,
+        // so that a caller can still refuse the checkpoint after this.
+        let mut env = BatchEnv::new(
+            self.task.clone(),
+            self.cfg.num_envs,
+            0,
+            self.cfg.stochastic_init,
+        )
+        .map_err(|e| raw.bad(e.to_string()))?;
+        env.restore(&snap).map_err(|e| raw.bad(e.to_string()))?;
+        Ok(ShacRestore {
+            env,
+            actor,
+            critic,
+            target_critic,
+            actor_opt,
+            critic_opt,
+            obs_rms,
+            recent_returns,
+            state,
+        })
+    }
+
+    /// Installs a prepared restore (cannot fail).
+    pub(crate) fn commit_restore(&mut self, r: ShacRestore) {
+        self.env = r.env;
+        self.actor = r.actor;
+        self.critic = r.critic;
+        self.target_critic = r.target_critic;
+        self.actor_opt = r.actor_opt;
+        self.critic_opt = r.critic_opt;
+        self.obs_rms = r.obs_rms;
+        self.noise_rng = r.state.noise_rng;
+        self.critic_rng = r.state.critic_rng;
+        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = r.state.act_rng;
+        self.epoch = r.state.epoch;
+        self.env_steps = r.state.env_steps;
+        self.recent_returns = r.recent_returns;
+    }
+}
+
+/// What [`Shac::prepare_restore`] builds.
+pub(crate) struct ShacRestore {
+    env: BatchEnv,
+    actor: StochasticActor,
+    critic: Mlp<f32>,
+    target_critic: Mlp<f32>,
+    actor_opt: Adam<f32>,
+    critic_opt: Adam<f32>,
+    obs_rms: Option<RunningMeanStd>,
+    recent_returns: ReturnMeter,
+    state: CheckpointState,
+}
+
+/// Refuses a checkpoint of another task (name or `[state_dim, obs_dim, act_dim]`).
+pub(crate) fn check_task(
+    raw: &RawCheckpoint,
+    name: &str,
+    dims: [usize; 3],
+    task: &dyn diff_core::Task,
+) -> Result<()> {
+    let spec = task.spec();
+    let mine = [spec.state_dim, spec.obs_dim, spec.act_dim];
+    if name != spec.name || dims != mine {
+        return Err(raw.bad(format!(
+            "task {name} {dims:?} does not match {} {mine:?}",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint whose structural config fields differ from the agent's.
+pub(crate) fn check_same_fields(raw: &RawCheckpoint, fields: &[(&str, bool)]) -> Result<()> {
+    match fields.iter().find(|(_, same)| !same) {
+        Some((field, _)) => {
+            Err(raw.bad(format!("config field `{field}` differs from the agent's")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Checks the env counters' length and the presence of the observation statistics.
+pub(crate) fn check_env_and_rms(
+    raw: &RawCheckpoint,
+    progress_len: usize,
+    num_envs: usize,
+    has_count: bool,
+    has_rms: bool,
+) -> Result<()> {
+    if progress_len != num_envs {
+        return Err(raw.bad(format!(
+            "{progress_len} env progress counters, expected {num_envs}"
+        )));
+    }
+    if has_count != has_rms {
+        return Err(raw.bad("obs_rms count does not match obs_rms setting"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ impl ShacConfig {
     /// Learning rate of epoch `e` under the linear schedule of §1.5:
     /// `lr_e = lr0 + (lr_final − lr0)·e / max_epochs` (DiffRL `lr_schedule: linear`).
     pub fn scheduled_lr(&self, lr0: f64, epoch: usize) -> f64 {
-        lr0 + (self.lr_final - lr0) * (epoch as f64 / self.max_epochs as f64)
+        crate::common::linear_lr(lr0, self.lr_final, epoch, self.max_epochs)
     }
 }
 

@@ -11,9 +11,14 @@
 //! - [`shac`]: the SHAC trainer, evaluation and checkpoints;
 //! - [`mix`]: MB-MIX's λ-mixed window objective as loss seeds (algorithms.md §3.6);
 //! - [`model`]: the learned dynamics model as a step source of the window engine (§3.7);
-//! - [`mbmix`], [`mbmix_config`]: the MB-MIX trainer (§3.9) and its configuration (§3.4).
+//! - [`mbmix`], [`mbmix_config`]: the MB-MIX trainer (§3.9) and its configuration (§3.4);
+//! - [`ppo`]: the PPO baseline (rl_games settings of DiffRL's `cfg/ppo`);
+//! - [`bptt`]: the BPTT / analytic-policy-gradient baseline (DiffRL's `bptt.py`);
+//! - [`common`]: the pieces the agents share (schedules, actor step, evaluation).
 
+pub mod bptt;
 pub mod checkpoint;
+pub mod common;
 pub mod config;
 pub mod error;
 pub mod mbmix;
@@ -24,6 +29,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod policy;
+pub mod ppo;
 pub mod rms;
 pub mod shac;
 pub mod td;
@@ -31,6 +37,8 @@ pub mod td;
 pub(crate) mod testing;
 pub mod window;
 
+pub use bptt::{Bptt, BpttConfig};
+pub use common::PolicyAgent;
 pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use mbmix::{MbMix, MbMixEpochStats};
@@ -39,4 +47,5 @@ pub use mbmix_config::{
 };
 pub use mix::{mix_seeds, LossScale, MixStarts};
 pub use nn::NetworkBackend;
+pub use ppo::{LrSchedule, Ppo, PpoConfig};
 pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};

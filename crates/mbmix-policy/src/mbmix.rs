@@ -340,7 +340,7 @@ impl MbMix {
         Ok(EpochStats {
             epoch: self.shac.epoch(),
             env_steps: self.shac.env_steps(),
-            mean_train_return: self.shac.mean_train_return(),
+            mean_train_return: self.shac.recent_returns.mean(),
             actor_loss,
             critic_loss,
             actor_grad_norm: norm as f32,

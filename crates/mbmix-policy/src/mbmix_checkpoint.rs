@@ -17,14 +17,15 @@
 //!
 //! [`SobolevModel::named_params`]: sobolev_model::SobolevModel::named_params
 
-use crate::checkpoint::{bad_checkpoint, read_checkpoint, write_checkpoint, Blob, CheckpointState};
+use crate::checkpoint::{
+    check_same_fields, state_json, write_checkpoint, Blob, CheckpointState, RawCheckpoint, Tensors,
+};
 use crate::error::Result;
 use crate::mbmix::MbMix;
 use crate::mbmix_config::MbMixConfig;
 use diff_core::SeededRng;
 use ndarray::Array2;
 use sobolev_model::{Normalizer, RunningStats, SobolevTrainer};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The value of the `format` metadata key of MB-MIX checkpoints.
@@ -98,7 +99,7 @@ impl MbMix {
         Some((state, tensors))
     }
 
-    fn checkpoint_tensors(&self) -> BTreeMap<String, Blob> {
+    fn checkpoint_tensors(&self) -> Tensors {
         let mut t = self.shac.checkpoint_tensors();
         for (name, shape, data) in self.trainer.model().named_params() {
             t.insert(format!("model.{name}"), Blob::f32(shape, data));
@@ -144,9 +145,7 @@ impl MbMix {
             model_rng: self.model_rng.clone(),
             model_buffer: buffer,
         };
-        let state_json = serde_json::to_string(&state)
-            .map_err(|e| std::io::Error::other(format!("serialising checkpoint state: {e}")))?;
-        write_checkpoint(path, FORMAT, &state_json, &tensors)
+        write_checkpoint(path, FORMAT, &state_json(&state)?, &tensors)
     }
 
     /// Loads a checkpoint written by [`MbMix::save_checkpoint`], validated fully before
@@ -154,26 +153,22 @@ impl MbMix {
     /// part's structural settings and the model's architecture must match the agent's;
     /// the model's buffer is empty afterwards.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let bad = bad_checkpoint(path);
-        let file = read_checkpoint(path, FORMAT)?;
-        let state: MbMixCheckpointState =
-            serde_json::from_str(&file.state_json).map_err(|e| bad(format!("state JSON: {e}")))?;
-        self.shac.check_compatible(&state.shac).map_err(&bad)?;
+        let raw = RawCheckpoint::open(path, FORMAT)?;
+        let bad = |reason: String| raw.bad(reason);
+        let state: MbMixCheckpointState = raw.state()?;
+        self.shac.check_compatible(&raw, &state.shac)?;
         let model = self.trainer.model();
         let (c, mine) = (&state.config.model, &self.cfg.model);
-        for (field, same) in [
-            ("model.hidden", c.hidden == mine.hidden),
-            ("model.activation", c.activation == mine.activation),
-            ("model.layer_norm", c.layer_norm == mine.layer_norm),
-            ("model.target", c.target == mine.target),
-            ("model.normalise", c.normalise == mine.normalise),
-        ] {
-            if !same {
-                return Err(bad(format!(
-                    "config field `{field}` differs from the agent's"
-                )));
-            }
-        }
+        check_same_fields(
+            &raw,
+            &[
+                ("model.hidden", c.hidden == mine.hidden),
+                ("model.activation", c.activation == mine.activation),
+                ("model.layer_norm", c.layer_norm == mine.layer_norm),
+                ("model.target", c.target == mine.target),
+                ("model.normalise", c.normalise == mine.normalise),
+            ],
+        )?;
         if state.model_dims != model.dims() || state.model_normalise != model.normalizer.enabled {
             return Err(bad(
                 "the model's widths or normalisation setting do not fit the agent".into(),
@@ -195,11 +190,9 @@ impl MbMix {
                 );
             }
         }
-        let (f32s, f64s) = file.decode(&expected).map_err(&bad)?;
-        let restore = self
-            .shac
-            .prepare_restore(state.shac, &f32s, &f64s)
-            .map_err(&bad)?;
+        let loaded = raw.tensors(&expected)?;
+        let restore = self.shac.prepare_restore(&raw, state.shac, &loaded)?;
+        let (f32s, f64s) = (&loaded.f32s, &loaded.f64s);
         // A fresh model trainer (empty buffer) holding the checkpoint's model.
         let mut trainer = SobolevTrainer::new(
             self.trainer.config().clone(),

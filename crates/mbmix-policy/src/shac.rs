@@ -1,18 +1,17 @@
 //! SHAC (Xu et al. 2022), exactly as algorithms.md §1 and DiffRL's `algorithms/shac.py`.
 
-use crate::config::{NonFiniteGradPolicy, ShacConfig};
-use crate::error::{Error, Result};
+use crate::common::{actor_step, check_task_dims, training_window, PolicyView, ReturnMeter};
+use crate::config::ShacConfig;
+use crate::error::Result;
 use crate::nn::{LinearInit, Mlp};
-use crate::optim::{clip_grad_norm, grad_norm, nan_to_num, Adam};
+use crate::optim::{clip_grad_norm, nan_to_num, Adam};
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
 use crate::td::td_lambda_targets;
 use crate::window::{shac_seeds, SimulatorAdjoint, WindowEngine, WindowSeeds};
-use diff_core::rng::fill_normal;
 use diff_core::{seeded, BatchEnv, Done, SeededRng, Task};
 use ndarray::{Array2, ArrayView2};
 use rand::seq::SliceRandom;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// RNG streams derived from the run seed (diff-core's `seeded(seed, stream)`).
@@ -27,11 +26,7 @@ pub(crate) mod stream {
     pub const ACT: u64 = 4;
 }
 
-/// How many finished training episodes the return meter averages.
-pub const RETURN_METER_LEN: usize = 100;
-
-/// The actor-gradient norm above which SHAC gives up (algorithms.md §1.3).
-pub const GRAD_NORM_LIMIT: f64 = 1e6;
+pub use crate::common::{EvalEpisode, EvalStats, GRAD_NORM_LIMIT, RETURN_METER_LEN};
 
 /// What one training epoch did.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,9 +38,11 @@ pub struct EpochStats {
     /// Mean undiscounted return of the last 100 finished training episodes (None before the
     /// first episode ends).
     pub mean_train_return: Option<f32>,
-    /// The actor loss of this window: SHAC's (§1.3), or MB-MIX's mixed objective (§3.9 step 5).
+    /// The actor loss of this window: SHAC's (§1.3), MB-MIX's mixed objective (§3.9 step 5),
+    /// BPTT's loss, or PPO's mean clipped surrogate.
     pub actor_loss: f32,
-    /// Mean critic MSE over the minibatches of the last critic pass.
+    /// Mean critic MSE over the minibatches of the last critic pass (PPO: mean value loss;
+    /// BPTT, which has no critic: 0).
     pub critic_loss: f32,
     /// Actor gradient norm before clipping.
     pub actor_grad_norm: f32,
@@ -56,35 +53,6 @@ pub struct EpochStats {
     /// MB-MIX's own statistics (None for SHAC; left out of the JSON then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mbmix: Option<crate::mbmix::MbMixEpochStats>,
-}
-
-/// Result of a deterministic evaluation.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalStats {
-    /// Mean undiscounted episode return.
-    pub mean_return: f32,
-    /// Population standard deviation of the returns.
-    pub std_return: f32,
-    /// One return per episode.
-    pub returns: Vec<f32>,
-    /// Fraction of successful episodes; None when the task defines no success.
-    pub success_rate: Option<f32>,
-}
-
-/// One episode of the deterministic policy ([`Shac::rollout_episodes`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalEpisode {
-    /// The visited states `[T + 1, state_dim]`, the start state first.
-    pub states: Array2<f32>,
-    /// The reward of each of the `T` transitions.
-    pub rewards: Vec<f32>,
-}
-
-impl EvalEpisode {
-    /// The undiscounted return (rewards summed in order, in `f32`).
-    pub fn total_return(&self) -> f32 {
-        self.rewards.iter().fold(0.0f32, |acc, &r| acc + r)
-    }
 }
 
 /// A SHAC agent training on one task.
@@ -103,7 +71,7 @@ pub struct Shac {
     pub(crate) act_rng: Mutex<SeededRng>,
     pub(crate) epoch: usize,
     pub(crate) env_steps: u64,
-    pub(crate) recent_returns: VecDeque<f32>,
+    pub(crate) recent_returns: ReturnMeter,
     pub(crate) engine: WindowEngine,
     pub(crate) seeds: WindowSeeds,
     pub(crate) next_values: Array2<f32>,
@@ -115,21 +83,8 @@ impl Shac {
     /// seeded from `seed`.
     pub fn new(cfg: ShacConfig, task: Arc<dyn Task>, seed: u64) -> Result<Shac> {
         cfg.validate()?;
+        check_task_dims(task.as_ref())?;
         let spec = task.spec().clone();
-        for (name, d) in [
-            ("state_dim", spec.state_dim),
-            ("obs_dim", spec.obs_dim),
-            ("act_dim", spec.act_dim),
-            ("episode_length", spec.episode_length),
-        ] {
-            if d == 0 {
-                return Err(diff_core::Error::InvalidParameter {
-                    name: format!("task {} {name}", spec.name),
-                    reason: "must be at least 1".into(),
-                }
-                .into());
-            }
-        }
         let env = BatchEnv::new(task.clone(), cfg.num_envs, seed, cfg.stochastic_init)?;
         let mut init_rng = seeded(seed, stream::INIT);
         let mut actor = StochasticActor::new(
@@ -162,7 +117,7 @@ impl Shac {
             act_rng: Mutex::new(seeded(seed, stream::ACT)),
             epoch: 0,
             env_steps: 0,
-            recent_returns: VecDeque::with_capacity(RETURN_METER_LEN),
+            recent_returns: ReturnMeter::default(),
             engine: WindowEngine::new(task.as_ref(), h, n),
             seeds: WindowSeeds::zeros(h, n),
             next_values: Array2::zeros((h, n)),
@@ -209,21 +164,12 @@ impl Shac {
         self.obs_rms.as_ref()
     }
 
-    pub(crate) fn mean_train_return(&self) -> Option<f32> {
-        if self.recent_returns.is_empty() {
-            None
-        } else {
-            let sum: f64 = self.recent_returns.iter().map(|&r| r as f64).sum();
-            Some((sum / self.recent_returns.len() as f64) as f32)
-        }
-    }
-
     /// One SHAC epoch: a window rollout, the actor update (§1.3), critic fitting on TD(λ)
     /// targets (§1.4) and the target-critic update (§1.5).
     ///
     /// With `on_nonfinite_grad = abort`, a NaN or > 1e6 actor gradient returns
-    /// [`Error::NonFiniteGradient`]; the window has then already been simulated (env, stats
-    /// and RNGs advanced) but no network was changed.
+    /// [`crate::Error::NonFiniteGradient`]; the window has then already been simulated (env,
+    /// stats and RNGs advanced) but no network was changed.
     pub fn train_epoch(&mut self) -> Result<EpochStats> {
         let (actor_lr, critic_lr) = self.start_epoch();
         let frozen = self.simulate_window()?;
@@ -252,7 +198,7 @@ impl Shac {
         Ok(EpochStats {
             epoch: self.epoch,
             env_steps: self.env_steps,
-            mean_train_return: self.mean_train_return(),
+            mean_train_return: self.recent_returns.mean(),
             actor_loss,
             critic_loss,
             actor_grad_norm: norm as f32,
@@ -277,55 +223,33 @@ impl Shac {
     /// finished episodes, and computes the terminal values V′ of every step into
     /// `next_values`. Returns the frozen observation statistics the window used.
     pub(crate) fn simulate_window(&mut self) -> Result<Option<RunningMeanStd>> {
-        let (h, n) = (self.cfg.horizon, self.cfg.num_envs);
-        let frozen = self.obs_rms.clone();
-        self.engine.rollout(
+        let frozen = training_window(
+            &mut self.engine,
             &mut self.env,
             &self.actor,
-            frozen.as_ref(),
-            self.obs_rms.as_mut(),
-            Some(&mut self.noise_rng),
+            &mut self.obs_rms,
+            &mut self.noise_rng,
+            &mut self.env_steps,
+            &mut self.recent_returns,
         )?;
-        self.env_steps += (h * n) as u64;
-        for r in self.env.take_finished_returns() {
-            if self.recent_returns.len() == RETURN_METER_LEN {
-                self.recent_returns.pop_front();
-            }
-            self.recent_returns.push_back(r);
-        }
         self.engine
             .terminal_values(&self.target_critic, &mut self.next_values);
         Ok(frozen)
     }
 
-    /// SHAC's actor step with the gradient `grad` of the actor loss: the NaN / > 1e6 rule
-    /// (abort with [`Error::NonFiniteGradient`] or skip), norm clipping, Adam. Returns the
-    /// norm before clipping.
+    /// SHAC's actor step with the gradient `grad` of the actor loss ([`actor_step`]): the
+    /// NaN / > 1e6 rule (abort with [`crate::Error::NonFiniteGradient`] or skip), norm
+    /// clipping, Adam. Returns the norm before clipping.
     pub(crate) fn apply_actor_gradient(&mut self, grad: &mut [f32]) -> Result<f64> {
         let cfg = &self.cfg;
-        let norm = grad_norm(grad);
-        let update_actor = if norm.is_nan() || norm > GRAD_NORM_LIMIT {
-            match cfg.on_nonfinite_grad {
-                NonFiniteGradPolicy::Abort => {
-                    return Err(Error::NonFiniteGradient {
-                        epoch: self.epoch,
-                        norm: norm as f32,
-                    })
-                }
-                NonFiniteGradPolicy::Skip => false,
-            }
-        } else {
-            true
-        };
-        if update_actor {
-            if cfg.truncate_grads {
-                clip_grad_norm(grad, cfg.grad_norm);
-            }
-            let mut params = self.actor.params_flat();
-            self.actor_opt.update(&mut params, grad);
-            self.actor.set_params_flat(&params);
-        }
-        Ok(norm)
+        actor_step(
+            &mut self.actor,
+            &mut self.actor_opt,
+            grad,
+            cfg.truncate_grads.then_some(cfg.grad_norm),
+            cfg.on_nonfinite_grad,
+            self.epoch,
+        )
     }
 
     /// The rest of the epoch after the actor step: critic fitting on the window (§1.4),
@@ -411,45 +335,20 @@ impl Shac {
         last_pass_loss
     }
 
-    /// Normalises raw observations with the current running statistics (if any).
-    fn normalised(&self, obs: ArrayView2<f32>) -> Array2<f32> {
-        let mut x = obs.to_owned();
-        if let Some(r) = &self.obs_rms {
-            r.normalize_in_place(x.view_mut());
+    /// The actor behind its observation normalisation.
+    pub(crate) fn policy(&self) -> PolicyView<'_> {
+        PolicyView {
+            task: &self.task,
+            actor: &self.actor,
+            obs_rms: self.obs_rms.as_ref(),
         }
-        x
     }
 
     /// Actions the env would receive (tanh applied) for raw observations `[N, obs_dim]`:
     /// `tanh(μ)` when `deterministic`, else `tanh(μ + σε)` with noise from the agent's own
     /// act RNG (which training does not use).
     pub fn act(&self, obs: ArrayView2<f32>, deterministic: bool) -> Result<Array2<f32>> {
-        let spec = self.task.spec();
-        if obs.ncols() != spec.obs_dim {
-            return Err(Error::dim(
-                "observations",
-                format!("[N, {}]", spec.obs_dim),
-                format!("{:?}", obs.shape()),
-            ));
-        }
-        let n = obs.nrows();
-        let x = self.normalised(obs);
-        let mut out = Array2::zeros((n, spec.act_dim));
-        let noise = if deterministic {
-            None
-        } else {
-            let mut eps = vec![0.0f32; n * spec.act_dim];
-            let mut rng = self.act_rng.lock().unwrap_or_else(|p| p.into_inner());
-            fill_normal(&mut rng, &mut eps);
-            Some(eps)
-        };
-        self.actor.act(
-            x.as_slice().expect("contiguous obs"),
-            n,
-            noise.as_deref(),
-            out.as_slice_mut().expect("contiguous actions"),
-        );
-        Ok(out)
+        self.policy().act(obs, deterministic, &self.act_rng)
     }
 
     /// Deterministic evaluation: `episodes` envs started from the task's stochastic reset
@@ -468,34 +367,10 @@ impl Shac {
         seed: u64,
         stochastic_init: bool,
     ) -> Result<EvalStats> {
-        let spec = self.task.spec();
-        let eps = self.rollout_episodes(episodes, seed, stochastic_init, spec.episode_length)?;
-        let returns: Vec<f32> = eps.iter().map(EvalEpisode::total_return).collect();
-        let mut successes = Some(0usize);
-        for e in &eps {
-            successes = match (successes, self.task.episode_success(e.states.view())) {
-                (Some(k), Some(ok)) => Some(k + ok as usize),
-                _ => None,
-            };
-        }
-        let m = episodes as f64;
-        let mean = returns.iter().map(|&r| r as f64).sum::<f64>() / m;
-        let var = returns
-            .iter()
-            .map(|&r| (r as f64 - mean) * (r as f64 - mean))
-            .sum::<f64>()
-            / m;
-        Ok(EvalStats {
-            mean_return: mean as f32,
-            std_return: var.sqrt() as f32,
-            returns,
-            success_rate: successes.map(|k| (k as f64 / m) as f32),
-        })
+        self.policy().evaluate(episodes, seed, stochastic_init)
     }
 
-    /// The episodes behind [`Shac::evaluate_from`]: `episodes` envs seeded by `seed`, run
-    /// with the deterministic policy `tanh(μ)` until each has finished one episode or
-    /// `max_steps` steps (whichever comes first), keeping every visited state and reward.
+    /// The episodes behind [`Shac::evaluate_from`] ([`PolicyView::rollout_episodes`]).
     pub fn rollout_episodes(
         &self,
         episodes: usize,
@@ -503,63 +378,8 @@ impl Shac {
         stochastic_init: bool,
         max_steps: usize,
     ) -> Result<Vec<EvalEpisode>> {
-        if episodes == 0 {
-            return Err(Error::config("episodes", "must be at least 1"));
-        }
-        let spec = self.task.spec();
-        let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
-        let mut env = BatchEnv::new(self.task.clone(), episodes, seed, stochastic_init)?;
-        let mut rewards = vec![Vec::new(); episodes];
-        let mut finished = vec![false; episodes];
-        let mut states: Vec<Vec<f32>> =
-            env.state().rows().into_iter().map(|r| r.to_vec()).collect();
-        let mut obs = Array2::<f32>::zeros((episodes, od));
-        let mut actions = Array2::<f32>::zeros((episodes, ad));
-        let mut next = Array2::<f32>::zeros((episodes, sd));
-        let mut reward = ndarray::Array1::<f32>::zeros(episodes);
-        let mut done = vec![Done::No; episodes];
-        let mut remaining = episodes;
-        // Every episode ends by the time limit at the latest.
-        for _ in 0..spec.episode_length.min(max_steps) {
-            self.task.observe(env.state(), obs.view_mut());
-            if let Some(r) = &self.obs_rms {
-                r.normalize_in_place(obs.view_mut());
-            }
-            self.actor.act(
-                obs.as_slice().expect("contiguous obs"),
-                episodes,
-                None,
-                actions.as_slice_mut().expect("contiguous actions"),
-            );
-            env.step(
-                actions.view(),
-                next.view_mut(),
-                reward.view_mut(),
-                &mut done,
-            )?;
-            for i in 0..episodes {
-                if finished[i] {
-                    continue;
-                }
-                rewards[i].push(reward[i]);
-                states[i].extend(next.row(i).iter());
-                if done[i].is_done() {
-                    finished[i] = true;
-                    remaining -= 1;
-                }
-            }
-            if remaining == 0 {
-                break;
-            }
-        }
-        Ok(states
-            .into_iter()
-            .zip(rewards)
-            .map(|(s, rewards)| EvalEpisode {
-                states: Array2::from_shape_vec((s.len() / sd, sd), s).expect("episode states"),
-                rewards,
-            })
-            .collect())
+        self.policy()
+            .rollout_episodes(episodes, seed, stochastic_init, max_steps)
     }
 }
 
@@ -567,7 +387,7 @@ impl Shac {
 pub(crate) mod tests {
     use super::*;
     use crate::testing::PointMass;
-    use crate::NetworkBackend;
+    use crate::{Error, NetworkBackend, NonFiniteGradPolicy};
 
     pub(crate) fn toy_config() -> ShacConfig {
         ShacConfig {

@@ -395,6 +395,49 @@ impl WindowEngine {
         seeds: &WindowSeeds,
         actor_grad: &mut [f32],
     ) {
+        self.sweep(
+            task,
+            dynamics,
+            actor,
+            Some(value_net),
+            frozen,
+            seeds,
+            actor_grad,
+        );
+    }
+
+    /// The reverse sweep of an objective without terminal values (BPTT): as
+    /// [`WindowEngine::reverse_sweep`] with no value network.
+    ///
+    /// # Panics
+    /// If a value seed is nonzero (a caller bug: there is no network to differentiate).
+    pub fn reverse_sweep_rewards_only(
+        &mut self,
+        task: &dyn Task,
+        dynamics: &dyn StepAdjoint,
+        actor: &StochasticActor,
+        frozen: Option<&RunningMeanStd>,
+        seeds: &WindowSeeds,
+        actor_grad: &mut [f32],
+    ) {
+        assert!(
+            seeds.value.iter().all(|&v| v == 0.0),
+            "reverse_sweep_rewards_only: nonzero value seeds"
+        );
+        self.sweep(task, dynamics, actor, None, frozen, seeds, actor_grad);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sweep(
+        &mut self,
+        task: &dyn Task,
+        dynamics: &dyn StepAdjoint,
+        actor: &StochasticActor,
+        value_net: Option<&Mlp<f32>>,
+        frozen: Option<&RunningMeanStd>,
+        seeds: &WindowSeeds,
+        actor_grad: &mut [f32],
+    ) {
         let h = self.horizon();
         let n = self.num_envs();
         let od = self.obs.len_of(Axis(2));
@@ -417,7 +460,7 @@ impl WindowEngine {
             .flat_map(|t| (0..n).map(move |i| (t, i)))
             .filter(|&(t, i)| seeds.value[[t, i]] != 0.0)
             .collect();
-        if !rows.is_empty() {
+        if let (false, Some(value_net)) = (rows.is_empty(), value_net) {
             let k = rows.len();
             let mut x = Vec::with_capacity(k * od);
             let mut seed = Vec::with_capacity(k);

@@ -381,6 +381,20 @@ impl ArticulationBuilder {
         Ok(())
     }
 
+    /// Attaches `shape` to an existing `link` without adding mass: drawn by the renderer,
+    /// and a source of contact points only while shape contacts are on
+    /// ([`ArticulationBuilder::set_shape_contacts`]).
+    pub fn add_shape(&mut self, link: usize, shape: Shape) -> Result<()> {
+        if link >= self.links.len() {
+            return Err(Error::InvalidParameter {
+                name: "shape link".into(),
+                reason: format!("link {link} does not exist"),
+            });
+        }
+        self.shapes.push(LinkShape { link, shape });
+        Ok(())
+    }
+
     /// Adds a link with explicit mass properties (URDF `<inertial>`); `shapes` are kept for
     /// contact and rendering but do not add mass.
     pub fn add_link_inertial(

@@ -278,3 +278,54 @@ fn box_on_the_ground_settles_at_the_predicted_penetration() {
     // stays level
     assert!(q[3].abs() < 1e-9 && q[5].abs() < 1e-9);
 }
+
+// ---------------------------------------------------------------- sliding box
+#[test]
+fn sliding_box_decelerates_by_friction_and_stops() {
+    // A box resting at its contact equilibrium, pushed to 2 m/s along x: friction
+    // min(kf·|v_t|, mu·ke·d) can only remove kinetic energy, so the speed falls
+    // monotonically, at about mu·g (the cap, 0.5·9.81 m/s²) while it slides, to rest
+    // after about 2 / (mu·g) = 0.41 s.
+    let mat = ContactMaterial {
+        ke: 2e4,
+        kd: 2e5,
+        kf: 1e3,
+        mu: 0.5,
+    };
+    let art = free_box([0.0, -9.81, 0.0], true, mat);
+    let m = art.links[0].mass;
+    let params = SimParams {
+        dt: 1.0 / 60.0,
+        substeps: 16,
+        mm_freq: 1,
+    };
+    let d_eq = m * 9.81 / (4.0 * mat.ke);
+    let mut q = vec![0.0, 0.1 - d_eq, 0.0, 0.0, 0.0, 0.0, 1.0];
+    // world twist [ω, v]: v is the velocity of the point at the world origin; a pure
+    // translation has v = the body's velocity
+    let mut qd = vec![0.0, 0.0, 0.0, 2.0, 0.0, 0.0];
+    let mut speeds = vec![2.0f64];
+    for _ in 0..45 {
+        run(&art, &params, &mut q, &mut qd, 1);
+        speeds.push(qd[3]);
+    }
+    println!("speeds every step: {speeds:?}");
+    // (once nearly stopped, the pitch the friction gave the box lets v at the origin
+    // swing by a few mm/s either way)
+    for w in speeds.windows(2).filter(|w| w[0] > 0.01) {
+        assert!(w[1] <= w[0] + 1e-9, "friction accelerated the box: {w:?}");
+    }
+    // sliding phase: the first 0.2 s lose about mu·g·t
+    let lost = 2.0 - speeds[12];
+    assert!(
+        (lost - 0.5 * 9.81 * 0.2).abs() < 0.1,
+        "speed lost in 0.2 s {lost}, expected {}",
+        0.5 * 9.81 * 0.2
+    );
+    assert!(speeds[45].abs() < 0.05, "still sliding at {}", speeds[45]);
+    assert!(
+        q[0] > 0.3 && q[0] < 2.0 * 0.75 / 2.0 + 0.1,
+        "slid {} m",
+        q[0]
+    );
+}

@@ -21,8 +21,8 @@
 //! - [`SobolevTrainer`]: Adam, gradient clipping and minibatches over the buffer;
 //!   [`evaluate`]: held-out next-state and Jacobian errors.
 //!
-//! `examples/cartpole_sobolev.rs` compares the Sobolev model with an MSE-only one on
-//! CartPole transitions.
+//! `examples/sobolev_vs_mse.rs` compares the Sobolev model with an MSE-only one on
+//! a task's transitions (CartPole, Hopper, HalfCheetah, Ant, Humanoid).
 
 pub mod buffer;
 pub mod config;

@@ -52,22 +52,28 @@ pub fn s(p: &Path) -> &str {
 pub fn train_small(tmp: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let cfg = write(tmp, "small.toml", SMALL);
     let out = tmp.join(name);
+    train_cartpole("shac", &cfg, &out, extra);
+    out
+}
+
+/// `mbmix train --task cartpole-swingup --algo <algo> --config <cfg> --out <out> --quiet`
+/// followed by `extra`; asserts that training succeeds.
+pub fn train_cartpole(algo: &str, cfg: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
         "train",
         "--task",
         "cartpole-swingup",
         "--algo",
-        "shac",
+        algo,
         "--config",
-        s(&cfg),
+        s(cfg),
         "--out",
-        s(&out),
+        s(out),
         "--quiet",
     ];
     args.extend_from_slice(extra);
     let (result, _) = mbmix(&args);
-    assert_eq!(result.expect("training succeeds"), Exit::Success);
-    out
+    assert_eq!(result.expect("training succeeds"), Exit::Success, "{algo}");
 }
 
 /// Every file under `dir` with its content.

@@ -45,7 +45,7 @@
 
 use super::{
     axis_angle_matrix, bad, line_of, mat_mul, parse_num, parse_nums, quat_matrix, read_text,
-    xml_error, LoadedModel, IDENTITY,
+    segment_frame, xml_error, LoadedModel, IDENTITY,
 };
 use crate::model::{
     ArticulationBuilder, ContactMaterial, Geometry, InertiaTransform, Joint, JointKind, Shape,
@@ -666,28 +666,14 @@ impl Parser<'_> {
                 need(1)?;
                 let ft = self.vec_attr(gn, "fromto", elem)?.unwrap_or([0.0; 6]);
                 let (from, to) = ([ft[0], ft[1], ft[2]], [ft[3], ft[4], ft[5]]);
-                let d = sub(to, from);
-                let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-                if len <= 1e-12 {
-                    return Err(bad(self.path, elem, "attribute `fromto` has zero length"));
-                }
-                // quirk 4: rotate local x onto the fromto direction: dflex's
-                // quat_from_axis_angle(normalize(d × x), −acos(d·x))
-                let dir = d.map(|v| v / len);
-                let angle = dir[0].clamp(-1.0, 1.0).acos();
-                let axis = cross(dir, [1.0, 0.0, 0.0]);
-                let rot = axis_angle_matrix(axis, -angle).unwrap_or(if dir[0] > 0.0 {
-                    IDENTITY
-                } else {
-                    // extension: along −x (dflex would build a zero quaternion)
-                    crate::spatial::axis_angle([0.0, 0.0, 1.0], PI)
-                });
+                let (half_width, center, rot) = segment_frame(from, to)
+                    .ok_or_else(|| bad(self.path, elem, "attribute `fromto` has zero length"))?;
                 (
                     Geometry::Capsule {
                         radius: size[0],
-                        half_width: 0.5 * len,
+                        half_width,
                     },
-                    scale(add(from, to), 0.5),
+                    center,
                     rot,
                 )
             }
@@ -777,14 +763,4 @@ fn add(a: V3<f64>, b: V3<f64>) -> V3<f64> {
 }
 fn sub(a: V3<f64>, b: V3<f64>) -> V3<f64> {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-fn scale(a: V3<f64>, s: f64) -> V3<f64> {
-    [a[0] * s, a[1] * s, a[2] * s]
-}
-fn cross(a: V3<f64>, b: V3<f64>) -> V3<f64> {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }

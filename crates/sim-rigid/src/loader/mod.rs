@@ -274,3 +274,30 @@ pub(crate) mod opt_transform_serde {
         Ok(Option::<Repr>::deserialize(d)?.map(|r| Transform { p: r.p, r: r.r }))
     }
 }
+
+/// The frame of a segment `from → to` for a capsule along its local x axis: half its
+/// length, its midpoint and the rotation taking local x onto the segment direction, built
+/// as dflex does for MJCF `fromto` (tasks.md §1.2 quirk 4: `quat_from_axis_angle(d × x,
+/// −acos(d·x))`); a segment along −x, where dflex would build a zero quaternion, gets a
+/// half turn about z. `None` for a zero-length segment.
+pub fn segment_frame(from: V3<f64>, to: V3<f64>) -> Option<(f64, V3<f64>, M3<f64>)> {
+    let d = [to[0] - from[0], to[1] - from[1], to[2] - from[2]];
+    let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+    if len <= 1e-12 {
+        return None;
+    }
+    let dir = d.map(|v| v / len);
+    let angle = dir[0].clamp(-1.0, 1.0).acos();
+    let axis = [0.0, dir[2], -dir[1]]; // dir × x
+    let rot = axis_angle_matrix(axis, -angle).unwrap_or(if dir[0] > 0.0 {
+        IDENTITY
+    } else {
+        crate::spatial::axis_angle([0.0, 0.0, 1.0], std::f64::consts::PI)
+    });
+    let mid = [
+        0.5 * (from[0] + to[0]),
+        0.5 * (from[1] + to[1]),
+        0.5 * (from[2] + to[2]),
+    ];
+    Some((0.5 * len, mid, rot))
+}

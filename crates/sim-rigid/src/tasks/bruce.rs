@@ -23,8 +23,9 @@ use super::ant::Z_UP_TO_Y_UP;
 use super::locomotion::{HeightReward, Locomotion, LocomotionConfig};
 use crate::batch::RigidEnv;
 use crate::dynamics::SimParams;
-use crate::loader::{load_urdf, robot_path, DroppedJoints, UrdfOptions};
-use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform};
+use crate::loader::{load_urdf, robot_path, segment_frame, DroppedJoints, UrdfOptions};
+use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform, Shape};
+use crate::spatial::Transform;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
@@ -42,16 +43,32 @@ pub const LEG_JOINTS: [&str; 10] = [
     "ankle_pitch_l",
 ];
 
+/// Radius of the drawn limbs (m) and height of the drawn torso above the base origin (m):
+/// rendering only.
+const LIMB_RADIUS: f64 = 0.02;
+const TORSO_HEIGHT: f64 = 0.15;
+
 /// The Bruce task's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BruceConfig {
+    /// Task name (`bruce`; the presets below name their own).
+    pub name: String,
     /// Keep the 6 arm joints (actuated like the legs); default false (welded to the base).
     pub arms: bool,
-    /// Torque per unit action, N·m (10.5).
+    /// Torque per unit action, N·m (10.5, the Koala BEAR actuators' limit; in
+    /// [`Self::position_targets`] the PD gain times the target range).
     pub torque_limit: f64,
-    /// Substeps per 1/60 s control step (32); the mass matrix is rebuilt once per step.
+    /// Substeps per 1/60 s control step (32).
     pub substeps: usize,
+    /// Substeps between mass-matrix rebuilds (dflex `MM_caching_frequency`). Default 1,
+    /// every substep: a deliberate deviation from DiffRL's Humanoid, which rebuilds once per
+    /// control step (48). With the mass matrix held for a whole step (32 here), SHAC
+    /// learned on `bruce-pos` to swim through the air — the stale matrix does not conserve
+    /// momentum while the legs swing fast — and the same policy falls at once when the
+    /// matrix is rebuilt every 1 or 8 substeps (returns 3474 → 34 and 44). Costs 1.5× per
+    /// step.
+    pub mass_matrix_every: usize,
     /// Joint stiffness toward the rest pose, N·m/rad (dflex `joint_target_ke`, as DiffRL's
     /// Humanoid has): the hardware runs its joints under a position-mode PD loop (kp 60,
     /// kd 2, `BRUCE_macros.py`); a passive spring stands in for it and the policy's torques
@@ -86,9 +103,11 @@ pub struct BruceConfig {
 impl Default for BruceConfig {
     fn default() -> Self {
         BruceConfig {
+            name: "bruce".into(),
             arms: false,
             torque_limit: 10.5,
             substeps: 32,
+            mass_matrix_every: 1,
             stiffness: 0.0,
             damping: 0.1,
             armature: 0.011,
@@ -121,9 +140,26 @@ impl BruceConfig {
     /// does), with the policy's torques (±10.5 N·m) on top. Zero action stands still.
     pub fn position_loop() -> Self {
         BruceConfig {
+            name: "bruce-pd".into(),
             stiffness: 100.0,
             damping: 2.0,
             ..BruceConfig::default()
+        }
+    }
+
+    /// `bruce-pos`: position control, the way the hardware is driven. The action sets each
+    /// joint's target angle, rest + 0.5 rad · clip(a), tracked by the PD loop kp 100, kd 2
+    /// of [`Self::position_loop`], evaluated every substep. With the engine's joint spring
+    /// ke·(target₀ − q) toward the rest pose, a target offset δ is the extra torque ke·δ, so
+    /// the actuator gain is kp · 0.5 rad = 50 N·m per unit action. Deviation: the motor's
+    /// 10.5 N·m saturation is not modelled in this mode (the PD torque is not clipped).
+    /// In `bruce-pd` the same loop only moves the targets by ±10.5/100 rad = ±6°, too
+    /// little for a step.
+    pub fn position_targets() -> Self {
+        BruceConfig {
+            name: "bruce-pos".into(),
+            torque_limit: 100.0 * 0.5,
+            ..BruceConfig::position_loop()
         }
     }
 }
@@ -175,6 +211,27 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     for c in soles {
         model.builder.add_contact_point(c)?;
     }
+    // Limbs for the renderer (the URDF's meshes are not loaded): a massless, contactless
+    // capsule from each link's origin to each child joint, and a torso above the base.
+    let limbs: Vec<(usize, [f64; 3])> = {
+        let links = model.builder.links();
+        let mut v: Vec<(usize, [f64; 3])> = links
+            .iter()
+            .filter_map(|l| l.parent.map(|p| (p, l.joint.x_pj.p)))
+            .collect();
+        v.push((0, [0.0, 0.0, TORSO_HEIGHT]));
+        v
+    };
+    for (link, to) in limbs {
+        if let Some((half_width, center, r)) = segment_frame([0.0; 3], to) {
+            let pose = Transform { p: center, r };
+            let capsule = Geometry::Capsule {
+                radius: LIMB_RADIUS,
+                half_width,
+            };
+            model.builder.add_shape(link, Shape::new(capsule, pose))?;
+        }
+    }
     let mut art = model.build()?;
     for l in art.links.iter_mut().skip(1) {
         l.joint.target_kd = cfg.damping;
@@ -193,17 +250,12 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
     let h0 = -lowest + 1e-3;
     let n_act = nj;
     Locomotion::new(LocomotionConfig {
-        name: if cfg.stiffness > 0.0 {
-            "bruce-pd"
-        } else {
-            "bruce"
-        }
-        .into(),
+        name: cfg.name.clone(),
         art,
         params: SimParams {
             dt: 1.0 / 60.0,
             substeps: cfg.substeps,
-            mm_freq: cfg.substeps,
+            mm_freq: cfg.mass_matrix_every,
         },
         episode_length: cfg.episode_length,
         start_pos: [0.0, h0, 0.0],

@@ -1,21 +1,25 @@
-//! Measurement: a Sobolev-trained dynamics model (`sobolev.form = full`) against an MSE-only
-//! model (`none`) on CartPole swing-up transitions, with equal data and equal optimiser
-//! steps; both are scored on held-out transitions.
+//! Measurement: a Sobolev-trained dynamics model (`sobolev.form = full` by default) against
+//! an MSE-only model (`none`) on one task's transitions (`--task`: cartpole-swingup, hopper,
+//! half-cheetah, ant, humanoid), with equal data and equal optimiser steps; both are scored
+//! on held-out transitions with full Jacobians.
 //!
 //! Data: envs start from the task's stochastic resets and take uniformly random actions in
-//! [−1, 1] for `--steps` steps; every visited (s, a) is a transition. The held-out set comes
-//! from other seeds. Both models see the same transitions (the MSE model without the
+//! [−1, 1] for `--steps` steps; every visited (s, a) is a transition (an env whose state
+//! stops being finite is dropped by the transition filter). The held-out set comes from
+//! other seeds. Both models see the same transitions (the MSE model without the
 //! Jacobian targets), the same normalisation statistics, initial weights and minibatches,
 //! and the same learning-rate schedule (linear decay from 1e-3 to `--lr-final`).
 //!
 //! ```text
-//! cargo run --release -p sobolev-model --example cartpole_sobolev -- --epochs 30
+//! cargo run --release -p sobolev-model --example sobolev_vs_mse -- --epochs 30
+//! cargo run --release -p sobolev-model --example sobolev_vs_mse -- --task ant --steps 64
 //! ```
 
 use clap::Parser;
 use diff_core::rng::uniform01;
 use diff_core::{seeded, Task};
 use ndarray::{concatenate, Array2, Axis};
+use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
 use sim_rigid::CartPoleSwingUp;
 use sobolev_model::{
     collect, evaluate, ModelConfig, SobolevConfig, SobolevForm, SobolevTrainer, TargetLayout,
@@ -25,6 +29,15 @@ use std::time::Instant;
 
 #[derive(Parser, Debug)]
 struct Args {
+    /// Task: cartpole-swingup, hopper, half-cheetah, ant or humanoid.
+    #[arg(long, default_value = "cartpole-swingup")]
+    task: String,
+    /// Jacobian term of the Sobolev model: full, vjp_proj, jvp_proj or bilinear.
+    #[arg(long, default_value = "full")]
+    form: String,
+    /// Random directions per transition for the projected forms.
+    #[arg(long, default_value_t = 1)]
+    directions: usize,
     /// Training envs (each contributes `steps` transitions).
     #[arg(long, default_value_t = 64)]
     train_envs: usize,
@@ -53,8 +66,14 @@ struct Args {
 }
 
 /// Transitions of `envs` random-action rollouts of `steps` steps from stochastic resets,
-/// with full Jacobian targets.
-fn rollouts(task: &CartPoleSwingUp, envs: usize, steps: usize, seed: u64) -> Transitions {
+/// with the targets `spec` asks for.
+fn rollouts(
+    task: &dyn Task,
+    envs: usize,
+    steps: usize,
+    seed: u64,
+    spec_t: &TargetSpec,
+) -> Transitions {
     let spec = task.spec().clone();
     let mut rng = seeded(seed, 1);
     let mut s = Array2::<f32>::zeros((envs, spec.state_dim));
@@ -66,16 +85,17 @@ fn rollouts(task: &CartPoleSwingUp, envs: usize, steps: usize, seed: u64) -> Tra
         let a = Array2::from_shape_fn((envs, spec.act_dim), |_| {
             (2.0 * uniform01(&mut rng) - 1.0) as f32
         });
-        let b = collect(
-            task,
-            s.view(),
-            a.view(),
-            &TargetSpec::unit(SobolevForm::Full, 1),
-            &mut rng,
-        )
-        .expect("collect");
-        assert_eq!(b.dropped, 0, "CartPole targets are finite");
-        s = b.s_next.clone();
+        let b = collect(task, s.view(), a.view(), spec_t, &mut rng).expect("collect");
+        if b.dropped > 0 {
+            println!(
+                "  {} transitions with non-finite targets dropped",
+                b.dropped
+            );
+        }
+        // Continue from the stepped states (rows of dropped transitions included).
+        let mut next = s.clone();
+        task.step(s.view(), a.view(), next.view_mut());
+        s = next;
         parts.push(b);
     }
     let cat = |f: &dyn Fn(&Transitions) -> &Array2<f32>| {
@@ -94,15 +114,45 @@ fn rollouts(task: &CartPoleSwingUp, envs: usize, steps: usize, seed: u64) -> Tra
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let task = CartPoleSwingUp::new();
+    let task: Box<dyn Task> = match args.task.as_str() {
+        "cartpole-swingup" => Box::new(CartPoleSwingUp::new()),
+        "hopper" => Box::new(Hopper::hopper()),
+        "half-cheetah" => Box::new(HalfCheetah::half_cheetah()),
+        "ant" => Box::new(Ant::ant()),
+        "humanoid" => Box::new(Humanoid::humanoid()),
+        other => return Err(format!("unknown task `{other}`").into()),
+    };
+    let form: SobolevForm = toml::Value::String(args.form.clone()).try_into()?;
+    if form == SobolevForm::None {
+        return Err("--form must name a Jacobian term (the MSE model is the baseline)".into());
+    }
+    let sob_cfg = SobolevConfig {
+        form,
+        directions: args.directions,
+        ..SobolevConfig::default()
+    };
+    let task = task.as_ref();
     let (ds, da) = (task.spec().state_dim, task.spec().act_dim);
     let t0 = Instant::now();
-    let train = rollouts(&task, args.train_envs, args.steps, args.seed);
-    let held = rollouts(&task, args.test_envs, args.steps, args.seed + 1_000_003);
+    let train = rollouts(
+        task,
+        args.train_envs,
+        args.steps,
+        args.seed,
+        &TargetSpec::from_config(&sob_cfg),
+    );
+    let held = rollouts(
+        task,
+        args.test_envs,
+        args.steps,
+        args.seed + 1_000_003,
+        &TargetSpec::unit(SobolevForm::Full, 1),
+    );
     println!(
-        "data: {} train / {} held-out CartPole transitions ({:.1} s)",
+        "data: {} train / {} held-out {} transitions ({:.1} s)",
         train.len(),
         held.len(),
+        args.task,
         t0.elapsed().as_secs_f64()
     );
     let mse_data = Transitions::from_parts(
@@ -114,7 +164,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     let mut rows = Vec::new();
-    for (form, data) in [(SobolevForm::Full, &train), (SobolevForm::None, &mse_data)] {
+    for (form, data) in [(form, &train), (SobolevForm::None, &mse_data)] {
         let base = ModelConfig::default();
         let cfg = ModelConfig {
             hidden: args.hidden.clone().unwrap_or(base.hidden.clone()),
@@ -122,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: args.seed,
             sobolev: SobolevConfig {
                 form,
-                ..SobolevConfig::default()
+                ..sob_cfg.clone()
             },
             ..base
         };
@@ -164,9 +214,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "| {} | {} | {:.0} | {:.4} | {:.4} | {:.4} |",
             if *form == SobolevForm::None {
-                "MSE only (none)"
+                "MSE only (none)".to_string()
             } else {
-                "Sobolev (full)"
+                format!("Sobolev ({})", form.name())
             },
             steps,
             secs,
