@@ -1282,6 +1282,7 @@ fn mini_locomotion(height: HeightReward) -> Locomotion {
         up_weight: 0.1,
         heading_weight: 1.0,
         action_penalty: -0.01,
+        ang_vel_penalty: -0.05,
         noise_pos: 0.1,
         noise_rot: 0.1,
         noise_joint: 0.1,

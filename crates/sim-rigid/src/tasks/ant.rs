@@ -69,6 +69,7 @@ pub fn ant_def() -> diff_core::Result<Locomotion> {
         up_weight: 0.1,
         heading_weight: 1.0,
         action_penalty: 0.0,
+        ang_vel_penalty: 0.0,
         noise_pos: 0.1,
         noise_rot: PI / 24.0,
         noise_joint: 0.2,

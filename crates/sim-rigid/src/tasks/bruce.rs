@@ -90,6 +90,12 @@ pub struct BruceConfig {
     pub height_scale: f64,
     /// Action penalty coefficient (−0.002).
     pub action_penalty: f64,
+    /// Coefficient of the torso's squared roll and pitch rates (−0.05, legged_gym's
+    /// `ang_vel_xy` weight; Humanoid has no such term). Without it, SHAC on `bruce-pos`
+    /// found a glide: the torso wobbling at ±10 rad/s about 20 times a second while the feet
+    /// ratchet forward at 6–8 m/s, pose otherwise frozen (a 2000-epoch run scored 4546,
+    /// against 1590 for standing still).
+    pub ang_vel_penalty: f64,
     /// Target offset from the start (1000, 0, 0).
     pub target: [f64; 3],
     /// Reset noise: position ± (0.02 m), rotation ± (π/24), joints ± (0.1), q̇ ± (0.1).
@@ -123,6 +129,7 @@ impl Default for BruceConfig {
             height_tolerance: 0.05,
             height_scale: 10.0,
             action_penalty: -0.002,
+            ang_vel_penalty: -0.05,
             target: [1000.0, 0.0, 0.0],
             noise_pos: 0.02,
             noise_rot: PI / 24.0,
@@ -271,6 +278,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
         up_weight: 0.1,
         heading_weight: 1.0,
         action_penalty: cfg.action_penalty,
+        ang_vel_penalty: cfg.ang_vel_penalty,
         noise_pos: cfg.noise_pos,
         noise_rot: cfg.noise_rot,
         noise_joint: cfg.noise_joint,

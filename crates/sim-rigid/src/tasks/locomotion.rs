@@ -64,6 +64,10 @@ pub struct LocomotionConfig {
     pub heading_weight: f64,
     /// Coefficient of Σa² (Ant 0, Humanoid −0.002).
     pub action_penalty: f64,
+    /// Coefficient of the torso's squared roll and pitch rates ω_x² + ω_z² (world frame,
+    /// y up). 0 in every DiffRL task (they have no such term); Bruce uses it against a
+    /// vibrating glide (see `bruce.rs`).
+    pub ang_vel_penalty: f64,
     /// Reset noise: position ±, rotation angle ± (about a random axis), joints ±, q̇ ±.
     pub noise_pos: f64,
     pub noise_rot: f64,
@@ -383,6 +387,7 @@ impl RigidTask for Locomotion {
             + T::cst(self.cfg.heading_weight) * hd
             + self.height_term(s[1])
             + action_penalty(self.cfg.action_penalty, a)
+            + T::cst(self.cfg.ang_vel_penalty) * (w[0] * w[0] + w[2] * w[2])
     }
 
     fn reward_vjp<T: Real>(&self, s: &[T], a: &[T], g: T, adj_s: &mut [T], adj_a: &mut [T]) {
@@ -402,6 +407,9 @@ impl RigidTask for Locomotion {
         );
         adj_s[1] += g * self.height_term_derivative(s[1]);
         action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
+        let c2 = g * T::cst(2.0 * self.cfg.ang_vel_penalty);
+        adj_s[nq] += c2 * w[0];
+        adj_s[nq + 2] += c2 * w[2];
     }
 
     fn terminated(&self, s: &[f32]) -> bool {
