@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{BpttConfig, PpoConfig, ShacConfig};
+use mbmix_policy::{BpttConfig, MbMixConfig, PpoConfig, ShacConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,12 @@ pub struct RunConfig {
     /// preset (algorithms.md §1.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shac: Option<ShacConfig>,
+    /// MB-MIX hyperparameters (`[mbmix]`, with the subsections `[mbmix.shac]`,
+    /// `[mbmix.mix]`, `[mbmix.rollout]`, `[mbmix.model]`, `[mbmix.model.sobolev]`,
+    /// `[mbmix.critic]`, `[mbmix.diagnostics]`); present exactly when `algo` is `mbmix` or
+    /// one of its ablations. Default: the preset of the algorithm name for the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbmix: Option<MbMixConfig>,
     /// BPTT hyperparameters; present exactly when `algo = "bptt"`. Default: the task's
     /// preset ([`registry::bptt_preset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +79,10 @@ impl RunConfig {
         let task_entry = registry::task_entry(task)?;
         let algo_kind = registry::algorithm(algo)?;
         let shac = (algo_kind == Algo::Shac).then(|| (task_entry.shac_preset)());
+        let mbmix = match algo_kind {
+            Algo::MbMix(preset) => Some(registry::mbmix_preset(task_entry, preset)),
+            _ => None,
+        };
         let bptt = (algo_kind == Algo::Bptt).then(|| registry::bptt_preset(task));
         let ppo = (algo_kind == Algo::Ppo).then(|| registry::ppo_preset(task));
         Ok(RunConfig {
@@ -83,6 +93,7 @@ impl RunConfig {
             eval_episodes: DEFAULT_EVAL_EPISODES,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             shac,
+            mbmix,
             bptt,
             ppo,
         })
@@ -167,6 +178,7 @@ impl RunConfig {
         self.shac
             .as_ref()
             .map(|c| c.max_epochs)
+            .or(self.mbmix.as_ref().map(|m| m.shac.max_epochs))
             .or(self.bptt.as_ref().map(|c| c.max_epochs))
             .or(self.ppo.as_ref().map(|c| c.max_epochs))
             .unwrap_or(0)
@@ -176,6 +188,9 @@ impl RunConfig {
     pub fn set_max_epochs(&mut self, epochs: usize) {
         if let Some(c) = self.shac.as_mut() {
             c.max_epochs = epochs;
+        }
+        if let Some(m) = self.mbmix.as_mut() {
+            m.shac.max_epochs = epochs;
         }
         if let Some(c) = self.bptt.as_mut() {
             c.max_epochs = epochs;
@@ -198,12 +213,18 @@ impl RunConfig {
                 return Err(Error::Usage(format!("`{field}` must be at least 1")));
             }
         }
-        for (section, present, owner) in [
-            ("shac", self.shac.is_some(), Algo::Shac),
-            ("bptt", self.bptt.is_some(), Algo::Bptt),
-            ("ppo", self.ppo.is_some(), Algo::Ppo),
+        // A section of another algorithm is a mistake (it would be silently ignored).
+        for (section, present, applies) in [
+            ("shac", self.shac.is_some(), algo == Algo::Shac),
+            (
+                "mbmix",
+                self.mbmix.is_some(),
+                matches!(algo, Algo::MbMix(_)),
+            ),
+            ("bptt", self.bptt.is_some(), algo == Algo::Bptt),
+            ("ppo", self.ppo.is_some(), algo == Algo::Ppo),
         ] {
-            if present && owner != algo {
+            if present && !applies {
                 return Err(Error::Usage(format!(
                     "a [{section}] section does not apply to algo `{}`",
                     self.algo
@@ -216,6 +237,12 @@ impl RunConfig {
                     Error::Usage("algo `shac` needs a [shac] section".to_string())
                 })?;
                 shac.validate()?;
+            }
+            Algo::MbMix(_) => {
+                let mbmix = self.mbmix.as_ref().ok_or_else(|| {
+                    Error::Usage(format!("algo `{}` needs an [mbmix] section", self.algo))
+                })?;
+                mbmix.validate()?;
             }
             Algo::Bptt => {
                 let bptt = self.bptt.as_ref().ok_or_else(|| {

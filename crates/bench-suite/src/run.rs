@@ -81,9 +81,56 @@ pub struct MetricsLine {
     /// Critic learning rate used in this epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critic_lr: Option<f32>,
+    /// MB-MIX: whether the actor used the model this epoch (false during warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_used: Option<bool>,
+    /// MB-MIX: the mixed objective's loss on the simulator window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_actor_loss: Option<f32>,
+    /// MB-MIX: the mixed objective's loss on the model rollout (or reading B's chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_actor_loss: Option<f32>,
+    /// MB-MIX: envs whose model rollout went non-finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_nonfinite: Option<usize>,
+    /// MB-MIX: mean Sobolev loss of the model's training epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_loss: Option<f64>,
+    /// MB-MIX: its Jacobian term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_jacobian_loss: Option<f64>,
+    /// MB-MIX: held-out next-state error of the model (diagnostic epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_next_state_err: Option<f64>,
+    /// MB-MIX: held-out Jacobian error of the model (diagnostic epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_jacobian_err: Option<f64>,
+    /// MB-MIX: actor-gradient variance of the mixed objective (diagnostic epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_var_mix: Option<f64>,
+    /// MB-MIX: actor-gradient variance of SHAC's objective on the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_var_shac: Option<f64>,
 }
 
 impl MetricsLine {
+    /// Copies MB-MIX's statistics of an epoch (nothing for other algorithms).
+    fn with_mbmix(mut self, m: Option<&mbmix_policy::MbMixEpochStats>) -> Self {
+        if let Some(m) = m {
+            self.model_used = Some(m.model_used);
+            self.sim_actor_loss = m.sim_actor_loss;
+            self.model_actor_loss = m.model_actor_loss;
+            self.model_nonfinite = Some(m.model_nonfinite);
+            self.model_loss = Some(m.model_loss);
+            self.model_jacobian_loss = Some(m.model_jacobian_loss);
+            self.model_next_state_err = m.model_next_state_err;
+            self.model_jacobian_err = m.model_jacobian_err;
+            self.grad_var_mix = m.grad_var_mix;
+            self.grad_var_shac = m.grad_var_shac;
+        }
+        self
+    }
+
     fn with_eval(mut self, eval: Option<&EvalStats>) -> Self {
         if let Some(e) = eval {
             self.eval_return = Some(e.mean_return);
@@ -570,6 +617,7 @@ impl Session {
                 critic_lr: self.trainer.has_critic().then_some(stats.critic_lr),
                 ..MetricsLine::default()
             }
+            .with_mbmix(stats.mbmix.as_ref())
             .with_eval(eval.as_ref());
             if let Some(e) = &eval {
                 last_eval = Some(e.mean_return);

@@ -4,7 +4,7 @@
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::registry::{self, Algo};
-use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, PolicyAgent, Ppo, Shac};
+use mbmix_policy::{Bptt, EpochStats, EvalEpisode, EvalStats, MbMix, PolicyAgent, Ppo, Shac};
 use std::path::Path;
 
 /// What the run loop needs from an algorithm.
@@ -43,45 +43,14 @@ pub trait Trainer {
     }
 }
 
-impl Trainer for Shac {
-    fn epoch(&self) -> usize {
-        Shac::epoch(self)
-    }
-    fn env_steps(&self) -> u64 {
-        Shac::env_steps(self)
-    }
-    fn train_epoch(&mut self) -> Result<EpochStats, mbmix_policy::Error> {
-        Shac::train_epoch(self)
-    }
-    fn evaluate(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-    ) -> Result<EvalStats, mbmix_policy::Error> {
-        Shac::evaluate_from(self, episodes, seed, stochastic_init)
-    }
-    fn rollout(
-        &self,
-        episodes: usize,
-        seed: u64,
-        stochastic_init: bool,
-        max_steps: usize,
-    ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
-        Shac::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
-    }
-    fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        Shac::save_checkpoint(self, path)
-    }
-    fn load_checkpoint(&mut self, path: &Path) -> Result<(), mbmix_policy::Error> {
-        Shac::load_checkpoint(self, path)
-    }
-}
-
-/// `Trainer` for an agent whose methods have the baselines' signatures (`evaluate` with the
-/// choice of initial states).
-macro_rules! baseline_trainer {
-    ($agent:ty, has_critic: $critic:expr) => {
+/// Implements [`Trainer`] for an agent type by delegating to its methods of the trainer's
+/// names and signatures, inherent or [`PolicyAgent`]'s (`rollout_episodes` for `rollout`).
+/// `evaluate` names the function that evaluates with the choice of initial states
+/// (`evaluate_from` for SHAC and MB-MIX, whose own `evaluate` always uses the stochastic
+/// reset; [`PolicyAgent::evaluate`] for the baselines); `has_critic` is
+/// [`Trainer::has_critic`].
+macro_rules! trainer_by_delegation {
+    ($agent:ty, evaluate: $evaluate:path, has_critic: $critic:expr) => {
         impl Trainer for $agent {
             fn epoch(&self) -> usize {
                 <$agent>::epoch(self)
@@ -98,7 +67,7 @@ macro_rules! baseline_trainer {
                 seed: u64,
                 stochastic_init: bool,
             ) -> Result<EvalStats, mbmix_policy::Error> {
-                <$agent as PolicyAgent>::evaluate(self, episodes, seed, stochastic_init)
+                $evaluate(self, episodes, seed, stochastic_init)
             }
             fn rollout(
                 &self,
@@ -107,13 +76,7 @@ macro_rules! baseline_trainer {
                 stochastic_init: bool,
                 max_steps: usize,
             ) -> Result<Vec<EvalEpisode>, mbmix_policy::Error> {
-                <$agent as PolicyAgent>::rollout_episodes(
-                    self,
-                    episodes,
-                    seed,
-                    stochastic_init,
-                    max_steps,
-                )
+                <$agent>::rollout_episodes(self, episodes, seed, stochastic_init, max_steps)
             }
             fn save_checkpoint(&self, path: &Path) -> Result<(), mbmix_policy::Error> {
                 <$agent>::save_checkpoint(self, path)
@@ -128,8 +91,10 @@ macro_rules! baseline_trainer {
     };
 }
 
-baseline_trainer!(Bptt, has_critic: false);
-baseline_trainer!(Ppo, has_critic: true);
+trainer_by_delegation!(Shac, evaluate: Shac::evaluate_from, has_critic: true);
+trainer_by_delegation!(MbMix, evaluate: MbMix::evaluate_from, has_critic: true);
+trainer_by_delegation!(Bptt, evaluate: PolicyAgent::evaluate, has_critic: false);
+trainer_by_delegation!(Ppo, evaluate: PolicyAgent::evaluate, has_critic: true);
 
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
@@ -141,6 +106,12 @@ pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
                 .clone()
                 .ok_or_else(|| Error::Usage("algo `shac` needs a [shac] section".into()))?;
             Ok(Box::new(Shac::new(shac_cfg, task, cfg.seed)?))
+        }
+        Algo::MbMix(_) => {
+            let mbmix_cfg = cfg.mbmix.clone().ok_or_else(|| {
+                Error::Usage(format!("algo `{}` needs an [mbmix] section", cfg.algo))
+            })?;
+            Ok(Box::new(MbMix::new(mbmix_cfg, task, cfg.seed)?))
         }
         Algo::Bptt => {
             let bptt_cfg = cfg

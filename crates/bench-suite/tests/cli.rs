@@ -4,21 +4,9 @@
 mod common;
 
 use bench_suite::cli::{self, Exit};
-use bench_suite::run::{read_metrics, MetricsLine, Summary};
+use bench_suite::run::{read_metrics, Summary};
 use bench_suite::{rollout, Error};
 use common::*;
-
-/// Metrics without the two wall-clock fields.
-fn deterministic_part(lines: &[MetricsLine]) -> Vec<MetricsLine> {
-    lines
-        .iter()
-        .map(|m| MetricsLine {
-            wall_s: 0.0,
-            steps_per_s: None,
-            ..m.clone()
-        })
-        .collect()
-}
 
 #[test]
 fn list_shows_tasks_with_dimensions_and_algorithms() {
@@ -608,17 +596,6 @@ fn rollout_gradient_matches_finite_differences() {
     );
 }
 
-/// The return of the zero-action policy ("do nothing", the pole stays down) from the
-/// start states of a run's evaluation episodes.
-fn do_nothing_return(episodes: usize, eval_seed: u64) -> f32 {
-    let task = cartpole();
-    let env = diff_core::BatchEnv::new(task.clone(), episodes, eval_seed, true).expect("env");
-    let steps = task.spec().episode_length;
-    let zeros = ndarray::Array3::<f32>::zeros((steps, episodes, 1));
-    let traj = rollout::replay(task.as_ref(), env.state(), zeros.view()).expect("replay");
-    traj.rewards.sum() / episodes as f32
-}
-
 #[test]
 fn short_shac_run_learns_to_swing() {
     // 200 epochs of 16 envs × 32 steps (102,400 env steps): a few seconds. Over seeds
@@ -823,19 +800,7 @@ fn train_small_baseline(tmp: &std::path::Path, algo: &str, name: &str) -> std::p
         .join("\n\n");
     let cfg = write(tmp, &format!("small-{algo}.toml"), &text);
     let out = tmp.join(name);
-    let (result, _) = mbmix(&[
-        "train",
-        "--task",
-        "cartpole-swingup",
-        "--algo",
-        algo,
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-        "--quiet",
-    ]);
-    assert_eq!(result.expect("training succeeds"), Exit::Success);
+    train_cartpole(algo, &cfg, &out, &[]);
     out
 }
 

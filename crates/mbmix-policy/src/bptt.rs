@@ -290,6 +290,7 @@ impl Bptt {
             actor_grad_norm: norm as f32,
             actor_lr: lr as f32,
             critic_lr: 0.0,
+            mbmix: None,
         })
     }
 }

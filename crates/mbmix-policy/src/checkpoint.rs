@@ -88,6 +88,15 @@ impl Blob {
             bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
+    /// A tensor's dtype and shape without data: what [`RawCheckpoint::tensors`] checks a
+    /// stored tensor against.
+    pub(crate) fn expected(dtype: Dtype, shape: Vec<usize>) -> Self {
+        Blob {
+            dtype,
+            shape,
+            bytes: Vec::new(),
+        }
+    }
     pub(crate) fn f64(shape: Vec<usize>, data: &[f64]) -> Self {
         Blob {
             dtype: Dtype::F64,
@@ -382,7 +391,7 @@ impl RawCheckpoint {
 }
 
 impl Shac {
-    fn checkpoint_tensors(&self) -> Tensors {
+    pub(crate) fn checkpoint_tensors(&self) -> Tensors {
         let mut t = BTreeMap::new();
         add_actor(&mut t, "actor", &self.actor);
         add_mlp(&mut t, "critic", &self.critic);
@@ -394,7 +403,7 @@ impl Shac {
         t
     }
 
-    fn checkpoint_state(&self) -> CheckpointState {
+    pub(crate) fn checkpoint_state(&self) -> CheckpointState {
         let spec = self.task.spec();
         let snap = self.env.snapshot();
         CheckpointState {
@@ -438,12 +447,25 @@ impl Shac {
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
         let raw = RawCheckpoint::open(path, FORMAT)?;
         let state: CheckpointState = raw.state()?;
+        self.check_compatible(&raw, &state)?;
+        // Every expected tensor, with its shape, as numbers.
+        let loaded = raw.tensors(&self.checkpoint_tensors())?;
+        let restore = self.prepare_restore(&raw, state, &loaded)?;
+        self.commit_restore(restore);
+        Ok(())
+    }
 
-        // Compatibility with this agent.
-        check_task(&raw, &state.task, state.dims, self.task.as_ref())?;
+    /// Whether a checkpoint's state fits this agent: the task and the structural settings
+    /// (num_envs, horizon, network widths, obs_rms).
+    pub(crate) fn check_compatible(
+        &self,
+        raw: &RawCheckpoint,
+        state: &CheckpointState,
+    ) -> Result<()> {
+        check_task(raw, &state.task, state.dims, self.task.as_ref())?;
         let (c, mine) = (&state.config, &self.cfg);
         check_same_fields(
-            &raw,
+            raw,
             &[
                 ("num_envs", c.num_envs == mine.num_envs),
                 ("horizon", c.horizon == mine.horizon),
@@ -451,12 +473,20 @@ impl Shac {
                 ("critic_units", c.critic_units == mine.critic_units),
                 ("obs_rms", c.obs_rms == mine.obs_rms),
             ],
-        )?;
+        )
+    }
 
-        // Every expected tensor, with its shape, as numbers.
-        let loaded = raw.tensors(&self.checkpoint_tensors())?;
+    /// Everything a checked checkpoint restores (its tensors `loaded` by
+    /// [`RawCheckpoint::tensors`] against [`Shac::checkpoint_tensors`]), built without
+    /// touching `self`.
+    pub(crate) fn prepare_restore(
+        &self,
+        raw: &RawCheckpoint,
+        state: CheckpointState,
+        loaded: &LoadedTensors,
+    ) -> Result<ShacRestore> {
         check_env_and_rms(
-            &raw,
+            raw,
             state.env_progress.len(),
             self.cfg.num_envs,
             state.obs_rms_count.is_some(),
@@ -464,8 +494,6 @@ impl Shac {
         )?;
         let recent_returns = ReturnMeter::from_returns(state.recent_returns.clone())
             .ok_or_else(|| raw.bad("return meter too long"))?;
-
-        // Build everything, then commit.
         let actor = loaded.actor("actor", &self.actor);
         let mut critic = self.critic.clone();
         critic.set_params_flat(&loaded.mlp("critic", &critic));
@@ -475,24 +503,58 @@ impl Shac {
         let critic_opt = loaded.adam("critic_adam", &self.critic_opt, state.adam_steps[1]);
         let obs_rms = loaded.obs_rms(state.obs_rms_count);
         let snap = loaded.env(state.env_progress.clone(), state.env_rng.clone());
-        // Shapes were checked above, so restoring cannot fail half-way.
-        self.env
-            .restore(&snap)
-            .map_err(|e| raw.bad(e.to_string()))?;
-        self.actor = actor;
-        self.critic = critic;
-        self.target_critic = target_critic;
-        self.actor_opt = actor_opt;
-        self.critic_opt = critic_opt;
-        self.obs_rms = obs_rms;
-        self.noise_rng = state.noise_rng;
-        self.critic_rng = state.critic_rng;
-        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = state.act_rng;
-        self.epoch = state.epoch;
-        self.env_steps = state.env_steps;
-        self.recent_returns = recent_returns;
-        Ok(())
+        // A batch like the agent's (same task, size and reset noise) holding the snapshot,
+        // so that a caller can still refuse the checkpoint after this.
+        let mut env = BatchEnv::new(
+            self.task.clone(),
+            self.cfg.num_envs,
+            0,
+            self.cfg.stochastic_init,
+        )
+        .map_err(|e| raw.bad(e.to_string()))?;
+        env.restore(&snap).map_err(|e| raw.bad(e.to_string()))?;
+        Ok(ShacRestore {
+            env,
+            actor,
+            critic,
+            target_critic,
+            actor_opt,
+            critic_opt,
+            obs_rms,
+            recent_returns,
+            state,
+        })
     }
+
+    /// Installs a prepared restore (cannot fail).
+    pub(crate) fn commit_restore(&mut self, r: ShacRestore) {
+        self.env = r.env;
+        self.actor = r.actor;
+        self.critic = r.critic;
+        self.target_critic = r.target_critic;
+        self.actor_opt = r.actor_opt;
+        self.critic_opt = r.critic_opt;
+        self.obs_rms = r.obs_rms;
+        self.noise_rng = r.state.noise_rng;
+        self.critic_rng = r.state.critic_rng;
+        *self.act_rng.lock().unwrap_or_else(|p| p.into_inner()) = r.state.act_rng;
+        self.epoch = r.state.epoch;
+        self.env_steps = r.state.env_steps;
+        self.recent_returns = r.recent_returns;
+    }
+}
+
+/// What [`Shac::prepare_restore`] builds.
+pub(crate) struct ShacRestore {
+    env: BatchEnv,
+    actor: StochasticActor,
+    critic: Mlp<f32>,
+    target_critic: Mlp<f32>,
+    actor_opt: Adam<f32>,
+    critic_opt: Adam<f32>,
+    obs_rms: Option<RunningMeanStd>,
+    recent_returns: ReturnMeter,
+    state: CheckpointState,
 }
 
 /// Refuses a checkpoint of another task (name or `[state_dim, obs_dim, act_dim]`).

@@ -6,6 +6,9 @@ pub enum Error {
     /// An error from the environment layer (shapes, parameters, I/O of diff-core).
     #[error(transparent)]
     Core(#[from] diff_core::Error),
+    /// An error of the dynamics model (MB-MIX).
+    #[error("dynamics model: {0}")]
+    Model(#[from] sobolev_model::Error),
     /// A configuration value outside its valid range.
     #[error("invalid config field `{field}`: {reason}")]
     InvalidConfig { field: String, reason: String },

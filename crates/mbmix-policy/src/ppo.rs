@@ -742,6 +742,7 @@ impl Ppo {
             actor_grad_norm: (norm_sum / steps_f) as f32,
             actor_lr: lr_used as f32,
             critic_lr: lr_used as f32,
+            mbmix: None,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! SHAC (Xu et al. 2022), exactly as algorithms.md §1 and DiffRL's `algorithms/shac.py`.
 
-use crate::common::{actor_step, check_task_dims, PolicyView, ReturnMeter};
+use crate::common::{actor_step, check_task_dims, training_window, PolicyView, ReturnMeter};
 use crate::config::ShacConfig;
 use crate::error::Result;
 use crate::nn::{LinearInit, Mlp};
@@ -29,7 +29,7 @@ pub(crate) mod stream {
 pub use crate::common::{EvalEpisode, EvalStats, GRAD_NORM_LIMIT, RETURN_METER_LEN};
 
 /// What one training epoch did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     /// Epochs completed, this one included (1 after the first call).
     pub epoch: usize,
@@ -38,7 +38,8 @@ pub struct EpochStats {
     /// Mean undiscounted return of the last 100 finished training episodes (None before the
     /// first episode ends).
     pub mean_train_return: Option<f32>,
-    /// SHAC's actor loss of this window (§1.3); BPTT's loss; PPO's mean clipped surrogate.
+    /// The actor loss of this window: SHAC's (§1.3), MB-MIX's mixed objective (§3.9 step 5),
+    /// BPTT's loss, or PPO's mean clipped surrogate.
     pub actor_loss: f32,
     /// Mean critic MSE over the minibatches of the last critic pass (PPO: mean value loss;
     /// BPTT, which has no critic: 0).
@@ -49,6 +50,9 @@ pub struct EpochStats {
     pub actor_lr: f32,
     /// Critic learning rate used this epoch.
     pub critic_lr: f32,
+    /// MB-MIX's own statistics (None for SHAC; left out of the JSON then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbmix: Option<crate::mbmix::MbMixEpochStats>,
 }
 
 /// A SHAC agent training on one task.
@@ -68,9 +72,9 @@ pub struct Shac {
     pub(crate) epoch: usize,
     pub(crate) env_steps: u64,
     pub(crate) recent_returns: ReturnMeter,
-    engine: WindowEngine,
-    seeds: WindowSeeds,
-    next_values: Array2<f32>,
+    pub(crate) engine: WindowEngine,
+    pub(crate) seeds: WindowSeeds,
+    pub(crate) next_values: Array2<f32>,
     targets: Array2<f32>,
 }
 
@@ -164,38 +168,18 @@ impl Shac {
     /// targets (§1.4) and the target-critic update (§1.5).
     ///
     /// With `on_nonfinite_grad = abort`, a NaN or > 1e6 actor gradient returns
-    /// [`crate::Error::NonFiniteGradient`]; the window has then already been simulated (env, stats
-    /// and RNGs advanced) but no network was changed.
+    /// [`crate::Error::NonFiniteGradient`]; the window has then already been simulated (env,
+    /// stats and RNGs advanced) but no network was changed.
     pub fn train_epoch(&mut self) -> Result<EpochStats> {
-        let cfg = &self.cfg;
-        let e = self.epoch;
-        let (h, n) = (cfg.horizon, cfg.num_envs);
-        let gamma = cfg.gamma as f32;
-        let actor_lr = cfg.scheduled_lr(cfg.actor_lr, e);
-        let critic_lr = cfg.scheduled_lr(cfg.critic_lr, e);
-        self.actor_opt.lr = actor_lr;
-        self.critic_opt.lr = critic_lr;
-
-        // Actor: rollout, loss seeds, reverse sweep.
-        let frozen = self.obs_rms.clone();
-        self.engine.rollout(
-            &mut self.env,
-            &self.actor,
-            frozen.as_ref(),
-            self.obs_rms.as_mut(),
-            Some(&mut self.noise_rng),
-        )?;
-        self.env_steps += (h * n) as u64;
-        self.recent_returns.extend(self.env.take_finished_returns());
-        self.engine
-            .terminal_values(&self.target_critic, &mut self.next_values);
+        let (actor_lr, critic_lr) = self.start_epoch();
+        let frozen = self.simulate_window()?;
         let actor_loss = shac_seeds(
             &self.engine.tape.done,
             self.engine.bootstrap.view(),
             self.engine.tape.rewards.view(),
             self.next_values.view(),
-            gamma,
-            cfg.rew_scale as f32,
+            self.cfg.gamma as f32,
+            self.cfg.rew_scale as f32,
             &mut self.seeds,
         );
         let mut grad = vec![0.0f32; self.actor.num_params()];
@@ -209,30 +193,8 @@ impl Shac {
             &self.seeds,
             &mut grad,
         );
-        let norm = actor_step(
-            &mut self.actor,
-            &mut self.actor_opt,
-            &mut grad,
-            cfg.truncate_grads.then_some(cfg.grad_norm),
-            cfg.on_nonfinite_grad,
-            e,
-        )?;
-
-        // Critic.
-        let critic_loss = self.train_critic();
-
-        // Target critic: ψ′ ← αψ′ + (1 − α)ψ.
-        let alpha = self.cfg.target_critic_alpha as f32;
-        for (t, p) in self
-            .target_critic
-            .params_mut()
-            .iter_mut()
-            .zip(self.critic.params())
-        {
-            *t = *t * alpha + (1.0 - alpha) * p;
-        }
-
-        self.epoch += 1;
+        let norm = self.apply_actor_gradient(&mut grad)?;
+        let critic_loss = self.fit_critics();
         Ok(EpochStats {
             epoch: self.epoch,
             env_steps: self.env_steps,
@@ -242,7 +204,70 @@ impl Shac {
             actor_grad_norm: norm as f32,
             actor_lr: actor_lr as f32,
             critic_lr: critic_lr as f32,
+            mbmix: None,
         })
+    }
+
+    /// Sets this epoch's actor and critic learning rates (linear schedule, §1.5) and
+    /// returns them.
+    pub(crate) fn start_epoch(&mut self) -> (f64, f64) {
+        let e = self.epoch;
+        let actor_lr = self.cfg.scheduled_lr(self.cfg.actor_lr, e);
+        let critic_lr = self.cfg.scheduled_lr(self.cfg.critic_lr, e);
+        self.actor_opt.lr = actor_lr;
+        self.critic_opt.lr = critic_lr;
+        (actor_lr, critic_lr)
+    }
+
+    /// Rolls the window out in the simulator (§1.3 steps 1–2), counts its env steps and
+    /// finished episodes, and computes the terminal values V′ of every step into
+    /// `next_values`. Returns the frozen observation statistics the window used.
+    pub(crate) fn simulate_window(&mut self) -> Result<Option<RunningMeanStd>> {
+        let frozen = training_window(
+            &mut self.engine,
+            &mut self.env,
+            &self.actor,
+            &mut self.obs_rms,
+            &mut self.noise_rng,
+            &mut self.env_steps,
+            &mut self.recent_returns,
+        )?;
+        self.engine
+            .terminal_values(&self.target_critic, &mut self.next_values);
+        Ok(frozen)
+    }
+
+    /// SHAC's actor step with the gradient `grad` of the actor loss ([`actor_step`]): the
+    /// NaN / > 1e6 rule (abort with [`crate::Error::NonFiniteGradient`] or skip), norm
+    /// clipping, Adam. Returns the norm before clipping.
+    pub(crate) fn apply_actor_gradient(&mut self, grad: &mut [f32]) -> Result<f64> {
+        let cfg = &self.cfg;
+        actor_step(
+            &mut self.actor,
+            &mut self.actor_opt,
+            grad,
+            cfg.truncate_grads.then_some(cfg.grad_norm),
+            cfg.on_nonfinite_grad,
+            self.epoch,
+        )
+    }
+
+    /// The rest of the epoch after the actor step: critic fitting on the window (§1.4),
+    /// the target-critic update ψ′ ← αψ′ + (1 − α)ψ (§1.5), and the epoch count. Returns
+    /// the critic loss.
+    pub(crate) fn fit_critics(&mut self) -> f32 {
+        let critic_loss = self.train_critic();
+        let alpha = self.cfg.target_critic_alpha as f32;
+        for (t, p) in self
+            .target_critic
+            .params_mut()
+            .iter_mut()
+            .zip(self.critic.params())
+        {
+            *t = *t * alpha + (1.0 - alpha) * p;
+        }
+        self.epoch += 1;
+        critic_loss
     }
 
     /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches over the

@@ -11,9 +11,11 @@
 //!
 //! (`s⁺_t` the pre-reset state after step t, `ô` the frozen-normalised observation, V′ a
 //! value network whose parameters are not trained by this loss) is described by a
-//! [`WindowSeeds`]; SHAC's seeds come from [`shac_seeds`], MB-MIX's λ-mixed objective only
-//! changes the weights. The dynamics adjoint is a [`StepAdjoint`]: the simulator's VJP
-//! ([`SimulatorAdjoint`]) or, later, a learned model's.
+//! [`WindowSeeds`]; SHAC's seeds come from [`shac_seeds`], MB-MIX's λ-mixed objective
+//! ([`crate::mix::mix_seeds`]) only changes the weights. The dynamics adjoint is a
+//! [`StepAdjoint`]: the simulator's VJP ([`SimulatorAdjoint`]), a learned model's
+//! ([`crate::model::ModelAdjoint`], or the simulator adjoint of a
+//! [`crate::model::ModelTask`]), or a chain of two ([`HandoverAdjoint`]).
 //!
 //! Reverse sweep, for t = h−1 down to 0 (adjoints written `ā`):
 //! 1. `s̄⁺_t` = value VJP (through V′, the frozen normalisation and `observe_vjp`), batched
@@ -69,6 +71,32 @@ impl StepAdjoint for SimulatorAdjoint<'_> {
         adj_a: ArrayViewMut2<f32>,
     ) {
         self.0.step_vjp(s, a, adj_next, adj_s, adj_a);
+    }
+}
+
+/// A chain of two step sources (see [`WindowEngine::rollout_handover`]): `before` for the
+/// steps t < `at`, `after` from `at` on.
+pub struct HandoverAdjoint<'a> {
+    /// The first step of `after`.
+    pub at: usize,
+    /// Adjoint of the steps before the handover.
+    pub before: &'a dyn StepAdjoint,
+    /// Adjoint of the steps from the handover on.
+    pub after: &'a dyn StepAdjoint,
+}
+
+impl StepAdjoint for HandoverAdjoint<'_> {
+    fn step_vjp(
+        &self,
+        t: usize,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        let source = if t < self.at { self.before } else { self.after };
+        source.step_vjp(t, s, a, adj_next, adj_s, adj_a);
     }
 }
 
@@ -231,6 +259,25 @@ impl WindowEngine {
         env: &mut BatchEnv,
         actor: &StochasticActor,
         frozen: Option<&RunningMeanStd>,
+        running: Option<&mut RunningMeanStd>,
+        noise_rng: Option<&mut SeededRng>,
+    ) -> Result<()> {
+        self.rollout_handover(env, None, actor, frozen, running, noise_rng)
+    }
+
+    /// [`WindowEngine::rollout`] through two step sources as one chain (MB-MIX reading B):
+    /// with `handover = Some((k, next))` the steps t < k run in `env`; at t = k, `next` is
+    /// restored from `env`'s snapshot (state, episode counters, reset RNG) and the steps
+    /// t ≥ k run in `next` (`env` stays at its state after step k − 1). The two envs must be
+    /// batches of the same size over tasks with the same observation function (e.g. a task
+    /// and its [`crate::model::ModelTask`]). Reverse-sweep the chain with a
+    /// [`HandoverAdjoint`] at the same `k`.
+    pub fn rollout_handover(
+        &mut self,
+        env: &mut BatchEnv,
+        mut handover: Option<(usize, &mut BatchEnv)>,
+        actor: &StochasticActor,
+        frozen: Option<&RunningMeanStd>,
         mut running: Option<&mut RunningMeanStd>,
         mut noise_rng: Option<&mut SeededRng>,
     ) -> Result<()> {
@@ -263,7 +310,16 @@ impl WindowEngine {
                     .map(|_| noise_t.as_slice().expect("contiguous noise")),
                 actions.as_slice_mut().expect("contiguous actions"),
             );
-            self.tape.record_step(t, env, actions.view())?;
+            let cur: &mut BatchEnv = match &mut handover {
+                Some((k, next)) if t >= *k => {
+                    if t == *k {
+                        next.restore(&env.snapshot())?;
+                    }
+                    next
+                }
+                _ => env,
+            };
+            self.tape.record_step(t, cur, actions.view())?;
             // Pre-reset next observation (for the bootstrap value), not counted in the stats.
             Self::observe_normalised(
                 task.as_ref(),
@@ -289,14 +345,14 @@ impl WindowEngine {
             if t + 1 < h {
                 Self::observe_normalised(
                     task.as_ref(),
-                    env.state(),
+                    cur.state(),
                     &mut self.raw_obs,
                     running.as_deref_mut(),
                     frozen,
                     self.obs.slice_mut(s![t + 1, .., ..]),
                 );
             } else if let Some(r) = running.as_deref_mut() {
-                task.observe(env.state(), self.raw_obs.view_mut());
+                task.observe(cur.state(), self.raw_obs.view_mut());
                 r.update(self.raw_obs.view());
             }
         }
@@ -525,6 +581,7 @@ impl WindowEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mix::MixStarts;
     use crate::nn::LinearInit;
     use crate::testing::PointMass;
     use diff_core::gradcheck::{fd_gradient, rel_err};
@@ -535,7 +592,7 @@ mod tests {
     const N: usize = 3;
 
     struct Setup {
-        task: Arc<PointMass>,
+        task: Arc<dyn Task>,
         snap: BatchEnvSnapshot,
         critic: Mlp<f32>,
         frozen: RunningMeanStd,
@@ -546,7 +603,7 @@ mod tests {
     /// state, adjoint cut, new episode for steps 2–3); env 1 starts at x = 3.9 moving right →
     /// early termination at step 0 (no bootstrap); env 2 runs through the window end.
     fn setup() -> Setup {
-        let task = Arc::new(PointMass::new(6));
+        let task: Arc<dyn Task> = Arc::new(PointMass::new(6));
         let env = BatchEnv::new(task.clone(), N, 5, false).unwrap();
         let mut snap = env.snapshot();
         snap.state = vec![0.3, 0.5, 3.9, 3.0, -0.5, 0.2];
@@ -572,6 +629,23 @@ mod tests {
         }
     }
 
+    /// The window objective of a test.
+    #[derive(Clone, Copy)]
+    enum Objective {
+        Shac,
+        Mix(f32, MixStarts),
+    }
+
+    /// Where the window's steps come from.
+    #[derive(Clone)]
+    enum Chain {
+        Sim,
+        /// Every step in this (model) task.
+        Model(Arc<dyn Task>),
+        /// The simulator before step k, this task from k on.
+        Handover(usize, Arc<dyn Task>),
+    }
+
     /// SHAC's loss for `actor` and, if asked, its gradient by the reverse sweep. `drop_values`
     /// zeroes the value seeds in the sweep only (a deliberately wrong gradient).
     fn loss_and_grad(
@@ -580,42 +654,111 @@ mod tests {
         grad: Option<&mut Vec<f32>>,
         drop_values: bool,
     ) -> (f32, Vec<Vec<Done>>) {
-        let task: Arc<dyn Task> = s.task.clone();
+        loss_and_grad_of(s, actor, grad, drop_values, Objective::Shac, &Chain::Sim)
+    }
+
+    /// The loss of `objective` on a window rolled out along `chain` and, if asked, its
+    /// gradient by the reverse sweep.
+    fn loss_and_grad_of(
+        s: &Setup,
+        actor: &StochasticActor,
+        grad: Option<&mut Vec<f32>>,
+        drop_values: bool,
+        objective: Objective,
+        chain: &Chain,
+    ) -> (f32, Vec<Vec<Done>>) {
+        let task = s.task.clone();
         let mut env = BatchEnv::new(task.clone(), N, 5, false).unwrap();
         env.restore(&s.snap).unwrap();
         let mut engine = WindowEngine::new(task.as_ref(), H, N);
         let mut noise_rng = seeded(13, 2);
         let mut running = s.frozen.clone();
-        engine
-            .rollout(
+        let sim_adj = SimulatorAdjoint(task.as_ref());
+        let other = match chain {
+            Chain::Sim => None,
+            Chain::Model(m) | Chain::Handover(_, m) => {
+                Some(BatchEnv::new(m.clone(), N, 5, false).unwrap())
+            }
+        };
+        let mut other = other;
+        match (chain, other.as_mut()) {
+            (Chain::Model(_), Some(menv)) => {
+                menv.restore(&s.snap).unwrap();
+                engine.rollout(
+                    menv,
+                    actor,
+                    Some(&s.frozen),
+                    Some(&mut running),
+                    Some(&mut noise_rng),
+                )
+            }
+            (Chain::Handover(k, _), Some(menv)) => engine.rollout_handover(
+                &mut env,
+                Some((*k, menv)),
+                actor,
+                Some(&s.frozen),
+                Some(&mut running),
+                Some(&mut noise_rng),
+            ),
+            _ => engine.rollout(
                 &mut env,
                 actor,
                 Some(&s.frozen),
                 Some(&mut running),
                 Some(&mut noise_rng),
-            )
-            .unwrap();
+            ),
+        }
+        .unwrap();
         let mut next_values = Array2::zeros((H, N));
         engine.terminal_values(&s.critic, &mut next_values);
         let mut seeds = WindowSeeds::zeros(H, N);
-        let loss = shac_seeds(
+        let (done, boot, rew, vals) = (
             &engine.tape.done,
             engine.bootstrap.view(),
             engine.tape.rewards.view(),
             next_values.view(),
-            0.99,
-            1.0,
-            &mut seeds,
         );
+        let loss = match objective {
+            Objective::Shac => shac_seeds(done, boot, rew, vals, 0.99, 1.0, &mut seeds),
+            Objective::Mix(lambda, starts) => crate::mix::mix_seeds(
+                done,
+                boot,
+                rew,
+                vals,
+                0.99,
+                lambda,
+                1.0,
+                starts,
+                crate::mix::LossScale::PerStep,
+                &mut seeds,
+            ),
+        };
         if let Some(g) = grad {
             if drop_values {
                 seeds.value.fill(0.0);
             }
             g.clear();
             g.resize(actor.num_params(), 0.0);
+            let model_adj = match chain {
+                Chain::Sim => None,
+                Chain::Model(m) | Chain::Handover(_, m) => Some(SimulatorAdjoint(m.as_ref())),
+            };
+            let handover;
+            let dynamics: &dyn StepAdjoint = match (chain, &model_adj) {
+                (Chain::Model(_), Some(m)) => m,
+                (Chain::Handover(k, _), Some(m)) => {
+                    handover = HandoverAdjoint {
+                        at: *k,
+                        before: &sim_adj,
+                        after: m,
+                    };
+                    &handover
+                }
+                _ => &sim_adj,
+            };
             engine.reverse_sweep(
                 task.as_ref(),
-                &SimulatorAdjoint(task.as_ref()),
+                dynamics,
                 actor,
                 &s.critic,
                 Some(&s.frozen),
@@ -624,6 +767,151 @@ mod tests {
             );
         }
         (loss, engine.tape.done.clone())
+    }
+
+    /// The relative error of the sweep's gradient of `objective` along `chain` against
+    /// central differences of its loss (the done pattern must not change under the
+    /// perturbations), and the done pattern.
+    fn fd_error(
+        s: &Setup,
+        actor: &StochasticActor,
+        objective: Objective,
+        chain: &Chain,
+    ) -> (f64, Vec<f64>, Vec<Vec<Done>>) {
+        let mut grad = Vec::new();
+        let (_, done) = loss_and_grad_of(s, actor, Some(&mut grad), false, objective, chain);
+        let theta0: Vec<f64> = actor.params_flat().iter().map(|&v| v as f64).collect();
+        let mut probe = actor.clone();
+        let fd = fd_gradient(
+            &mut |p| {
+                let p32: Vec<f32> = p.iter().map(|&v| v as f32).collect();
+                probe.set_params_flat(&p32);
+                let (loss, d) = loss_and_grad_of(s, &probe, None, false, objective, chain);
+                assert_eq!(d, done, "a perturbation changed the done pattern");
+                loss as f64
+            },
+            &theta0,
+            1e-2,
+        );
+        let analytic: Vec<f64> = grad.iter().map(|&v| v as f64).collect();
+        let err = rel_err(&analytic, &fd, 1e-6);
+        (err, fd, done)
+    }
+
+    /// A small random residual model of the point mass with small steps (σ_out = 0.1).
+    fn model_task(s: &Setup) -> Arc<dyn Task> {
+        let cfg = sobolev_model::ModelConfig {
+            hidden: vec![8],
+            seed: 4,
+            ..Default::default()
+        };
+        let mut model = sobolev_model::SobolevModel::<f32>::new(2, 1, &cfg).unwrap();
+        model.normalizer.output.var = vec![0.01; 2];
+        Arc::new(crate::model::ModelTask::new(s.task.clone(), model).unwrap())
+    }
+
+    #[test]
+    fn mixed_objective_gradient_matches_finite_differences() {
+        let s = setup();
+        let mut rng = seeded(21, 1);
+        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
+        for objective in [
+            Objective::Mix(0.7, MixStarts::First),
+            Objective::Mix(0.5, MixStarts::All),
+        ] {
+            let (err, fd, done) = fd_error(&s, &actor, objective, &Chain::Sim);
+            println!("mix window gradient: relative error vs FD = {err:.2e}");
+            assert_eq!(done[1][0], Done::TimeLimit);
+            assert_eq!(done[0][1], Done::Terminated);
+            assert!(err < 5e-3, "relative error {err}");
+            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
+            // The mixed gradient differs from SHAC's (the test can tell them apart).
+            let mut shac = Vec::new();
+            loss_and_grad(&s, &actor, Some(&mut shac), false);
+            let shac: Vec<f64> = shac.iter().map(|&v| v as f64).collect();
+            assert!(rel_err(&shac, &fd, 1e-6) > 20.0 * err.max(1e-4));
+        }
+    }
+
+    #[test]
+    fn gradient_through_a_model_task_matches_finite_differences() {
+        let s = setup();
+        let model = model_task(&s);
+        let mut rng = seeded(22, 1);
+        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
+        for chain in [Chain::Model(model.clone()), Chain::Handover(2, model)] {
+            let (err, fd, done) =
+                fd_error(&s, &actor, Objective::Mix(0.8, MixStarts::First), &chain);
+            println!("model-chain window gradient: relative error vs FD = {err:.2e}");
+            assert_eq!(done[1][0], Done::TimeLimit, "{done:?}");
+            assert!(err < 5e-3, "relative error {err}");
+            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
+            // Power: the sweep with the simulator's adjoint in place of the model's is wrong.
+            let mut wrong = Vec::new();
+            let (_, _) = loss_and_grad_of(
+                &s,
+                &actor,
+                Some(&mut wrong),
+                false,
+                Objective::Mix(0.8, MixStarts::First),
+                &Chain::Sim,
+            );
+            let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
+            assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
+        }
+    }
+
+    #[test]
+    fn model_adjoint_is_the_model_task_vjp_and_handover_switches_at_k() {
+        let s = setup();
+        let model = model_task(&s);
+        let mt = crate::model::ModelTask::new(
+            s.task.clone(),
+            sobolev_model::SobolevModel::new(2, 1, &Default::default()).unwrap(),
+        )
+        .unwrap();
+        let m = mt.model();
+        let adj = crate::model::ModelAdjoint::new(m, s.task.as_ref()).unwrap();
+        let st = Array2::from_shape_vec((2, 2), vec![0.1, -0.2, 1.0, 0.5]).unwrap();
+        let a = Array2::from_shape_vec((2, 1), vec![0.3, -0.7]).unwrap();
+        let adj_next = Array2::from_shape_vec((2, 2), vec![1.0, 2.0, -0.5, 0.25]).unwrap();
+        let run = |f: &dyn StepAdjoint, t: usize| {
+            let (mut gs, mut ga) = (Array2::<f32>::ones((2, 2)), Array2::<f32>::ones((2, 1)));
+            f.step_vjp(
+                t,
+                st.view(),
+                a.view(),
+                adj_next.view(),
+                gs.view_mut(),
+                ga.view_mut(),
+            );
+            (gs, ga)
+        };
+        let (gs, ga) = run(&adj, 0);
+        let (ws, wa) = m.vjp(st.view(), a.view(), adj_next.view()).unwrap();
+        // Accumulates into what was there (ones).
+        assert_eq!(gs, ws.mapv(|v| v + 1.0));
+        assert_eq!(ga, wa.mapv(|v| v + 1.0));
+        assert_eq!(run(&SimulatorAdjoint(&mt), 3), (gs.clone(), ga.clone()));
+        let sim = SimulatorAdjoint(s.task.as_ref());
+        let chain = HandoverAdjoint {
+            at: 2,
+            before: &sim,
+            after: &adj,
+        };
+        assert_eq!(run(&chain, 1), run(&sim, 1));
+        assert_eq!(run(&chain, 2), (gs, ga));
+        assert_ne!(run(&sim, 1), run(&adj, 1));
+        // Widths are checked.
+        let wide = sobolev_model::SobolevModel::new(3, 1, &Default::default()).unwrap();
+        assert!(crate::model::ModelAdjoint::new(&wide, s.task.as_ref()).is_err());
+        assert!(crate::model::ModelTask::new(s.task.clone(), wide).is_err());
+        // Everything but the dynamics is the wrapped task's.
+        let mut o1 = Array2::zeros((2, 3));
+        let mut o2 = Array2::zeros((2, 3));
+        model.observe(st.view(), o1.view_mut());
+        s.task.observe(st.view(), o2.view_mut());
+        assert_eq!(o1, o2);
     }
 
     #[test]

@@ -421,6 +421,12 @@ impl TransitionBuffer {
         self.dropped
     }
 
+    /// Sets the `pushed` and `dropped` counters (restoring a buffer from a checkpoint).
+    pub(crate) fn set_counters(&mut self, pushed: u64, dropped: u64) {
+        self.pushed = pushed;
+        self.dropped = dropped;
+    }
+
     fn physical(&self, i: usize) -> usize {
         (self.start + i) % self.capacity
     }

@@ -599,6 +599,55 @@ fn buffer_is_fifo() {
     assert!(TransitionBuffer::new(layout, 0).is_err());
 }
 
+/// A trainer's buffer restored from its transitions and counters behaves as the original:
+/// same content in the same logical order, same eviction, normalisation untouched.
+#[test]
+fn restored_buffer_continues_like_the_original() {
+    let cfg = ModelConfig {
+        hidden: vec![4],
+        buffer_capacity: 5,
+        sobolev: SobolevConfig {
+            form: SobolevForm::None,
+            ..SobolevConfig::default()
+        },
+        ..ModelConfig::default()
+    };
+    let layout = TargetLayout::new(SobolevForm::None, 1, 1, 1);
+    let batch = |from: usize, n: usize| {
+        let col = |off: f32| Array2::from_shape_fn((n, 1), |(r, _)| (from + r) as f32 + off);
+        Transitions::from_parts(layout, col(0.0), col(0.5), col(0.25), Array2::zeros((n, 0)))
+            .unwrap()
+    };
+    let mut a = SobolevTrainer::new(cfg.clone(), 1, 1).unwrap();
+    a.add(&batch(0, 4)).unwrap();
+    a.add(&batch(4, 3)).unwrap(); // 2..7 kept, wrapped around
+    let mut b = SobolevTrainer::new(cfg, 1, 1).unwrap();
+    let norm_before = b.model().normalizer.clone();
+    b.restore_buffer(&a.buffer().to_transitions(), a.buffer().pushed(), 3)
+        .unwrap();
+    assert_eq!(b.model().normalizer, norm_before);
+    assert_eq!(b.buffer().to_transitions(), a.buffer().to_transitions());
+    assert_eq!((b.buffer().pushed(), b.buffer().dropped()), (7, 3));
+    for t in [&mut a, &mut b] {
+        t.add(&batch(7, 2)).unwrap();
+    }
+    assert_eq!(b.buffer().to_transitions(), a.buffer().to_transitions());
+    let too_many = batch(0, 6);
+    assert!(b.restore_buffer(&too_many, 6, 0).is_err());
+    let other = Transitions::from_parts(
+        TargetLayout::new(SobolevForm::Full, 1, 1, 1),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 1)),
+        Array2::zeros((1, 2)),
+    )
+    .unwrap();
+    assert!(matches!(
+        b.restore_buffer(&other, 1, 0),
+        Err(Error::Incompatible(_))
+    ));
+}
+
 #[test]
 fn config_defaults_parsing_and_validation() {
     let d = ModelConfig::default();
@@ -720,6 +769,18 @@ fn adam_and_clipping() {
             );
         }
     }
+    // Its state restores into a fresh optimiser, which then continues identically.
+    let (m0, v0) = opt.moments();
+    let mut fresh = Adam::new(2, 1e-2, betas);
+    fresh
+        .set_state(m0.to_vec(), v0.to_vec(), opt.step)
+        .expect("same length");
+    assert_eq!(fresh, opt);
+    assert!(fresh.set_state(vec![0.0; 3], vec![0.0; 2], 1).is_err());
+    let mut p2 = p.clone();
+    opt.update(&mut p, &[0.2, 0.1]);
+    fresh.update(&mut p2, &[0.2, 0.1]);
+    assert_eq!(p, p2);
     let mut g = vec![3.0f32, 4.0];
     assert!((clip_grad_norm(&mut g, 1.0) - 5.0).abs() < 1e-12);
     assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);

@@ -42,6 +42,27 @@ impl Adam {
         }
     }
 
+    /// The first and second moment estimates (one entry per parameter).
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores the moments and the step count (e.g. from a checkpoint); the lengths must
+    /// be the optimiser's parameter count.
+    pub fn set_state(&mut self, m: Vec<f32>, v: Vec<f32>, step: u64) -> Result<()> {
+        if m.len() != self.m.len() || v.len() != self.v.len() {
+            return Err(Error::dim(
+                "Adam moments",
+                self.m.len(),
+                format!("{} / {}", m.len(), v.len()),
+            ));
+        }
+        self.m = m;
+        self.v = v;
+        self.step = step;
+        Ok(())
+    }
+
     /// One update of `params` with `grads`.
     pub fn update(&mut self, params: &mut [f32], grads: &[f32]) {
         assert_eq!(params.len(), self.m.len(), "Adam: parameter count");
@@ -212,9 +233,42 @@ impl SobolevTrainer {
     pub fn model_mut(&mut self) -> &mut SobolevModel<f32> {
         &mut self.model
     }
+    /// The model's optimiser.
+    pub fn adam(&self) -> &Adam {
+        &self.adam
+    }
+    /// The model's optimiser, mutable (checkpoint restore).
+    pub fn adam_mut(&mut self) -> &mut Adam {
+        &mut self.adam
+    }
     /// The transition buffer.
     pub fn buffer(&self) -> &TransitionBuffer {
         &self.buffer
+    }
+    /// Replaces the buffer's content by `kept` (oldest first, as
+    /// [`TransitionBuffer::to_transitions`] returns it) with the given counters, without
+    /// touching the normalisation statistics: restoring a buffer from a checkpoint. The
+    /// batch must have the buffer's layout and fit its capacity.
+    pub fn restore_buffer(&mut self, kept: &Transitions, pushed: u64, dropped: u64) -> Result<()> {
+        let (layout, capacity) = (self.buffer.layout(), self.buffer.capacity());
+        if kept.layout != layout {
+            return Err(Error::Incompatible(format!(
+                "buffer holds {layout:?}, restored transitions have {:?}",
+                kept.layout
+            )));
+        }
+        if kept.len() > capacity {
+            return Err(Error::dim(
+                "restored buffer length",
+                format!("≤ {capacity}"),
+                kept.len(),
+            ));
+        }
+        let mut buffer = TransitionBuffer::new(layout, capacity)?;
+        buffer.push(kept)?;
+        buffer.set_counters(pushed, dropped);
+        self.buffer = buffer;
+        Ok(())
     }
     /// The current learning rate.
     pub fn lr(&self) -> f64 {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use bench_suite::cli::{self, Cli, Exit};
+use bench_suite::run::MetricsLine;
 use bench_suite::Error;
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -51,22 +52,28 @@ pub fn s(p: &Path) -> &str {
 pub fn train_small(tmp: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let cfg = write(tmp, "small.toml", SMALL);
     let out = tmp.join(name);
+    train_cartpole("shac", &cfg, &out, extra);
+    out
+}
+
+/// `mbmix train --task cartpole-swingup --algo <algo> --config <cfg> --out <out> --quiet`
+/// followed by `extra`; asserts that training succeeds.
+pub fn train_cartpole(algo: &str, cfg: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
         "train",
         "--task",
         "cartpole-swingup",
         "--algo",
-        "shac",
+        algo,
         "--config",
-        s(&cfg),
+        s(cfg),
         "--out",
-        s(&out),
+        s(out),
         "--quiet",
     ];
     args.extend_from_slice(extra);
     let (result, _) = mbmix(&args);
-    assert_eq!(result.expect("training succeeds"), Exit::Success);
-    out
+    assert_eq!(result.expect("training succeeds"), Exit::Success, "{algo}");
 }
 
 /// Every file under `dir` with its content.
@@ -85,4 +92,28 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     files
+}
+
+/// Metrics without the two wall-clock fields.
+pub fn deterministic_part(lines: &[MetricsLine]) -> Vec<MetricsLine> {
+    lines
+        .iter()
+        .map(|m| MetricsLine {
+            wall_s: 0.0,
+            steps_per_s: None,
+            ..m.clone()
+        })
+        .collect()
+}
+
+/// The return of the zero-action policy ("do nothing", the pole stays down) from the
+/// start states of a run's evaluation episodes.
+pub fn do_nothing_return(episodes: usize, eval_seed: u64) -> f32 {
+    let task = bench_suite::registry::make_task("cartpole-swingup").expect("cartpole");
+    let env = diff_core::BatchEnv::new(task.clone(), episodes, eval_seed, true).expect("env");
+    let steps = task.spec().episode_length;
+    let zeros = ndarray::Array3::<f32>::zeros((steps, episodes, 1));
+    let traj =
+        bench_suite::rollout::replay(task.as_ref(), env.state(), zeros.view()).expect("replay");
+    traj.rewards.sum() / episodes as f32
 }

@@ -1,0 +1,820 @@
+//! MB-MIX (algorithms.md §3): SHAC's actor–critic with the λ-mixed window objective
+//! (§3.6) on simulator and learned-model rollouts (§3.7), and a dynamics model trained with
+//! the Sobolev loss on the simulator's transitions and Jacobians (§3.5).
+//!
+//! One epoch (§3.9, inferred reconstruction):
+//! 1. learning rates of actor, critic and (with `model_lr_decay`) model from SHAC's linear
+//!    schedule;
+//! 2. the simulator window of h steps (as SHAC: the episodes continue across epochs, the
+//!    running observation statistics update);
+//! 3. the model rollout(s) of the reading, from the window's start states, with the same
+//!    exploration noise ε as the simulator window (common random numbers) and the window's
+//!    frozen observation statistics (the running statistics see simulator observations
+//!    only);
+//! 4. the mixed objective ([`mix_seeds`]) of each rollout;
+//! 5. the actor gradient = the sum of the reverse sweeps (linear in the seeds): simulator
+//!    adjoints for the simulator window, model VJPs for the model rollout ([`ModelTask`]),
+//!    model VJPs on the simulator's tape for reading C ([`ModelAdjoint`]), a
+//!    [`HandoverAdjoint`] for B's chain; SHAC's NaN rule, clipping and Adam;
+//! 6. the critic exactly as SHAC on the simulator window (`critic.train_on = sim`), and the
+//!    target critic;
+//! 7. the newest window's transitions (`Done::NonFinite` rows left out) with their Sobolev
+//!    targets into the model's buffer, then one model training epoch. The buffer is filled
+//!    after the actor step so that the model of steps 3–5 is the one trained until the last
+//!    epoch (adding data moves the model's normalisation statistics), and an aborted epoch
+//!    leaves the model untouched.
+//!
+//! During the first `rollout.model_warmup_epochs` epochs (and always with `sim_only`) the
+//! actor uses the simulator window alone.
+//!
+//! Diagnostics (every `diagnostics.every` epochs): the model's next-state and Jacobian
+//! errors on held-out transitions (a sample of the newest window, before it enters the
+//! buffer), and the actor-gradient variance of the mixed and of SHAC's objective on the
+//! simulator window, from G disjoint groups of envs (see [`MbMixEpochStats::grad_var_mix`]).
+
+use crate::error::Result;
+use crate::mbmix_config::{MbMixConfig, Reading};
+use crate::mix::mix_seeds;
+use crate::model::{ModelAdjoint, ModelTask};
+use crate::policy::StochasticActor;
+use crate::rms::RunningMeanStd;
+use crate::shac::{EpochStats, EvalEpisode, EvalStats, Shac};
+use crate::window::{
+    shac_seeds, HandoverAdjoint, SimulatorAdjoint, StepAdjoint, WindowEngine, WindowSeeds,
+};
+use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
+use ndarray::{s, Array2, ArrayView2};
+use sobolev_model::{SobolevForm, SobolevTrainer, TargetSpec};
+use std::sync::Arc;
+
+/// RNG stream of the model (projection directions and minibatches), after SHAC's streams.
+pub(crate) const MODEL_STREAM: u64 = 5;
+
+/// MB-MIX's part of an epoch's statistics (in [`EpochStats::mbmix`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MbMixEpochStats {
+    /// Whether the actor used the model this epoch (false during warm-up and for
+    /// `sim_only`).
+    pub model_used: bool,
+    /// The mixed objective's loss on the simulator window (None when the reading does not
+    /// use it: B and `model_only` after warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_actor_loss: Option<f32>,
+    /// The mixed objective's loss on the model rollout (A, `model_only`) or on B's chain,
+    /// before the weight c.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_actor_loss: Option<f32>,
+    /// Envs whose model rollout produced a non-finite state this epoch.
+    pub model_nonfinite: usize,
+    /// Mean Sobolev loss J_M of this epoch's model training.
+    pub model_loss: f64,
+    /// Its value term.
+    pub model_value_loss: f64,
+    /// Its Jacobian term.
+    pub model_jacobian_loss: f64,
+    /// Mean model gradient norm before clipping.
+    pub model_grad_norm: f64,
+    /// Model learning rate used this epoch.
+    pub model_lr: f64,
+    /// Transitions in the model's buffer.
+    pub model_buffer_len: usize,
+    /// Held-out next-state error ‖ŝ′ − s′‖/‖s′ − s‖ of the model (diagnostic epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_next_state_err: Option<f64>,
+    /// Held-out Jacobian error ‖Ĵ − J_F‖_F/‖J_F‖_F of the model (diagnostic epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_jacobian_err: Option<f64>,
+    /// Variance (trace of the covariance) of the mixed objective's actor-gradient
+    /// estimator on the simulator window, estimated from G disjoint env groups: with g_k
+    /// the gradient of group k's part of the loss (so that Σ_k g_k = g, the full-batch
+    /// gradient), `Σ_k ‖G·g_k − g‖² / (G(G − 1))`: the variance of the mean of G
+    /// independent group estimates G·g_k, i.e. of the full-batch estimator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_var_mix: Option<f64>,
+    /// The same for SHAC's objective on the same window (§3.10 claims
+    /// Var(A^MIX) ≤ Var(A^SHAC)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_var_shac: Option<f64>,
+}
+
+/// An MB-MIX agent training on one task.
+pub struct MbMix {
+    pub(crate) cfg: MbMixConfig,
+    pub(crate) shac: Shac,
+    pub(crate) trainer: SobolevTrainer,
+    pub(crate) model_rng: SeededRng,
+    /// Rollouts with model steps: A's and `model_only`'s model rollout, B's chain.
+    model_engine: WindowEngine,
+    model_values: Array2<f32>,
+    model_seeds: WindowSeeds,
+    /// Reading B: the simulator envs of the chain's prefix.
+    chain_env: Option<BatchEnv>,
+}
+
+impl MbMix {
+    /// A new agent: validates `cfg`, creates the SHAC part ([`Shac::new`] with `cfg.shac`)
+    /// and the dynamics model (weights from `seed` combined with `cfg.model.seed`).
+    pub fn new(cfg: MbMixConfig, task: Arc<dyn Task>, seed: u64) -> Result<MbMix> {
+        cfg.validate()?;
+        let shac = Shac::new(cfg.shac.clone(), task.clone(), seed)?;
+        let spec = task.spec();
+        let model_cfg = sobolev_model::ModelConfig {
+            seed: seed.rotate_left(32) ^ cfg.model.seed,
+            ..cfg.model.clone()
+        };
+        let trainer = SobolevTrainer::new(model_cfg, spec.state_dim, spec.act_dim)?;
+        let (mh, n) = (cfg.model_horizon(), cfg.shac.num_envs);
+        let chain_env = match cfg.rollout.reading {
+            Reading::B => Some(BatchEnv::new(
+                task.clone(),
+                n,
+                seed,
+                cfg.shac.stochastic_init,
+            )?),
+            _ => None,
+        };
+        Ok(MbMix {
+            model_engine: WindowEngine::new(task.as_ref(), mh, n),
+            model_values: Array2::zeros((mh, n)),
+            model_seeds: WindowSeeds::zeros(mh, n),
+            model_rng: seeded(seed, MODEL_STREAM),
+            chain_env,
+            trainer,
+            shac,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MbMixConfig {
+        &self.cfg
+    }
+    /// Epochs completed so far.
+    pub fn epoch(&self) -> usize {
+        self.shac.epoch()
+    }
+    /// Simulator env-steps taken in training so far (model steps are not counted).
+    pub fn env_steps(&self) -> u64 {
+        self.shac.env_steps()
+    }
+    /// The task.
+    pub fn task(&self) -> &Arc<dyn Task> {
+        self.shac.task()
+    }
+    /// The actor.
+    pub fn actor(&self) -> &StochasticActor {
+        self.shac.actor()
+    }
+    /// The actor–critic part (networks, optimisers, env batch).
+    pub fn shac(&self) -> &Shac {
+        &self.shac
+    }
+    /// The dynamics model with its optimiser and buffer.
+    pub fn model_trainer(&self) -> &SobolevTrainer {
+        &self.trainer
+    }
+
+    /// Deterministic evaluation ([`Shac::evaluate_from`]).
+    pub fn evaluate_from(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+    ) -> Result<EvalStats> {
+        self.shac.evaluate_from(episodes, seed, stochastic_init)
+    }
+    /// Deterministic evaluation from the task's stochastic reset ([`Shac::evaluate`]).
+    pub fn evaluate(&self, episodes: usize, seed: u64) -> Result<EvalStats> {
+        self.shac.evaluate(episodes, seed)
+    }
+    /// Deterministic episodes ([`Shac::rollout_episodes`]).
+    pub fn rollout_episodes(
+        &self,
+        episodes: usize,
+        seed: u64,
+        stochastic_init: bool,
+        max_steps: usize,
+    ) -> Result<Vec<EvalEpisode>> {
+        self.shac
+            .rollout_episodes(episodes, seed, stochastic_init, max_steps)
+    }
+    /// Actions for raw observations ([`Shac::act`]).
+    pub fn act(&self, obs: ArrayView2<f32>, deterministic: bool) -> Result<Array2<f32>> {
+        self.shac.act(obs, deterministic)
+    }
+
+    /// One MB-MIX epoch (see the module docs).
+    ///
+    /// With `shac.on_nonfinite_grad = abort`, a NaN or > 1e6 actor gradient returns
+    /// [`crate::Error::NonFiniteGradient`]; the simulator window has then been simulated (env,
+    /// statistics and RNGs advanced), but no network, the model and its buffer included,
+    /// was changed.
+    pub fn train_epoch(&mut self) -> Result<EpochStats> {
+        let e = self.shac.epoch();
+        let (actor_lr, critic_lr) = self.shac.start_epoch();
+        let model_lr = if self.cfg.model_lr_decay {
+            self.shac.cfg.scheduled_lr(self.cfg.model.lr, e)
+        } else {
+            self.cfg.model.lr
+        };
+        self.trainer.set_lr(model_lr);
+        let reading = if e < self.cfg.rollout.model_warmup_epochs {
+            Reading::SimOnly
+        } else {
+            self.cfg.rollout.reading
+        };
+        let diagnose = (e + 1).is_multiple_of(self.cfg.diagnostics.every);
+
+        // 2. The simulator window, remembering where it started.
+        let start = self.shac.env.snapshot();
+        let noise_start = self.shac.noise_rng.clone();
+        let frozen = self.shac.simulate_window()?;
+
+        // 3–5. Objectives and the actor gradient.
+        let mut stats = MbMixEpochStats {
+            model_used: reading != Reading::SimOnly,
+            ..MbMixEpochStats::default()
+        };
+        let mut grad = vec![0.0f32; self.shac.actor.num_params()];
+        let task = self.shac.task.clone();
+        let model_task: Option<Arc<ModelTask>> = match reading {
+            Reading::A | Reading::B | Reading::ModelOnly => Some(Arc::new(ModelTask::new(
+                task.clone(),
+                self.trainer.model().clone(),
+            )?)),
+            Reading::C | Reading::SimOnly => None,
+        };
+        let sim_loss = self.sim_mix_seeds();
+        let mut actor_loss = 0.0f32;
+        match reading {
+            Reading::SimOnly | Reading::A => {
+                sweep_sim(
+                    &mut self.shac,
+                    &SimulatorAdjoint(task.as_ref()),
+                    frozen.as_ref(),
+                    &mut grad,
+                );
+                actor_loss += sim_loss;
+                stats.sim_actor_loss = Some(sim_loss);
+            }
+            Reading::C => {
+                let adj = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
+                sweep_sim(&mut self.shac, &adj, frozen.as_ref(), &mut grad);
+                actor_loss += sim_loss;
+                stats.sim_actor_loss = Some(sim_loss);
+            }
+            Reading::B | Reading::ModelOnly => {}
+        }
+        if let Some(mt) = &model_task {
+            let weight = match reading {
+                Reading::A => self.cfg.rollout.model_weight as f32,
+                _ => 1.0,
+            };
+            let model_loss = self.model_rollout(
+                reading,
+                mt,
+                &start,
+                noise_start,
+                frozen.as_ref(),
+                weight,
+                &mut grad,
+            )?;
+            stats.model_actor_loss = Some(model_loss);
+            actor_loss += weight * model_loss;
+            stats.model_nonfinite = self
+                .model_engine
+                .tape
+                .done
+                .iter()
+                .flatten()
+                .filter(|d| **d == Done::NonFinite)
+                .count();
+        }
+
+        // Diagnostics that need the pre-update actor.
+        if diagnose && self.cfg.diagnostics.grad_variance_groups >= 2 {
+            let (mix, shac) = self.gradient_variances(frozen.as_ref());
+            stats.grad_var_mix = Some(mix);
+            stats.grad_var_shac = Some(shac);
+        }
+        let norm = self.shac.apply_actor_gradient(&mut grad)?;
+
+        // 6. Critic and target critic, exactly as SHAC.
+        let critic_loss = self.shac.fit_critics();
+
+        // 7. The model: held-out errors on the newest window, then it joins the buffer.
+        let (s_rows, a_rows) = window_transitions(&self.shac.engine.tape);
+        let samples = self.cfg.diagnostics.model_error_samples;
+        if diagnose && samples > 0 && s_rows.nrows() > 0 {
+            let stride = s_rows.nrows().div_ceil(samples);
+            let pick = |m: &Array2<f32>| m.slice(s![..;stride, ..]).to_owned();
+            let held_out = sobolev_model::collect(
+                task.as_ref(),
+                pick(&s_rows).view(),
+                pick(&a_rows).view(),
+                &TargetSpec::unit(SobolevForm::Full, 1),
+                &mut self.model_rng,
+            )?;
+            if !held_out.is_empty() {
+                let ev = sobolev_model::evaluate(self.trainer.model(), &held_out)?;
+                stats.model_next_state_err = Some(ev.next_state_rel_err);
+                stats.model_jacobian_err = Some(ev.jacobian_rel_err);
+            }
+        }
+        self.trainer.collect(
+            task.as_ref(),
+            s_rows.view(),
+            a_rows.view(),
+            &mut self.model_rng,
+        )?;
+        if !self.trainer.buffer().is_empty() {
+            let ms = self.trainer.train_epoch(&mut self.model_rng)?;
+            stats.model_loss = ms.loss;
+            stats.model_value_loss = ms.value_loss;
+            stats.model_jacobian_loss = ms.jacobian_loss;
+            stats.model_grad_norm = ms.grad_norm;
+        }
+        stats.model_lr = model_lr;
+        stats.model_buffer_len = self.trainer.buffer().len();
+
+        Ok(EpochStats {
+            epoch: self.shac.epoch(),
+            env_steps: self.shac.env_steps(),
+            mean_train_return: self.shac.recent_returns.mean(),
+            actor_loss,
+            critic_loss,
+            actor_grad_norm: norm as f32,
+            actor_lr: actor_lr as f32,
+            critic_lr: critic_lr as f32,
+            mbmix: Some(stats),
+        })
+    }
+
+    /// The mixed objective's seeds of the simulator window into SHAC's seed buffer;
+    /// returns its loss.
+    fn sim_mix_seeds(&mut self) -> f32 {
+        let sh = &mut self.shac;
+        mix_seeds(
+            &sh.engine.tape.done,
+            sh.engine.bootstrap.view(),
+            sh.engine.tape.rewards.view(),
+            sh.next_values.view(),
+            sh.cfg.gamma as f32,
+            self.cfg.mix.lambda as f32,
+            sh.cfg.rew_scale as f32,
+            self.cfg.mix.starts,
+            self.cfg.mix.loss_scale,
+            &mut sh.seeds,
+        )
+    }
+
+    /// The rollout with model steps of `reading` (A / `model_only`: the model from the
+    /// window's start states; B: the simulator for k steps, then the model), its mixed
+    /// objective with the seeds scaled by `weight`, and its reverse sweep added into `grad`.
+    /// Returns the (unweighted) loss.
+    #[allow(clippy::too_many_arguments)]
+    fn model_rollout(
+        &mut self,
+        reading: Reading,
+        model_task: &Arc<ModelTask>,
+        start: &BatchEnvSnapshot,
+        mut noise: SeededRng,
+        frozen: Option<&RunningMeanStd>,
+        weight: f32,
+        grad: &mut [f32],
+    ) -> Result<f32> {
+        let n = self.cfg.shac.num_envs;
+        let mt: Arc<dyn Task> = model_task.clone();
+        let mut model_env = BatchEnv::new(mt.clone(), n, 0, self.cfg.shac.stochastic_init)?;
+        let actor = &self.shac.actor;
+        let k = self.cfg.sim_prefix();
+        match (reading, self.chain_env.as_mut()) {
+            (Reading::B, Some(chain)) => {
+                chain.restore(start)?;
+                self.model_engine.rollout_handover(
+                    chain,
+                    Some((k, &mut model_env)),
+                    actor,
+                    frozen,
+                    None,
+                    Some(&mut noise),
+                )?;
+            }
+            _ => {
+                model_env.restore(start)?;
+                self.model_engine
+                    .rollout(&mut model_env, actor, frozen, None, Some(&mut noise))?;
+            }
+        }
+        let target = &self.shac.target_critic;
+        self.model_engine
+            .terminal_values(target, &mut self.model_values);
+        let sh = &self.shac.cfg;
+        let loss = mix_seeds(
+            &self.model_engine.tape.done,
+            self.model_engine.bootstrap.view(),
+            self.model_engine.tape.rewards.view(),
+            self.model_values.view(),
+            sh.gamma as f32,
+            self.cfg.mix.lambda as f32,
+            sh.rew_scale as f32,
+            self.cfg.mix.starts,
+            self.cfg.mix.loss_scale,
+            &mut self.model_seeds,
+        );
+        if weight == 0.0 {
+            return Ok(loss);
+        }
+        if weight != 1.0 {
+            self.model_seeds.reward.mapv_inplace(|v| v * weight);
+            self.model_seeds.value.mapv_inplace(|v| v * weight);
+        }
+        let task = self.shac.task.clone();
+        let sim_adj = SimulatorAdjoint(task.as_ref());
+        let model_adj = SimulatorAdjoint(mt.as_ref());
+        let chain = HandoverAdjoint {
+            at: k,
+            before: &sim_adj,
+            after: &model_adj,
+        };
+        let dynamics: &dyn StepAdjoint = if reading == Reading::B {
+            &chain
+        } else {
+            &model_adj
+        };
+        self.model_engine.reverse_sweep(
+            task.as_ref(),
+            dynamics,
+            actor,
+            target,
+            frozen,
+            &self.model_seeds,
+            grad,
+        );
+        Ok(loss)
+    }
+
+    /// The actor-gradient variances of the mixed and of SHAC's objective on the simulator
+    /// window (see [`MbMixEpochStats::grad_var_mix`]), with simulator adjoints. Leaves the
+    /// mixed seeds in SHAC's seed buffer.
+    fn gradient_variances(&mut self, frozen: Option<&RunningMeanStd>) -> (f64, f64) {
+        let groups = self.cfg.diagnostics.grad_variance_groups;
+        let sh = &mut self.shac;
+        let (h, n) = (sh.cfg.horizon, sh.cfg.num_envs);
+        let mut shac = WindowSeeds::zeros(h, n);
+        shac_seeds(
+            &sh.engine.tape.done,
+            sh.engine.bootstrap.view(),
+            sh.engine.tape.rewards.view(),
+            sh.next_values.view(),
+            sh.cfg.gamma as f32,
+            sh.cfg.rew_scale as f32,
+            &mut shac,
+        );
+        let mix = sh.seeds.clone();
+        let task = sh.task.clone();
+        let adj = SimulatorAdjoint(task.as_ref());
+        let mut variance = |seeds: &WindowSeeds| -> f64 {
+            let per_group: Vec<Vec<f32>> = (0..groups)
+                .map(|k| {
+                    let mut masked = seeds.clone();
+                    for i in 0..n {
+                        if i * groups / n != k {
+                            masked.reward.column_mut(i).fill(0.0);
+                            masked.value.column_mut(i).fill(0.0);
+                        }
+                    }
+                    let mut g = vec![0.0f32; sh.actor.num_params()];
+                    sh.engine.reverse_sweep(
+                        task.as_ref(),
+                        &adj,
+                        &sh.actor,
+                        &sh.target_critic,
+                        frozen,
+                        &masked,
+                        &mut g,
+                    );
+                    g
+                })
+                .collect();
+            group_variance(&per_group)
+        };
+        let v_mix = variance(&mix);
+        let v_shac = variance(&shac);
+        (v_mix, v_shac)
+    }
+}
+
+/// Adds the reverse sweep of the simulator window with the seeds in SHAC's seed buffer and
+/// the step adjoint `dynamics` into `grad`.
+fn sweep_sim(
+    sh: &mut Shac,
+    dynamics: &dyn StepAdjoint,
+    frozen: Option<&RunningMeanStd>,
+    grad: &mut [f32],
+) {
+    sh.engine.reverse_sweep(
+        sh.task.as_ref(),
+        dynamics,
+        &sh.actor,
+        &sh.target_critic,
+        frozen,
+        &sh.seeds,
+        grad,
+    );
+}
+
+/// `Σ_k ‖G·g_k − g‖² / (G(G − 1))` with g = Σ_k g_k (see
+/// [`MbMixEpochStats::grad_var_mix`]), in f64.
+pub(crate) fn group_variance(per_group: &[Vec<f32>]) -> f64 {
+    let g = per_group.len();
+    if g < 2 {
+        return 0.0;
+    }
+    let dim = per_group[0].len();
+    let mut total = vec![0.0f64; dim];
+    for gk in per_group {
+        for (t, &v) in total.iter_mut().zip(gk) {
+            *t += v as f64;
+        }
+    }
+    let gf = g as f64;
+    let mut sum = 0.0f64;
+    for gk in per_group {
+        for (&v, &t) in gk.iter().zip(&total) {
+            let d = gf * v as f64 - t;
+            sum += d * d;
+        }
+    }
+    sum / (gf * (gf - 1.0))
+}
+
+/// The window's transitions `(s_t, a_t)` as rows `[k, S]`, `[k, A]`, leaving out the steps
+/// that produced a non-finite state.
+fn window_transitions(tape: &WindowTape) -> (Array2<f32>, Array2<f32>) {
+    let (h, n) = (tape.horizon(), tape.rewards.ncols());
+    let (sd, ad) = (
+        tape.states.len_of(ndarray::Axis(2)),
+        tape.actions.len_of(ndarray::Axis(2)),
+    );
+    let keep: Vec<(usize, usize)> = (0..h)
+        .flat_map(|t| (0..n).map(move |i| (t, i)))
+        .filter(|&(t, i)| tape.done[t][i] != Done::NonFinite)
+        .collect();
+    let mut s_rows = Array2::<f32>::zeros((keep.len(), sd));
+    let mut a_rows = Array2::<f32>::zeros((keep.len(), ad));
+    for (r, &(t, i)) in keep.iter().enumerate() {
+        s_rows.row_mut(r).assign(&tape.states.slice(s![t, i, ..]));
+        a_rows.row_mut(r).assign(&tape.actions.slice(s![t, i, ..]));
+    }
+    (s_rows, a_rows)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::NonFiniteGradPolicy;
+    use crate::mbmix_config::{DiagnosticsConfig, MixConfig, RolloutConfig};
+    use crate::shac::tests::{toy_config, toy_task};
+    use crate::testing::PointMass;
+
+    /// The toy SHAC setting with a small, cheap model, two warm-up epochs and diagnostics
+    /// every second epoch.
+    pub(crate) fn toy_mbmix(reading: Reading) -> MbMixConfig {
+        MbMixConfig {
+            shac: toy_config(),
+            rollout: RolloutConfig {
+                reading,
+                model_warmup_epochs: 2,
+                ..Default::default()
+            },
+            model: sobolev_model::ModelConfig {
+                hidden: vec![32, 32],
+                iterations: 2,
+                minibatches: 2,
+                batch_size: 64,
+                sobolev: sobolev_model::SobolevConfig {
+                    form: SobolevForm::Full,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            diagnostics: DiagnosticsConfig {
+                every: 2,
+                grad_variance_groups: 4,
+                model_error_samples: 64,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn bits(s: &[EpochStats]) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn every_reading_trains_and_reports_its_statistics() {
+        for reading in [
+            Reading::A,
+            Reading::B,
+            Reading::C,
+            Reading::SimOnly,
+            Reading::ModelOnly,
+        ] {
+            let mut agent = MbMix::new(toy_mbmix(reading), toy_task(), 1).unwrap();
+            let stats: Vec<EpochStats> = (0..4).map(|_| agent.train_epoch().unwrap()).collect();
+            let m: Vec<&MbMixEpochStats> =
+                stats.iter().map(|s| s.mbmix.as_ref().unwrap()).collect();
+            // Warm-up: simulator only.
+            assert!(!m[0].model_used && !m[1].model_used, "{reading:?}");
+            assert_eq!(m[3].model_used, reading != Reading::SimOnly, "{reading:?}");
+            let sim_used = matches!(reading, Reading::A | Reading::C | Reading::SimOnly);
+            assert_eq!(m[3].sim_actor_loss.is_some(), sim_used, "{reading:?}");
+            let model_rolled = matches!(reading, Reading::A | Reading::B | Reading::ModelOnly);
+            assert_eq!(m[3].model_actor_loss.is_some(), model_rolled, "{reading:?}");
+            // The model trains from the first epoch; the buffer grows by one window.
+            assert_eq!(m[0].model_buffer_len, 16 * 16);
+            assert_eq!(m[3].model_buffer_len, 4 * 16 * 16);
+            assert!(m.iter().all(|s| s.model_loss > 0.0 && s.model_lr > 0.0));
+            // Diagnostics on epochs 2 and 4 only.
+            for (k, s) in m.iter().enumerate() {
+                let on = (k + 1) % 2 == 0;
+                assert_eq!(s.grad_var_mix.is_some(), on);
+                assert_eq!(s.grad_var_shac.is_some(), on);
+                assert_eq!(s.model_jacobian_err.is_some(), on);
+                if on {
+                    assert!(s.grad_var_mix.unwrap() > 0.0 && s.grad_var_shac.unwrap() > 0.0);
+                    assert!(s.model_next_state_err.unwrap().is_finite());
+                }
+            }
+            // The model learns the toy dynamics: the held-out Jacobian error falls.
+            assert!(
+                m[3].model_jacobian_err.unwrap() < m[1].model_jacobian_err.unwrap(),
+                "{reading:?}: {:?} → {:?}",
+                m[1].model_jacobian_err,
+                m[3].model_jacobian_err
+            );
+            assert!(stats.iter().all(|s| s.actor_grad_norm.is_finite()));
+            assert_eq!(agent.epoch(), 4);
+            assert_eq!(agent.env_steps(), 4 * 16 * 16);
+        }
+    }
+
+    #[test]
+    fn sim_only_with_lambda_one_is_shac() {
+        let cfg = MbMixConfig {
+            mix: MixConfig {
+                lambda: 1.0,
+                ..Default::default()
+            },
+            ..toy_mbmix(Reading::SimOnly)
+        };
+        let mut mb = MbMix::new(cfg, toy_task(), 7).unwrap();
+        let mut shac = Shac::new(toy_config(), toy_task(), 7).unwrap();
+        for _ in 0..3 {
+            let a = mb.train_epoch().unwrap();
+            let b = shac.train_epoch().unwrap();
+            assert_eq!(a.actor_loss.to_bits(), b.actor_loss.to_bits());
+            assert_eq!(a.critic_loss.to_bits(), b.critic_loss.to_bits());
+            assert_eq!(a.actor_grad_norm.to_bits(), b.actor_grad_norm.to_bits());
+        }
+        assert_eq!(mb.actor().params_flat(), shac.actor().params_flat());
+        assert_eq!(mb.shac().critic().params(), shac.critic().params());
+        // With λ < 1 the objective, and so the actor, differ.
+        let mut mixed = MbMix::new(toy_mbmix(Reading::SimOnly), toy_task(), 7).unwrap();
+        mixed.train_epoch().unwrap();
+        mixed.train_epoch().unwrap();
+        let mut shac2 = Shac::new(toy_config(), toy_task(), 7).unwrap();
+        shac2.train_epoch().unwrap();
+        shac2.train_epoch().unwrap();
+        assert_ne!(mixed.actor().params_flat(), shac2.actor().params_flat());
+    }
+
+    #[test]
+    fn same_seed_gives_identical_runs() {
+        let run = |seed| {
+            let mut agent = MbMix::new(toy_mbmix(Reading::B), toy_task(), seed).unwrap();
+            let stats: Vec<EpochStats> = (0..4).map(|_| agent.train_epoch().unwrap()).collect();
+            (
+                bits(&stats),
+                agent.actor().params_flat(),
+                agent.model_trainer().model().params().to_vec(),
+            )
+        };
+        let (a, pa, ma) = run(3);
+        let (b, pb, mb) = run(3);
+        assert_eq!(a, b);
+        assert!(pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(ma.iter().zip(&mb).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let (c, _, mc) = run(4);
+        assert_ne!(a, c);
+        assert_ne!(ma, mc, "the model's initialisation follows the run seed");
+    }
+
+    #[test]
+    fn nonfinite_gradient_aborts_without_touching_networks_or_model() {
+        let task: Arc<dyn Task> = Arc::new(crate::testing::NanAdjoint(PointMass::new(48)));
+        let mut a = MbMix::new(toy_mbmix(Reading::A), task.clone(), 1).unwrap();
+        let actor0 = a.actor().params_flat();
+        let model0 = a.model_trainer().model().params().to_vec();
+        match a.train_epoch() {
+            Err(crate::Error::NonFiniteGradient { epoch: 0, norm }) => assert!(norm.is_nan()),
+            other => panic!("expected NonFiniteGradient, got {other:?}"),
+        }
+        assert_eq!(a.actor().params_flat(), actor0);
+        assert_eq!(a.model_trainer().model().params(), model0.as_slice());
+        assert!(a.model_trainer().buffer().is_empty());
+        assert_eq!(a.epoch(), 0);
+        let skip = MbMixConfig {
+            shac: crate::ShacConfig {
+                on_nonfinite_grad: NonFiniteGradPolicy::Skip,
+                ..toy_config()
+            },
+            ..toy_mbmix(Reading::A)
+        };
+        let mut b = MbMix::new(skip, task, 1).unwrap();
+        let stats = b.train_epoch().unwrap();
+        assert!(stats.actor_grad_norm.is_nan());
+        assert_eq!(b.actor().params_flat(), actor0);
+        assert_eq!(b.epoch(), 1);
+    }
+
+    #[test]
+    fn group_variance_is_the_variance_of_the_full_batch_estimator() {
+        // Groups g_k with G·g_k = 4·(1, 0), 4·(3, 0), 4·(2, 2), 4·(2, −2) / 4: the full
+        // gradient is their sum (2, 0); the G·g_k have deviations (−1, 0), (1, 0), (0, 2),
+        // (0, −2) from it, squared norms summing to 10, over G(G − 1) = 12.
+        let g = vec![
+            vec![0.25, 0.0],
+            vec![0.75, 0.0],
+            vec![0.5, 0.5],
+            vec![0.5, -0.5],
+        ];
+        assert!((group_variance(&g) - 10.0 / 12.0).abs() < 1e-12);
+        assert_eq!(group_variance(&g[..1]), 0.0);
+        let same = vec![vec![1.0f32, 2.0]; 3];
+        assert_eq!(group_variance(&same), 0.0);
+    }
+
+    #[test]
+    fn group_gradients_sum_to_the_full_gradient() {
+        // The variance diagnostic rests on the sweep being linear in the seeds.
+        let mut agent = MbMix::new(toy_mbmix(Reading::SimOnly), toy_task(), 2).unwrap();
+        agent.train_epoch().unwrap();
+        let frozen = agent.shac.simulate_window().unwrap();
+        agent.sim_mix_seeds();
+        let task = agent.shac.task.clone();
+        let adj = SimulatorAdjoint(task.as_ref());
+        let mut full = vec![0.0f32; agent.shac.actor.num_params()];
+        sweep_sim(&mut agent.shac, &adj, frozen.as_ref(), &mut full);
+        let seeds = agent.shac.seeds.clone();
+        let mut sum = vec![0.0f64; full.len()];
+        for k in 0..4 {
+            let mut masked = seeds.clone();
+            for i in 0..16 {
+                if i * 4 / 16 != k {
+                    masked.reward.column_mut(i).fill(0.0);
+                    masked.value.column_mut(i).fill(0.0);
+                }
+            }
+            agent.shac.seeds = masked;
+            let mut g = vec![0.0f32; full.len()];
+            sweep_sim(&mut agent.shac, &adj, frozen.as_ref(), &mut g);
+            for (a, b) in sum.iter_mut().zip(&g) {
+                *a += *b as f64;
+            }
+        }
+        let full64: Vec<f64> = full.iter().map(|&v| v as f64).collect();
+        let err = diff_core::gradcheck::rel_err(&sum, &full64, 1e-9);
+        assert!(err < 1e-5, "relative error {err}");
+        assert!(full.iter().any(|g| g.abs() > 1e-4));
+    }
+
+    #[test]
+    fn mbmix_improves_the_toy_task() {
+        let cfg = MbMixConfig {
+            shac: crate::ShacConfig {
+                max_epochs: 60,
+                ..toy_config()
+            },
+            ..toy_mbmix(Reading::A)
+        };
+        let mut agent = MbMix::new(cfg, toy_task(), 3).unwrap();
+        let before = agent.evaluate(32, 99).unwrap();
+        for _ in 0..60 {
+            agent.train_epoch().unwrap();
+        }
+        let after = agent.evaluate(32, 99).unwrap();
+        println!(
+            "toy MB-MIX (A): eval return {:.2} → {:.2} (success {:?} → {:?})",
+            before.mean_return, after.mean_return, before.success_rate, after.success_rate
+        );
+        assert!(
+            after.mean_return > 0.5 * before.mean_return
+                && after.mean_return - before.mean_return > 5.0,
+            "no clear improvement: {} → {}",
+            before.mean_return,
+            after.mean_return
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! MB-MIX's configuration: SHAC's hyperparameters (`shac`) plus the knobs of
+//! `reference/algorithms.md` §3.4 (`mix`, `rollout`, `model`, `critic`) and the per-epoch
+//! diagnostics. Every default is the table's suggested (inferred) value unless its doc says
+//! otherwise; every section rejects unknown keys.
+
+use crate::config::{in_range, positive_count, ShacConfig};
+use crate::error::{Error, Result};
+use crate::mix::{LossScale, MixStarts};
+use sobolev_model::ModelConfig;
+
+/// The λ-mixed objective (§3.4 "Mixed objective", §3.6).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixConfig {
+    /// λ_mix in [0, 1]. Default 0.95 (§3.4; 1 gives SHAC's h-step objective, the
+    /// "without mixing" ablation; 0 the one-step objective).
+    pub lambda: f64,
+    /// Which start indices contribute their mixed return: `first` (default: the window
+    /// start and every post-reset start, as SHAC's sub-trajectories) or `all`.
+    pub starts: MixStarts,
+    /// Loss normalisation: `per_step` 1/(h·N) (default, SHAC parity) or `per_env` 1/N.
+    pub loss_scale: LossScale,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        MixConfig {
+            lambda: 0.95,
+            starts: MixStarts::First,
+            loss_scale: LossScale::PerStep,
+        }
+    }
+}
+
+/// How simulator and model rollouts combine (§3.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reading {
+    /// J^mix on a simulator window plus `model_weight` × J^mix on a model rollout of
+    /// `model_horizon` steps from the same start states (default).
+    #[default]
+    #[serde(rename = "A", alias = "a")]
+    A,
+    /// One chain: the simulator for `sim_prefix` steps, then the model up to
+    /// `model_horizon` steps in all; J^mix on the chain.
+    #[serde(rename = "B", alias = "b")]
+    B,
+    /// The simulator window's J^mix with gradients through the model's Jacobians
+    /// (forward values from the simulator).
+    #[serde(rename = "C", alias = "c")]
+    C,
+    /// The simulator window only: SHAC with the λ-mixed objective (the "without model"
+    /// ablation).
+    #[serde(rename = "sim_only")]
+    SimOnly,
+    /// The model rollout only (the simulator window still feeds the critic and the
+    /// model's buffer).
+    #[serde(rename = "model_only")]
+    ModelOnly,
+}
+
+impl Reading {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reading::A => "A",
+            Reading::B => "B",
+            Reading::C => "C",
+            Reading::SimOnly => "sim_only",
+            Reading::ModelOnly => "model_only",
+        }
+    }
+}
+
+/// Rollout sources (§3.4 "Rollout sources").
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// `A` (default), `B`, `C`, `sim_only` or `model_only` (§3.7).
+    pub reading: Reading,
+    /// Weight c ≥ 0 of J_model in reading A. Default 1.0.
+    pub model_weight: f64,
+    /// Length of the rollout that contains model steps: the model rollout of A and
+    /// `model_only`, the whole sim→model chain of B. Default (absent): the window length h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_horizon: Option<usize>,
+    /// Simulator steps k before the model takes over in reading B. Default (absent): h/2
+    /// (rounded down), and less than the chain length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_prefix: Option<usize>,
+    /// Epochs of simulator-only updates (λ-mixed) before the model's rollouts or gradients
+    /// are used; the model is trained from the first epoch on. Default 20.
+    pub model_warmup_epochs: usize,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            reading: Reading::A,
+            model_weight: 1.0,
+            model_horizon: None,
+            sim_prefix: None,
+            model_warmup_epochs: 20,
+        }
+    }
+}
+
+/// Which states the critic is fitted on (`critic.train_on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticData {
+    /// The simulator window's states with TD(λ) targets, exactly as SHAC (default, and the
+    /// only choice: adding model-rollout states is not implemented).
+    #[default]
+    Sim,
+}
+
+/// The critic's MB-MIX knobs; everything else about the critic is SHAC's (`shac`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriticConfig {
+    /// Default `sim`.
+    pub train_on: CriticData,
+}
+
+/// Per-epoch diagnostics written to the epoch statistics.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosticsConfig {
+    /// Run the diagnostics on the epochs whose number (1-based) is a multiple of this.
+    /// Default 10.
+    pub every: usize,
+    /// Groups G of envs for the actor-gradient variance of the mixed and the SHAC
+    /// objective on the simulator window (2·G extra reverse sweeps); 0 turns it off,
+    /// otherwise 2 ≤ G ≤ num_envs. Default 4.
+    pub grad_variance_groups: usize,
+    /// Transitions of the newest window (evenly spaced, before it enters the buffer) on
+    /// which the model's next-state and Jacobian errors are measured, with full simulator
+    /// Jacobians (state_dim VJPs each); 0 turns it off. Default 256.
+    pub model_error_samples: usize,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig {
+            every: 10,
+            grad_variance_groups: 4,
+            model_error_samples: 256,
+        }
+    }
+}
+
+/// MB-MIX hyperparameters (algorithms.md §3.4, §3.9).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MbMixConfig {
+    /// SHAC's settings: envs, window, networks, optimisers, critic (§3.8: as SHAC) and the
+    /// epoch count. Default: [`ShacConfig::default`].
+    pub shac: ShacConfig,
+    /// The mixed objective.
+    pub mix: MixConfig,
+    /// Rollout sources.
+    pub rollout: RolloutConfig,
+    /// The dynamics model and its Sobolev training. Default: [`ModelConfig::default`]; its
+    /// `seed` is combined with the run seed for the weight initialisation.
+    pub model: ModelConfig,
+    /// Decay the model's learning rate linearly to `shac.lr_final` over `shac.max_epochs`,
+    /// as SHAC's (§3.9 step 1). Default true.
+    pub model_lr_decay: bool,
+    /// The critic's data.
+    pub critic: CriticConfig,
+    /// Per-epoch diagnostics.
+    pub diagnostics: DiagnosticsConfig,
+    /// Save the model's transition buffer in checkpoints, so that a resumed run
+    /// reproduces an uninterrupted one bit for bit. It makes checkpoints large (up to
+    /// `model.buffer_capacity` transitions with their Jacobian targets: about 15 MB for
+    /// CartPole with `full` targets), hence off by default: a resumed run then starts with
+    /// an empty buffer. Default false.
+    pub checkpoint_buffer: bool,
+}
+
+impl Default for MbMixConfig {
+    fn default() -> Self {
+        MbMixConfig {
+            shac: ShacConfig::default(),
+            mix: MixConfig::default(),
+            rollout: RolloutConfig::default(),
+            model: ModelConfig::default(),
+            model_lr_decay: true,
+            critic: CriticConfig::default(),
+            diagnostics: DiagnosticsConfig::default(),
+            checkpoint_buffer: false,
+        }
+    }
+}
+
+impl MbMixConfig {
+    /// The length of the rollout with model steps (`rollout.model_horizon`, default h).
+    pub fn model_horizon(&self) -> usize {
+        self.rollout.model_horizon.unwrap_or(self.shac.horizon)
+    }
+
+    /// Reading B's simulator prefix k (`rollout.sim_prefix`, default h/2).
+    pub fn sim_prefix(&self) -> usize {
+        self.rollout.sim_prefix.unwrap_or(self.shac.horizon / 2)
+    }
+
+    /// Checks every field; the error names the first offending field with its section
+    /// (`shac.horizon`, `mix.lambda`, `model.sobolev.beta_s`, …).
+    pub fn validate(&self) -> Result<()> {
+        let within = |section: &str, e: Error| match e {
+            Error::InvalidConfig { field, reason } => Error::InvalidConfig {
+                field: format!("{section}.{field}"),
+                reason,
+            },
+            other => other,
+        };
+        self.shac.validate().map_err(|e| within("shac", e))?;
+        in_range("mix.lambda", self.mix.lambda, 0.0, 1.0, false, false)?;
+        in_range(
+            "rollout.model_weight",
+            self.rollout.model_weight,
+            0.0,
+            f64::MAX,
+            false,
+            false,
+        )?;
+        if let Some(m) = self.rollout.model_horizon {
+            positive_count("rollout.model_horizon", m)?;
+        }
+        if self.rollout.reading == Reading::B && self.sim_prefix() >= self.model_horizon() {
+            return Err(Error::config(
+                "rollout.sim_prefix",
+                format!(
+                    "must be less than the chain length rollout.model_horizon = {}, got {}",
+                    self.model_horizon(),
+                    self.sim_prefix()
+                ),
+            ));
+        }
+        self.model.validate().map_err(|e| match e {
+            sobolev_model::Error::InvalidConfig { field, reason } => Error::InvalidConfig {
+                field: format!("model.{field}"),
+                reason,
+            },
+            other => Error::Model(other),
+        })?;
+        positive_count("diagnostics.every", self.diagnostics.every)?;
+        let g = self.diagnostics.grad_variance_groups;
+        if g == 1 || g > self.shac.num_envs {
+            return Err(Error::config(
+                "diagnostics.grad_variance_groups",
+                format!(
+                    "must be 0 (off) or between 2 and shac.num_envs = {}, got {g}",
+                    self.shac.num_envs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let c = MbMixConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.mix.lambda, 0.95);
+        assert_eq!(c.rollout.reading, Reading::A);
+        assert_eq!(c.rollout.model_weight, 1.0);
+        assert_eq!(c.rollout.model_warmup_epochs, 20);
+        assert_eq!((c.model_horizon(), c.sim_prefix()), (32, 16));
+        assert_eq!(c.diagnostics.every, 10);
+        assert_eq!(c.diagnostics.grad_variance_groups, 4);
+        assert_eq!(c.critic.train_on, CriticData::Sim);
+    }
+
+    #[test]
+    fn validate_names_the_field_with_its_section() {
+        let d = MbMixConfig::default;
+        let cases: Vec<(MbMixConfig, &str)> = vec![
+            (
+                MbMixConfig {
+                    mix: MixConfig {
+                        lambda: 1.5,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "mix.lambda",
+            ),
+            (
+                MbMixConfig {
+                    shac: ShacConfig {
+                        horizon: 0,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "shac.horizon",
+            ),
+            (
+                MbMixConfig {
+                    rollout: RolloutConfig {
+                        model_weight: -1.0,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "rollout.model_weight",
+            ),
+            (
+                MbMixConfig {
+                    rollout: RolloutConfig {
+                        model_horizon: Some(0),
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "rollout.model_horizon",
+            ),
+            (
+                MbMixConfig {
+                    rollout: RolloutConfig {
+                        reading: Reading::B,
+                        sim_prefix: Some(32),
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "rollout.sim_prefix",
+            ),
+            (
+                MbMixConfig {
+                    model: ModelConfig {
+                        lr: f64::NAN,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "model.lr",
+            ),
+            (
+                MbMixConfig {
+                    model: ModelConfig {
+                        sobolev: sobolev_model::SobolevConfig {
+                            beta_s: -1.0,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "model.sobolev.beta_s",
+            ),
+            (
+                MbMixConfig {
+                    diagnostics: DiagnosticsConfig {
+                        grad_variance_groups: 1,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "diagnostics.grad_variance_groups",
+            ),
+            (
+                MbMixConfig {
+                    diagnostics: DiagnosticsConfig {
+                        every: 0,
+                        ..Default::default()
+                    },
+                    ..d()
+                },
+                "diagnostics.every",
+            ),
+        ];
+        for (cfg, field) in cases {
+            match cfg.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected InvalidConfig for {field}, got {other:?}"),
+            }
+        }
+        // B with the default prefix (h/2 < h) and a longer chain are fine.
+        let b = MbMixConfig {
+            rollout: RolloutConfig {
+                reading: Reading::B,
+                model_horizon: Some(48),
+                ..Default::default()
+            },
+            ..d()
+        };
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn serde_spellings_and_unknown_fields() {
+        let c: MbMixConfig = serde_json::from_str(
+            r#"{"rollout": {"reading": "sim_only"}, "mix": {"starts": "all", "loss_scale": "per_env"},
+                "shac": {"horizon": 8}, "model": {"sobolev": {"form": "none"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rollout.reading, Reading::SimOnly);
+        assert_eq!(c.mix.starts, MixStarts::All);
+        assert_eq!(c.mix.loss_scale, LossScale::PerEnv);
+        assert_eq!(c.shac.horizon, 8);
+        assert_eq!(c.model.sobolev.form, sobolev_model::SobolevForm::None);
+        assert_eq!(c.sim_prefix(), 4);
+        for r in ["A", "B", "C", "b"] {
+            let c: RolloutConfig =
+                serde_json::from_str(&format!(r#"{{"reading": "{r}"}}"#)).unwrap();
+            assert_eq!(c.reading.name(), r.to_uppercase());
+        }
+        assert!(serde_json::from_str::<MbMixConfig>(r#"{"mix": {"lamda": 0.5}}"#).is_err());
+        assert!(serde_json::from_str::<RolloutConfig>(r#"{"reading": "D"}"#).is_err());
+        let back: MbMixConfig =
+            serde_json::from_str(&serde_json::to_string(&MbMixConfig::default()).unwrap()).unwrap();
+        assert_eq!(back, MbMixConfig::default());
+    }
+}

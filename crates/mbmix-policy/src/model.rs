@@ -1,0 +1,172 @@
+//! The learned dynamics model as a step source of the window engine (algorithms.md §3.7).
+//!
+//! - [`ModelTask`] is a `diff_core::Task` whose dynamics (`step`, `step_vjp`, `step_jvp`)
+//!   are a snapshot of a [`SobolevModel`] and whose observation, reward, termination, reset
+//!   and success functions (and their VJPs) are the wrapped task's. A `BatchEnv` over it
+//!   rolls out "in the model" with the task's episode rules, and the window engine
+//!   reverse-sweeps it unchanged ([`crate::window::SimulatorAdjoint`] of the `ModelTask`
+//!   is the model's VJP). Readings A, B and `model_only`.
+//! - [`ModelAdjoint`] is the model's VJP as a [`StepAdjoint`] on a tape recorded in the
+//!   simulator: forward values from the simulator, gradients from the model (reading C,
+//!   the straight-through step `F + f_φ − stopgrad(f_φ)`).
+//!
+//! The model is f32 and its failures can only be shape mismatches, which the constructors
+//! rule out; should one happen anyway, the affected outputs are NaN (the engine then marks
+//! the envs `NonFinite`, and a NaN gradient is caught by the trainer's gradient check).
+
+use crate::error::{Error, Result};
+use crate::window::StepAdjoint;
+use diff_core::{Scene, SeededRng, Task, TaskSpec};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use sobolev_model::SobolevModel;
+use std::sync::Arc;
+
+fn check_dims(model: &SobolevModel<f32>, spec: &TaskSpec) -> Result<()> {
+    if model.state_dim() != spec.state_dim || model.action_dim() != spec.act_dim {
+        return Err(Error::dim(
+            format!("dynamics model of task {}", spec.name),
+            format!("state {} / action {}", spec.state_dim, spec.act_dim),
+            format!(
+                "state {} / action {}",
+                model.state_dim(),
+                model.action_dim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `adj_s += (∂f/∂s)ᵀ adj_next`, `adj_a += (∂f/∂a)ᵀ adj_next` through the model.
+fn model_vjp(
+    model: &SobolevModel<f32>,
+    s: ArrayView2<f32>,
+    a: ArrayView2<f32>,
+    adj_next: ArrayView2<f32>,
+    mut adj_s: ArrayViewMut2<f32>,
+    mut adj_a: ArrayViewMut2<f32>,
+) {
+    match model.vjp(s, a, adj_next) {
+        Ok((gs, ga)) => {
+            adj_s += &gs;
+            adj_a += &ga;
+        }
+        Err(_) => {
+            adj_s.fill(f32::NAN);
+            adj_a.fill(f32::NAN);
+        }
+    }
+}
+
+/// A task whose dynamics are a learned model (see the module docs).
+pub struct ModelTask {
+    inner: Arc<dyn Task>,
+    model: SobolevModel<f32>,
+}
+
+impl ModelTask {
+    /// Wraps `inner` with the dynamics `model` (a snapshot: later training of the original
+    /// does not change this task). The model's widths must be the task's.
+    pub fn new(inner: Arc<dyn Task>, model: SobolevModel<f32>) -> Result<Self> {
+        check_dims(&model, inner.spec())?;
+        Ok(ModelTask { inner, model })
+    }
+    /// The wrapped task.
+    pub fn inner(&self) -> &Arc<dyn Task> {
+        &self.inner
+    }
+    /// The dynamics model.
+    pub fn model(&self) -> &SobolevModel<f32> {
+        &self.model
+    }
+}
+
+impl Task for ModelTask {
+    fn spec(&self) -> &TaskSpec {
+        self.inner.spec()
+    }
+    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, mut s_next: ArrayViewMut2<f32>) {
+        match self.model.predict(s, a) {
+            Ok(p) => s_next.assign(&p),
+            Err(_) => s_next.fill(f32::NAN),
+        }
+    }
+    fn step_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        model_vjp(&self.model, s, a, adj_next, adj_s, adj_a);
+    }
+    fn step_jvp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        ds: ArrayView2<f32>,
+        da: ArrayView2<f32>,
+        mut ds_next: ArrayViewMut2<f32>,
+    ) {
+        match self.model.jvp(s, a, ds, da) {
+            Ok(t) => ds_next.assign(&t),
+            Err(_) => ds_next.fill(f32::NAN),
+        }
+    }
+    fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>) {
+        self.inner.observe(s, obs);
+    }
+    fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>) {
+        self.inner.observe_vjp(s, adj_obs, adj_s);
+    }
+    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>) {
+        self.inner.reward(s_next, a, r);
+    }
+    fn reward_vjp(
+        &self,
+        s_next: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_r: ArrayView1<f32>,
+        adj_s_next: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.inner.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a);
+    }
+    fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
+        self.inner.terminated(s_next, out);
+    }
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
+        self.inner.reset_state(rng, stochastic, s);
+    }
+    fn episode_success(&self, states: ArrayView2<f32>) -> Option<bool> {
+        self.inner.episode_success(states)
+    }
+    fn scene(&self, state: ArrayView1<f32>) -> Option<Scene> {
+        self.inner.scene(state)
+    }
+}
+
+/// The model's VJP on a tape recorded in the simulator (reading C, see the module docs).
+pub struct ModelAdjoint<'a>(&'a SobolevModel<f32>);
+
+impl<'a> ModelAdjoint<'a> {
+    /// The adjoint of `model` for windows of `task`; the widths must agree.
+    pub fn new(model: &'a SobolevModel<f32>, task: &dyn Task) -> Result<Self> {
+        check_dims(model, task.spec())?;
+        Ok(ModelAdjoint(model))
+    }
+}
+
+impl StepAdjoint for ModelAdjoint<'_> {
+    fn step_vjp(
+        &self,
+        _t: usize,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        model_vjp(self.0, s, a, adj_next, adj_s, adj_a);
+    }
+}
