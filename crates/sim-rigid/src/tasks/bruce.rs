@@ -94,11 +94,12 @@ pub struct BruceConfig {
     pub height_scale: f64,
     /// Action penalty coefficient (−0.002).
     pub action_penalty: f64,
-    /// Coefficient of the torso's squared roll and pitch rates (−0.05, legged_gym's
-    /// `ang_vel_xy` weight; Humanoid has no such term). Without it, SHAC on `bruce-pos`
-    /// found a glide: the torso wobbling at ±10 rad/s about 20 times a second while the feet
-    /// ratchet forward at 6–8 m/s, pose otherwise frozen (a 2000-epoch run scored 4546,
-    /// against 1590 for standing still).
+    /// Coefficient of the torso's squared roll and pitch rates (default 0, as Humanoid;
+    /// legged_gym's `ang_vel_xy` weight is −0.05). Tried against the glide of
+    /// [`Self::position_targets`]: at −0.05 without the motor clamp SHAC still glided
+    /// (3.2 m/s, roll/pitch rate 2.2 rad/s rms); with the clamp it learned to fall
+    /// early (evaluation return 50 → 5 over 600 epochs), the penalty outweighing the
+    /// 1.6 per step for staying up.
     pub ang_vel_penalty: f64,
     /// Target offset from the start (1000, 0, 0).
     pub target: [f64; 3],
@@ -134,7 +135,7 @@ impl Default for BruceConfig {
             height_tolerance: 0.05,
             height_scale: 10.0,
             action_penalty: -0.002,
-            ang_vel_penalty: -0.05,
+            ang_vel_penalty: 0.0,
             target: [1000.0, 0.0, 0.0],
             noise_pos: 0.02,
             noise_rot: PI / 24.0,
