@@ -38,6 +38,9 @@ struct Args {
     /// Random directions per transition for the projected forms.
     #[arg(long, default_value_t = 1)]
     directions: usize,
+    /// Weight β of both Jacobian terms (β_s = β_a), on normalised coordinates.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
     /// Training envs (each contributes `steps` transitions).
     #[arg(long, default_value_t = 64)]
     train_envs: usize,
@@ -129,6 +132,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sob_cfg = SobolevConfig {
         form,
         directions: args.directions,
+        beta_s: args.beta,
+        beta_a: args.beta,
         ..SobolevConfig::default()
     };
     let task = task.as_ref();
