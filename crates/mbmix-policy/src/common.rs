@@ -155,7 +155,8 @@ impl PolicyView<'_> {
             ));
         }
         let n = obs.nrows();
-        let mut x = obs.to_owned();
+        // standard (row-major) layout whatever the caller's strides, so the slice below exists
+        let mut x = obs.as_standard_layout().into_owned();
         if let Some(r) = self.obs_rms {
             r.normalize_in_place(x.view_mut());
         }

@@ -553,6 +553,9 @@ pub(crate) mod tests {
         assert_eq!(det.dim(), (5, 1));
         assert!(det.iter().all(|a| a.abs() < 1.0));
         assert_eq!(det, agent.act(obs.view(), true).unwrap());
+        // a column-major view of the same observations (e.g. a transpose) acts the same
+        let cols = obs.t().as_standard_layout().into_owned();
+        assert_eq!(det, agent.act(cols.t(), true).unwrap());
         let sto = agent.act(obs.view(), false).unwrap();
         assert_ne!(det, sto);
         assert!(matches!(
