@@ -32,7 +32,7 @@
 //! Everything is generic over [`Real`]: `f32` for training, `f64` for the finite-difference
 //! oracle, [`diff_core::Dual`] for JVPs.
 
-use crate::model::{Articulation, JointKind};
+use crate::model::{Articulation, EffortSaturation, JointKind};
 use crate::spatial::*;
 use diff_core::Real;
 
@@ -104,8 +104,9 @@ pub struct Substep<T> {
     /// World-frame motion subspace per DOF.
     pub s: Vec<Sv<T>>,
     pub tau: Vec<T>,
-    /// Per DOF: whether the motor torque was clamped at the joint's effort limit.
-    pub motor_saturated: Vec<bool>,
+    /// Per DOF: ∂τ_motor/∂(unsaturated motor torque), 1 without saturation, 0 on a hard
+    /// clamp, sech² under the smooth tanh saturation.
+    pub motor_gain: Vec<T>,
     pub qdd: Vec<T>,
     /// Output coordinates.
     pub q_out: Vec<T>,
@@ -169,7 +170,7 @@ impl<T: Real> Workspace<T> {
             links: vec![LinkState::zero(); nl],
             s: vec![sv_zero(); nd],
             tau: vec![z; nd],
-            motor_saturated: vec![false; nd],
+            motor_gain: vec![T::one(); nd],
             qdd: vec![z; nd],
             q_out: vec![z; nq],
             qd_out: vec![z; nd],
@@ -612,11 +613,24 @@ impl Articulation {
                     let mut motor = act[d]
                         - T::cst(j.target_ke) * (q - T::cst(j.target))
                         - T::cst(j.target_kd) * qd;
-                    let saturated = motor.re().abs() >= j.effort_limit;
-                    if saturated {
-                        motor = T::cst(j.effort_limit.copysign(motor.re()));
+                    let mut gain = T::one();
+                    if j.effort_limit.is_finite() {
+                        match j.effort_saturation {
+                            EffortSaturation::Clamp => {
+                                if motor.re().abs() >= j.effort_limit {
+                                    motor = T::cst(j.effort_limit.copysign(motor.re()));
+                                    gain = T::zero();
+                                }
+                            }
+                            EffortSaturation::Tanh => {
+                                let l = T::cst(j.effort_limit);
+                                let th = (motor / l).tanh();
+                                motor = l * th;
+                                gain = T::one() - th * th;
+                            }
+                        }
                     }
-                    sub.motor_saturated[d] = saturated;
+                    sub.motor_gain[d] = gain;
                     sub.tau[d] = -sv_dot(&sub.s[d], &sub.links[i].f_tot) + motor + limit_f
                         - T::cst(j.limit_kd) * qd;
                 }
@@ -661,11 +675,10 @@ impl Articulation {
                         limit_force_derivative(sub.q[qi], j.limit_lower, j.limit_upper, j.limit_ke);
                     adj.q[qi] += at * dlim;
                     adj.qd[d] -= at * T::cst(j.limit_kd);
-                    if !sub.motor_saturated[d] {
-                        adj.q[qi] -= at * T::cst(j.target_ke);
-                        adj.qd[d] -= at * T::cst(j.target_kd);
-                        adj.act[d] += at;
-                    }
+                    let am = at * sub.motor_gain[d];
+                    adj.q[qi] -= am * T::cst(j.target_ke);
+                    adj.qd[d] -= am * T::cst(j.target_kd);
+                    adj.act[d] += am;
                 }
                 JointKind::Ball => {
                     for k in 0..3 {

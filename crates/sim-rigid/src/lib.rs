@@ -22,7 +22,7 @@ pub mod tasks;
 
 pub use dynamics::{SimParams, Workspace};
 pub use model::{
-    Articulation, ArticulationBuilder, ContactMaterial, ContactPoint, Geometry, InertiaTransform,
-    Inertial, Joint, JointKind, LinkShape, Shape,
+    Articulation, ArticulationBuilder, ContactMaterial, ContactPoint, EffortSaturation, Geometry,
+    InertiaTransform, Inertial, Joint, JointKind, LinkShape, Shape,
 };
 pub use tasks::CartPoleSwingUp;

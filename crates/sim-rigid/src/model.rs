@@ -84,6 +84,22 @@ pub struct Joint {
     /// dflex, which has no such clamp) disables it. On saturation the derivative of the
     /// motor torque is zero, also on the tie |τ_motor| = limit.
     pub effort_limit: f64,
+    /// How the motor torque meets `effort_limit`: a hard clamp (default) or a smooth
+    /// `limit·tanh(τ/limit)`, whose derivative never vanishes.
+    pub effort_saturation: EffortSaturation,
+}
+
+/// The shape of a joint motor's torque saturation (see [`Joint::effort_limit`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EffortSaturation {
+    /// `clamp(τ, −limit, limit)`: exact below the limit, zero derivative above it, so a
+    /// gradient-based policy gets no signal through a saturated motor.
+    #[default]
+    Clamp,
+    /// `limit·tanh(τ/limit)`: slightly softer than the clamp below the limit (τ = limit/2
+    /// gives 0.92·τ), with derivative sech²(τ/limit) > 0 everywhere.
+    Tanh,
 }
 
 impl Joint {
@@ -104,6 +120,7 @@ impl Joint {
             limit_kd: 10.0,
             armature: 0.01,
             effort_limit: f64::INFINITY,
+            effort_saturation: EffortSaturation::Clamp,
         }
     }
 }

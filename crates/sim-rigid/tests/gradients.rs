@@ -565,6 +565,19 @@ proptest! {
     }
 
     #[test]
+    fn joint_torques_adjoint_with_tanh_saturated_motors(x in diff_core::gradcheck::vec_in(-6.0, 6.0, 2 + 2 + 2 + 12 + 18), u in diff_core::gradcheck::direction(2), v in diff_core::gradcheck::direction(36)) {
+        // motor torques through 3·tanh(τ/3): smooth, so no kink to avoid except the cart's
+        // limits; the sampled actuations reach deep into saturation (|τ| up to ~25)
+        let mut a = art();
+        for l in a.links.iter_mut() {
+            (l.joint.effort_limit, l.joint.target_ke, l.joint.target_kd) = (3.0, 2.0, 0.5);
+            l.joint.effort_saturation = sim_rigid::EffortSaturation::Tanh;
+        }
+        prop_assume!((x[0].abs() - 4.0).abs() > 1e-2);
+        check_stage(&Torques(a), &x, &u, &v, "joint torques, tanh-saturated motors");
+    }
+
+    #[test]
     fn mass_matrix_adjoint(x in diff_core::gradcheck::vec_in(-2.0, 2.0, 3 * 36 + 12), u in diff_core::gradcheck::direction(4), v in diff_core::gradcheck::direction(120)) {
         check_stage(&MassMatrixStage(art()), &x, &u, &v, "mass matrix");
     }

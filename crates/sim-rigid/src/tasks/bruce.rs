@@ -24,7 +24,9 @@ use super::locomotion::{HeightReward, Locomotion, LocomotionConfig};
 use crate::batch::RigidEnv;
 use crate::dynamics::SimParams;
 use crate::loader::{load_urdf, robot_path, segment_frame, DroppedJoints, UrdfOptions};
-use crate::model::{ContactMaterial, ContactPoint, Geometry, InertiaTransform, Shape};
+use crate::model::{
+    ContactMaterial, ContactPoint, EffortSaturation, Geometry, InertiaTransform, Shape,
+};
 use crate::spatial::Transform;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -73,6 +75,11 @@ pub struct BruceConfig {
     /// (`Joint::effort_limit`; ∞ = none). `bruce` and `bruce-pd` leave it off (their
     /// action alone is already bounded by `torque_limit`); `bruce-pos` clamps at 10.5.
     pub effort_limit: f64,
+    /// Shape of that saturation: `clamp` or a smooth `tanh` (`bruce-pos`). With the hard
+    /// clamp SHAC did not learn to stay up on `bruce-pos` (evaluation return 54 after 1580
+    /// epochs, below zero action's 373): with the exploration noise most motors sat on
+    /// the clamp, where the actor's gradient through them is zero.
+    pub effort_saturation: EffortSaturation,
     /// Joint stiffness toward the rest pose, N·m/rad (dflex `joint_target_ke`, as DiffRL's
     /// Humanoid has): the hardware runs its joints under a position-mode PD loop (kp 60,
     /// kd 2, `BRUCE_macros.py`); a passive spring stands in for it and the policy's torques
@@ -120,6 +127,7 @@ impl Default for BruceConfig {
             substeps: 32,
             mass_matrix_every: 1,
             effort_limit: f64::INFINITY,
+            effort_saturation: EffortSaturation::Clamp,
             stiffness: 0.0,
             damping: 0.1,
             armature: 0.011,
@@ -165,8 +173,8 @@ impl BruceConfig {
     /// of [`Self::position_loop`], evaluated every substep. With the engine's joint spring
     /// ke·(target₀ − q) toward the rest pose, a target offset δ is the extra torque ke·δ, so
     /// the actuator gain is kp · 0.5 rad = 50 N·m per unit action.
-    /// The motor torque, PD and command together, saturates at the actuators' 10.5 N·m
-    /// (`effort_limit`): without the clamp the loop delivered up to 50 N·m and SHAC used it
+    /// The motor torque, PD and command together, saturates smoothly (10.5·tanh(τ/10.5))
+    /// at the actuators' 10.5 N·m (`effort_limit`, `effort_saturation`): without the clamp the loop delivered up to 50 N·m and SHAC used it
     /// to vibrate the feet into a 3–8 m/s glide. In `bruce-pd` the same loop only moves
     /// the targets by ±10.5/100 rad = ±6°, too little for a step.
     pub fn position_targets() -> Self {
@@ -174,6 +182,7 @@ impl BruceConfig {
             name: "bruce-pos".into(),
             torque_limit: 100.0 * 0.5,
             effort_limit: 10.5,
+            effort_saturation: EffortSaturation::Tanh,
             ..BruceConfig::position_loop()
         }
     }
@@ -252,6 +261,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
         l.joint.target_kd = cfg.damping;
         l.joint.target_ke = cfg.stiffness;
         l.joint.effort_limit = cfg.effort_limit;
+        l.joint.effort_saturation = cfg.effort_saturation;
     }
     // start height: the soles just touching the ground with the base rotated upright
     let nj = art.n_q - 7;
