@@ -103,6 +103,77 @@ pub fn dot_product_test(jvp_v: &[f64], u: &[f64], vjp_u: &[f64], v: &[f64]) -> f
     (a - b).abs() / scale
 }
 
+/// A differentiable stage under test: a map ℝⁿ → ℝᵐ, generic over the scalar so that
+/// `f64` gives the finite-difference oracle and [`crate::Dual`] the forward-mode JVP, and
+/// its VJP through the hand-written adjoint.
+pub trait Stage {
+    /// The stage's outputs at `x`.
+    fn forward<T: crate::Real>(&self, x: &[T]) -> Vec<T>;
+    /// `uᵀ ∂forward/∂x` by the hand-written adjoint.
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64>;
+}
+
+/// `∂forward/∂x · v` by dual numbers.
+pub fn dual_jvp<S: Stage>(s: &S, x: &[f64], v: &[f64]) -> Vec<f64> {
+    let xd: Vec<crate::Dual<f64>> = x
+        .iter()
+        .zip(v)
+        .map(|(&a, &b)| crate::Dual::new(a, b))
+        .collect();
+    s.forward(&xd).iter().map(|d| d.eps).collect()
+}
+
+/// Step and tolerances of [`check_stage`].
+#[derive(Clone, Copy, Debug)]
+pub struct StageTol {
+    /// Finite-difference step (scaled by `max(1, |x_i|)`).
+    pub h: f64,
+    /// Bound on the relative error of the VJP against finite differences.
+    pub fd: f64,
+    /// Bound on the relative error of the VJP/JVP dot-product test.
+    pub dot: f64,
+}
+
+/// Both checks of a [`Stage`]: its VJP against fourth-order finite differences with step
+/// `tol.h` (relative error ≤ `tol.fd`), and against its dual-number JVP by the
+/// dot-product test (≤ `tol.dot`). The cotangent is `u_seed` cycled to the output width
+/// with varying weights; `what` names the stage in failure messages.
+pub fn check_stage<S: Stage>(
+    s: &S,
+    x: &[f64],
+    u_seed: &[f64],
+    v: &[f64],
+    tol: StageTol,
+    what: &str,
+) {
+    let StageTol {
+        h,
+        fd: fd_tol,
+        dot: dot_tol,
+    } = tol;
+    assert_eq!(
+        v.len(),
+        x.len(),
+        "{what}: tangent and input dimensions differ"
+    );
+    let y = s.forward::<f64>(x);
+    let u: Vec<f64> = (0..y.len())
+        .map(|i| u_seed[i % u_seed.len()] * (1.0 + 0.1 * i as f64).sin())
+        .collect();
+    let r = check_vjp_fd(
+        &mut |z| s.forward::<f64>(z),
+        &mut |z, w| s.vjp(z, w),
+        x,
+        &u,
+        h,
+    );
+    r.assert_within(fd_tol, &format!("{what}: VJP vs finite differences"));
+    let jv = dual_jvp(s, x, v);
+    let ju = s.vjp(x, &u);
+    let e = dot_product_test(&jv, &u, &ju, v);
+    assert!(e <= dot_tol, "{what}: dot-product test {e:e} > {dot_tol:e}");
+}
+
 /// A vector of `n` values uniform in `[lo, hi]`.
 pub fn vec_in(lo: f64, hi: f64, n: usize) -> impl Strategy<Value = Vec<f64>> {
     proptest::collection::vec(lo..hi, n)

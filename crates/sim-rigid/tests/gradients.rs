@@ -4,8 +4,8 @@
 //! over 256 random cases per property, including states beyond the cart's joint limits.
 #![allow(clippy::needless_range_loop)]
 
-use diff_core::gradcheck::{cases, check_vjp_fd, dot_product_test};
-use diff_core::{Dual, Real};
+use diff_core::gradcheck::{cases, dual_jvp, Stage, StageTol};
+use diff_core::Real;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use sim_rigid::batch::{step_row, step_row_vjp, RigidTask, RowScratch};
@@ -26,46 +26,19 @@ const FD_STEP_CONTACT: f64 = 1e-5;
 const FD_STEP_FULL_STEP: f64 = 1e-6;
 const DOT_TOL: f64 = 1e-9;
 
-/// A stage under test: a map ℝⁿ → ℝᵐ given by packing `x` into a workspace, running the
-/// forward stage, and reading its outputs; and its VJP through the stage's adjoint.
-trait Stage {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T>;
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64>;
-}
-
-fn dual_jvp<S: Stage>(s: &S, x: &[f64], v: &[f64]) -> Vec<f64> {
-    let xd: Vec<Dual<f64>> = x.iter().zip(v).map(|(&a, &b)| Dual::new(a, b)).collect();
-    s.forward(&xd).iter().map(|d| d.eps).collect()
-}
-
-/// Runs both checks; `what` names the stage in failure messages.
+/// Runs both checks of `diff_core::gradcheck::check_stage`; `what` names the stage.
 fn check_stage<S: Stage>(s: &S, x: &[f64], u_seed: &[f64], v: &[f64], what: &str) {
     check_stage_h(s, x, u_seed, v, what, FD_STEP)
 }
 
 /// [`check_stage`] with finite-difference step `h`.
 fn check_stage_h<S: Stage>(s: &S, x: &[f64], u_seed: &[f64], v: &[f64], what: &str, h: f64) {
-    assert_eq!(
-        v.len(),
-        x.len(),
-        "{what}: tangent and input dimensions differ"
-    );
-    let y = s.forward::<f64>(x);
-    let u: Vec<f64> = (0..y.len())
-        .map(|i| u_seed[i % u_seed.len()] * (1.0 + 0.1 * i as f64).sin())
-        .collect();
-    let r = check_vjp_fd(
-        &mut |z| s.forward::<f64>(z),
-        &mut |z, w| s.vjp(z, w),
-        x,
-        &u,
+    let tol = StageTol {
         h,
-    );
-    r.assert_within(FD_TOL, &format!("{what}: VJP vs finite differences"));
-    let jv = dual_jvp(s, x, v);
-    let ju = s.vjp(x, &u);
-    let e = dot_product_test(&jv, &u, &ju, v);
-    assert!(e <= DOT_TOL, "{what}: dot-product test {e:e} > {DOT_TOL:e}");
+        fd: FD_TOL,
+        dot: DOT_TOL,
+    };
+    diff_core::gradcheck::check_stage(s, x, u_seed, v, tol, what);
 }
 
 fn cartpole() -> CartPole {

@@ -1,0 +1,16 @@
+//! Differentiable deformable-body simulators (`../shared/reference/tasks.md` §7):
+//! - [`mpm`]: 3-D MLS-MPM with quadratic B-splines and APIC, fixed-corotated elasticity,
+//!   an elasto-plastic clamp and a weakly compressible liquid, kinematic primitives
+//!   coupled through their signed distance, ground friction and box boundaries;
+//! - [`mat3`] and [`svd`]: the 3×3 linear algebra under the constitutive model, with the
+//!   derivative of the singular-value functions that stays finite for repeated singular
+//!   values;
+//! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory.
+//!
+//! As in `sim-rigid`, forward code is generic over [`diff_core::Real`] (`f32` for
+//! training, `f64` for the finite-difference oracle, [`diff_core::Dual`] for JVPs) and
+//! every stage has a hand-written adjoint checked by the property tests in `tests/`.
+
+pub mod checkpoint;
+pub mod mat3;
+pub mod svd;
