@@ -11,6 +11,11 @@
 //! training, `f64` for the finite-difference oracle, [`diff_core::Dual`] for JVPs) and
 //! every stage has a hand-written adjoint checked by the property tests in `tests/`.
 
+// index loops over the 3 axes and 27 stencil nodes read as the formulas they implement
+#![allow(clippy::needless_range_loop)]
+
 pub mod checkpoint;
 pub mod mat3;
+pub mod mpm;
+pub mod primitive;
 pub mod svd;

@@ -1,0 +1,1028 @@
+//! 3-D MLS-MPM (DaXBench's `SimpleMPMSimulator`, `../shared/reference/tasks.md` §7.1) with
+//! a hand-written adjoint for every stage.
+//!
+//! One substep, in DaXBench's order:
+//! 1. [`MpmModel::particle_stress`]: `F ← (I + dt·C)·F`; plastic particles project their
+//!    singular values onto `[1 − 0.25, 1 + 0.45]`; the fixed-corotated Kirchhoff stress
+//!    `τ = 2μ(F − R)Fᵀ + λJ(J − 1)I` gives the APIC-MLS affine momentum
+//!    `A = −dt·V_p·(4/dx²)·τ + m·C`.
+//! 2. [`MpmModel::p2g`]: quadratic B-spline scatter of mass and momentum `m·v + A·(x_i − x_p)`.
+//! 3. [`MpmModel::grid_update`]: `v = mv/m + dt·g`, kinematic primitives (signed-distance
+//!    coupling), ground friction on the bottom layers, box boundaries.
+//! 4. [`MpmModel::g2p`]: gather of `v` and `C = (4/dx²)·Σ w·v_i·(x_i − x_p)ᵀ`, `x ← x + dt·v`.
+//!
+//! The grid is a local window of `res` cells whose lowest corner is cell `origin` of the
+//! `n_grid`-cell unit cube (DaXBench's focus box), so a rope on a 128-grid needs only
+//! 64×6×64 nodes.
+//!
+//! **Liquid.** DaXBench tracks `J ← J·(1 + dt·tr C)` for liquid particles; here every
+//! particle carries `F`, and the liquid stress uses `J = det F`, which follows the same
+//! update to first order in `dt` (and exactly the mapped volume). With `μ = 0` the shear
+//! part of `F` never enters the stress.
+//!
+//! Derivatives: forward code is generic over [`Real`]; each stage's VJP replays what it
+//! needs from its inputs. Kinks (the clamp of plastic singular values, ground friction
+//! onset, boundary walls, the primitive's influence threshold) branch on primal values and
+//! return the derivative of the branch taken; they are documented where they occur.
+
+use crate::checkpoint::Substepper;
+use crate::mat3::{self, M3, V3};
+use crate::primitive::{Primitive, PrimitiveState};
+use crate::svd::SvFn;
+use diff_core::{Error, Real, Result};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+/// Particle material (DaXBench's material ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Material {
+    /// Weakly compressible liquid (id 0): `μ = 0`.
+    Liquid,
+    /// Elastic "jelly" (id 1).
+    Elastic,
+    /// Elasto-plastic (id 2): singular values clamped to `[plastic_lo, plastic_hi]`.
+    Plastic,
+}
+
+/// Engine parameters shared by all particles of a scene.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpmParams {
+    /// Cells per unit length of the full domain (`dx = 1/n_grid`).
+    pub n_grid: usize,
+    /// Lowest cell of the simulated window.
+    pub origin: [i64; 3],
+    /// Cells of the simulated window per axis.
+    pub res: [usize; 3],
+    /// Substep length, s.
+    pub dt: f64,
+    /// Gravity, m/s² (DaXBench: (0, −9.8, 0)).
+    pub gravity: [f64; 3],
+    /// Young's modulus.
+    pub youngs_modulus: f64,
+    /// Poisson's ratio.
+    pub poisson_ratio: f64,
+    /// Density factor: particle mass = density · particle volume `(dx/2)³`.
+    pub density: f64,
+    /// Plastic singular-value bounds (DaXBench: 1 − 0.25 and 1 + 0.45).
+    pub plastic_lo: f64,
+    pub plastic_hi: f64,
+    /// Coulomb coefficient of the ground (bottom `ground_layers` node layers).
+    pub ground_friction: f64,
+    /// Node layers above the window's floor that feel the ground (DaXBench: 3).
+    pub ground_layers: usize,
+    /// Nodes from each window wall inside which velocity into the wall is zeroed (3).
+    pub boundary: usize,
+}
+
+impl Default for MpmParams {
+    fn default() -> Self {
+        MpmParams {
+            n_grid: 64,
+            origin: [0; 3],
+            res: [64; 3],
+            dt: 1e-4,
+            gravity: [0.0, -9.8, 0.0],
+            youngs_modulus: 100.0,
+            poisson_ratio: 0.1,
+            density: 1.0,
+            plastic_lo: 1.0 - 0.25,
+            plastic_hi: 1.0 + 0.45,
+            ground_friction: 0.9,
+            ground_layers: 3,
+            boundary: 3,
+        }
+    }
+}
+
+/// Per-particle constants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParticleMaterial {
+    pub material: Material,
+    /// Scales μ and λ (DaXBench's hardness, in [0.1, 5]).
+    pub hardness: f64,
+}
+
+/// The immutable description of one MPM scene: parameters, materials and primitives.
+#[derive(Clone, Debug)]
+pub struct MpmModel {
+    pub params: MpmParams,
+    pub particles: Vec<ParticleMaterial>,
+    pub primitives: Vec<Primitive>,
+    dx: f64,
+    inv_dx: f64,
+    p_vol: f64,
+    p_mass: f64,
+    /// (μ, λ) per particle.
+    lame: Vec<(f64, f64)>,
+}
+
+/// The mutable state of one scene's particles (struct of arrays).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MpmState<T> {
+    pub x: Vec<V3<T>>,
+    pub v: Vec<V3<T>>,
+    /// APIC affine velocity.
+    pub c: Vec<M3<T>>,
+    /// Deformation gradient.
+    pub f: Vec<M3<T>>,
+}
+
+/// Adjoints of an [`MpmState`] (same layout).
+pub type MpmAdj<T> = MpmState<T>;
+
+impl<T: Real> MpmState<T> {
+    /// `n` particles at rest at `x` (`v = 0`, `C = 0`, `F = I`).
+    pub fn at_rest(x: Vec<V3<T>>) -> Self {
+        let n = x.len();
+        MpmState {
+            x,
+            v: vec![[T::zero(); 3]; n],
+            c: vec![mat3::zero(); n],
+            f: vec![mat3::eye(); n],
+        }
+    }
+
+    /// All-zero state of `n` particles (an adjoint accumulator).
+    pub fn zeros(n: usize) -> Self {
+        MpmState {
+            x: vec![[T::zero(); 3]; n],
+            v: vec![[T::zero(); 3]; n],
+            c: vec![mat3::zero(); n],
+            f: vec![mat3::zero(); n],
+        }
+    }
+
+    /// Number of particles.
+    pub fn len(&self) -> usize {
+        self.x.len()
+    }
+
+    /// Whether there are no particles.
+    pub fn is_empty(&self) -> bool {
+        self.x.is_empty()
+    }
+
+    /// Packs the state into 24 numbers per particle: x, v, C (row-major), F (row-major).
+    pub fn to_flat(&self) -> Vec<T> {
+        let mut out = Vec::with_capacity(24 * self.len());
+        for p in 0..self.len() {
+            out.extend_from_slice(&self.x[p]);
+            out.extend_from_slice(&self.v[p]);
+            out.extend_from_slice(&mat3::flat(&self.c[p]));
+            out.extend_from_slice(&mat3::flat(&self.f[p]));
+        }
+        out
+    }
+
+    /// Inverse of [`Self::to_flat`].
+    pub fn from_flat(a: &[T]) -> Self {
+        assert_eq!(
+            a.len() % 24,
+            0,
+            "MpmState::from_flat: length not a multiple of 24"
+        );
+        let n = a.len() / 24;
+        let mut s = MpmState::zeros(n);
+        for p in 0..n {
+            let r = &a[24 * p..24 * (p + 1)];
+            s.x[p] = [r[0], r[1], r[2]];
+            s.v[p] = [r[3], r[4], r[5]];
+            s.c[p] = mat3::unflat(&r[6..15]);
+            s.f[p] = mat3::unflat(&r[15..24]);
+        }
+        s
+    }
+}
+
+/// Grid arrays of one window and the per-particle intermediates of a substep, reused
+/// across substeps (no allocation inside a substep).
+#[derive(Clone, Debug)]
+pub struct MpmScratch<T> {
+    pub grid_m: Vec<T>,
+    pub grid_mv: Vec<V3<T>>,
+    pub grid_v: Vec<V3<T>>,
+    /// Affine momentum per particle (stage 1's output).
+    pub affine: Vec<M3<T>>,
+    /// Nodes that received mass this substep, in first-touch order.
+    pub active: Vec<usize>,
+    touched: Vec<bool>,
+    // adjoint buffers (zero outside the active nodes between substeps)
+    adj_grid_v: Vec<V3<T>>,
+    adj_m: Vec<T>,
+    adj_mv: Vec<V3<T>>,
+    adj_affine: Vec<M3<T>>,
+}
+
+/// The quadratic B-spline stencil of one particle: base node, fractional position and
+/// weights per axis.
+#[derive(Clone, Copy, Debug)]
+pub struct Stencil<T> {
+    pub base: [i64; 3],
+    /// Position in cell units relative to the base node, in [0.5, 1.5).
+    pub fx: V3<T>,
+    /// `w[axis][offset]`.
+    pub w: [[T; 3]; 3],
+    /// `∂w[axis][offset]/∂fx[axis]`.
+    pub dw: [[T; 3]; 3],
+}
+
+impl MpmModel {
+    /// A scene of `particles.len()` particles with the given materials and primitives.
+    pub fn new(
+        params: MpmParams,
+        particles: Vec<ParticleMaterial>,
+        primitives: Vec<Primitive>,
+    ) -> Result<MpmModel> {
+        let bad = |name: &str, reason: String| Error::InvalidParameter {
+            name: name.into(),
+            reason,
+        };
+        let p = &params;
+        if p.n_grid < 4 {
+            return Err(bad("n_grid", format!("{} < 4 cells", p.n_grid)));
+        }
+        for d in 0..3 {
+            if p.res[d] < 2 * p.boundary.max(2) + 3 {
+                return Err(bad(
+                    "res",
+                    format!(
+                        "{:?} leaves no interior inside the {}-node boundary",
+                        p.res, p.boundary
+                    ),
+                ));
+            }
+        }
+        if !(p.dt.is_finite() && p.dt > 0.0) {
+            return Err(bad("dt", format!("{} is not a positive time", p.dt)));
+        }
+        if !(p.youngs_modulus.is_finite() && p.youngs_modulus >= 0.0) {
+            return Err(bad("youngs_modulus", format!("{} < 0", p.youngs_modulus)));
+        }
+        if !(p.poisson_ratio > -1.0 && p.poisson_ratio < 0.5) {
+            return Err(bad(
+                "poisson_ratio",
+                format!("{} outside (−1, 0.5)", p.poisson_ratio),
+            ));
+        }
+        if !(p.density.is_finite() && p.density > 0.0) {
+            return Err(bad("density", format!("{} is not positive", p.density)));
+        }
+        if !(p.plastic_lo > 0.0 && p.plastic_lo <= 1.0 && p.plastic_hi >= 1.0) {
+            return Err(bad(
+                "plastic_lo/plastic_hi",
+                format!(
+                    "[{}, {}] must contain 1 and stay positive",
+                    p.plastic_lo, p.plastic_hi
+                ),
+            ));
+        }
+        if p.ground_friction.is_nan() || p.ground_friction < 0.0 {
+            return Err(bad("ground_friction", format!("{} < 0", p.ground_friction)));
+        }
+        for (i, m) in particles.iter().enumerate() {
+            if !(m.hardness.is_finite() && m.hardness > 0.0) {
+                return Err(bad(
+                    "hardness",
+                    format!("particle {i}: {} is not positive", m.hardness),
+                ));
+            }
+        }
+        let dx = 1.0 / p.n_grid as f64;
+        let (e, nu) = (p.youngs_modulus, p.poisson_ratio);
+        let mu0 = e / (2.0 * (1.0 + nu));
+        let la0 = e * nu / ((1.0 + nu) * (1.0 - 2.0 * nu));
+        let lame = particles
+            .iter()
+            .map(|m| {
+                let mu = if m.material == Material::Liquid {
+                    0.0
+                } else {
+                    mu0
+                };
+                (mu * m.hardness, la0 * m.hardness)
+            })
+            .collect();
+        let p_vol = (0.5 * dx).powi(3);
+        let model = MpmModel {
+            p_mass: p_vol * p.density,
+            p_vol,
+            dx,
+            inv_dx: p.n_grid as f64,
+            lame,
+            params,
+            particles,
+            primitives,
+        };
+        model.check_cfl()?;
+        Ok(model)
+    }
+
+    /// The CFL bound the engine enforces: an elastic wave must not cross a cell in one
+    /// substep, `dt ≤ 0.5·dx / c` with `c = sqrt((λ + 2μ)/ρ)` at the stiffest particle.
+    pub fn check_cfl(&self) -> Result<()> {
+        let rho = self.params.density;
+        let stiff = self
+            .lame
+            .iter()
+            .map(|&(mu, la)| la + 2.0 * mu)
+            .fold(0.0, f64::max);
+        let c = (stiff / rho).sqrt();
+        if c > 0.0 {
+            let limit = 0.5 * self.dx / c;
+            if self.params.dt > limit {
+                return Err(Error::InvalidParameter {
+                    name: "dt".into(),
+                    reason: format!(
+                        "{} s violates the CFL bound {limit:.3e} s (wave speed {c:.3} m/s, dx {:.3e})",
+                        self.params.dt, self.dx
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Cell size.
+    pub fn dx(&self) -> f64 {
+        self.dx
+    }
+
+    /// Mass of one particle.
+    pub fn particle_mass(&self) -> f64 {
+        self.p_mass
+    }
+
+    /// Number of particles.
+    pub fn n_particles(&self) -> usize {
+        self.particles.len()
+    }
+
+    /// Number of grid nodes of the window.
+    pub fn n_nodes(&self) -> usize {
+        self.params.res.iter().product()
+    }
+
+    /// Fresh scratch for this model.
+    pub fn scratch<T: Real>(&self) -> MpmScratch<T> {
+        let nn = self.n_nodes();
+        MpmScratch {
+            grid_m: vec![T::zero(); nn],
+            grid_mv: vec![[T::zero(); 3]; nn],
+            grid_v: vec![[T::zero(); 3]; nn],
+            affine: vec![mat3::zero(); self.n_particles()],
+            active: Vec::with_capacity(nn),
+            touched: vec![false; nn],
+            adj_grid_v: vec![[T::zero(); 3]; nn],
+            adj_m: vec![T::zero(); nn],
+            adj_mv: vec![[T::zero(); 3]; nn],
+            adj_affine: vec![mat3::zero(); self.n_particles()],
+        }
+    }
+
+    /// Checks that every particle's stencil lies inside the window's interior (outside
+    /// the boundary layers), naming the first particle that does not.
+    pub fn check_particles<T: Real>(&self, s: &MpmState<T>) -> Result<()> {
+        if s.len() != self.n_particles() {
+            return Err(Error::dim("MPM particles", self.n_particles(), s.len()));
+        }
+        for (i, x) in s.x.iter().enumerate() {
+            if x.iter().any(|c| !c.re().is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("position of particle {i}"),
+                });
+            }
+            let st = self.stencil(x);
+            for d in 0..3 {
+                if st.base[d] < 0 || st.base[d] + 2 >= self.params.res[d] as i64 {
+                    return Err(Error::InvalidParameter {
+                        name: "particles".into(),
+                        reason: format!(
+                            "particle {i} at {:?} is outside the grid window (cells {:?} + {:?} of {})",
+                            x.map(|c| c.re()),
+                            self.params.origin,
+                            self.params.res,
+                            self.params.n_grid
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stencil of a particle at `x`.
+    pub fn stencil<T: Real>(&self, x: &V3<T>) -> Stencil<T> {
+        let mut st = Stencil {
+            base: [0; 3],
+            fx: [T::zero(); 3],
+            w: [[T::zero(); 3]; 3],
+            dw: [[T::zero(); 3]; 3],
+        };
+        for d in 0..3 {
+            let xg = x[d] * T::cst(self.inv_dx) - T::cst(self.params.origin[d] as f64);
+            let b = (xg.re() - 0.5).floor();
+            st.base[d] = b as i64;
+            let f = xg - T::cst(b);
+            st.fx[d] = f;
+            let (a0, a1, a2) = (T::cst(1.5) - f, f - T::one(), f - T::cst(0.5));
+            st.w[d] = [
+                T::cst(0.5) * a0 * a0,
+                T::cst(0.75) - a1 * a1,
+                T::cst(0.5) * a2 * a2,
+            ];
+            st.dw[d] = [-a0, T::cst(-2.0) * a1, a2];
+        }
+        st
+    }
+
+    /// Node index of `base + off`, or `None` outside the window.
+    fn node(&self, base: &[i64; 3], off: [usize; 3]) -> Option<usize> {
+        let r = self.params.res;
+        let i = base[0] + off[0] as i64;
+        let j = base[1] + off[1] as i64;
+        let k = base[2] + off[2] as i64;
+        if i < 0 || j < 0 || k < 0 || i >= r[0] as i64 || j >= r[1] as i64 || k >= r[2] as i64 {
+            return None;
+        }
+        Some((i as usize * r[1] + j as usize) * r[2] + k as usize)
+    }
+
+    fn node_coords(&self, n: usize) -> [usize; 3] {
+        let r = self.params.res;
+        [n / (r[1] * r[2]), (n / r[2]) % r[1], n % r[2]]
+    }
+
+    /// World position of node `n`.
+    pub fn node_position(&self, n: usize) -> [f64; 3] {
+        let c = self.node_coords(n);
+        std::array::from_fn(|d| (c[d] as f64 + self.params.origin[d] as f64) * self.dx)
+    }
+
+    // ------------------------------------------------------------------ stage 1
+    /// Stage 1 for particle `p`: the updated deformation gradient and the affine momentum.
+    pub fn particle_stress<T: Real>(&self, p: usize, f: &M3<T>, c: &M3<T>) -> (M3<T>, M3<T>) {
+        let dt = T::cst(self.params.dt);
+        let mut fnew = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        if self.particles[p].material == Material::Plastic {
+            let g = SvFn::clamp(
+                &mat3::re(&fnew),
+                self.params.plastic_lo,
+                self.params.plastic_hi,
+            );
+            fnew = g.apply(&fnew);
+        }
+        let tau = self.kirchhoff(p, &fnew);
+        let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
+        let a = mat3::add(&mat3::scale(&tau, ks), &mat3::scale(c, T::cst(self.p_mass)));
+        (fnew, a)
+    }
+
+    /// Fixed-corotated Kirchhoff stress `2μ(F − R)Fᵀ + λJ(J − 1)I`.
+    fn kirchhoff<T: Real>(&self, p: usize, f: &M3<T>) -> M3<T> {
+        let (mu, la) = self.lame[p];
+        let j = mat3::det(f);
+        let mut tau = mat3::zero::<T>();
+        if mu != 0.0 {
+            let r = SvFn::rotation(&mat3::re(f)).apply(f);
+            tau = mat3::scale(&mat3::mul_bt(&mat3::sub(f, &r), f), T::cst(2.0 * mu));
+        }
+        let s = T::cst(la) * j * (j - T::one());
+        for (i, row) in tau.iter_mut().enumerate() {
+            row[i] += s;
+        }
+        tau
+    }
+
+    /// Adjoint of [`Self::particle_stress`]: from the adjoints of `(F_new, A)` to those of
+    /// `(F, C)`, accumulated into `adj_f` and `adj_c`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn particle_stress_vjp<T: Real>(
+        &self,
+        p: usize,
+        f: &M3<T>,
+        c: &M3<T>,
+        adj_fnew: &M3<T>,
+        adj_a: &M3<T>,
+        adj_f: &mut M3<T>,
+        adj_c: &mut M3<T>,
+    ) {
+        let dt = T::cst(self.params.dt);
+        let ftmp = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        let clamp = (self.particles[p].material == Material::Plastic).then(|| {
+            SvFn::clamp(
+                &mat3::re(&ftmp),
+                self.params.plastic_lo,
+                self.params.plastic_hi,
+            )
+        });
+        let fnew = match &clamp {
+            Some(g) => g.apply(&ftmp),
+            None => ftmp,
+        };
+        let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
+        mat3::add_assign(adj_c, &mat3::scale(adj_a, T::cst(self.p_mass)));
+        let adj_tau = mat3::scale(adj_a, ks);
+        // τ = 2μ(F − R)Fᵀ + λJ(J − 1)I at F = F_new
+        let (mu, la) = self.lame[p];
+        let mut adj_fn = *adj_fnew;
+        if mu != 0.0 {
+            let rot = SvFn::rotation(&mat3::re(&fnew));
+            let r = rot.apply(&fnew);
+            let two_mu = T::cst(2.0 * mu);
+            // d[(F − R)Fᵀ] = (dF − dR)Fᵀ + (F − R)dFᵀ
+            let a_f = mat3::mul(&adj_tau, &fnew); // adj_τ·F
+            let a_ft = mat3::mul_at(&adj_tau, &mat3::sub(&fnew, &r)); // adj_τᵀ(F − R)
+            mat3::add_assign(&mut adj_fn, &mat3::scale(&mat3::add(&a_f, &a_ft), two_mu));
+            let adj_r = mat3::scale(&a_f, -two_mu);
+            mat3::add_assign(&mut adj_fn, &rot.linear(&adj_r));
+        }
+        let j = mat3::det(&fnew);
+        let adj_j = T::cst(la) * (T::cst(2.0) * j - T::one()) * mat3::trace(&adj_tau);
+        mat3::add_assign(&mut adj_fn, &mat3::scale(&mat3::cofactor(&fnew), adj_j));
+        let adj_ftmp = match &clamp {
+            Some(g) => g.linear(&adj_fn),
+            None => adj_fn,
+        };
+        // F_tmp = F + dt·C·F
+        mat3::add_assign(adj_f, &adj_ftmp);
+        mat3::add_assign(adj_f, &mat3::scale(&mat3::mul_at(c, &adj_ftmp), dt));
+        mat3::add_assign(adj_c, &mat3::scale(&mat3::mul_bt(&adj_ftmp, f), dt));
+    }
+
+    // ------------------------------------------------------------------ stage 2
+    /// Stage 2: scatters mass and momentum of every particle to the grid (`scratch.affine`
+    /// holds stage 1's output). Stencil nodes outside the window are skipped
+    /// ([`Self::check_particles`] rejects such states before stepping).
+    pub fn p2g<T: Real>(&self, s: &MpmState<T>, scratch: &mut MpmScratch<T>) {
+        for &n in &scratch.active {
+            scratch.grid_m[n] = T::zero();
+            scratch.grid_mv[n] = [T::zero(); 3];
+            scratch.touched[n] = false;
+        }
+        scratch.active.clear();
+        let m = T::cst(self.p_mass);
+        let dx = T::cst(self.dx);
+        for p in 0..s.len() {
+            let st = self.stencil(&s.x[p]);
+            let a = scratch.affine[p];
+            let mv = s.v[p].map(|c| c * m);
+            for_stencil(|off| {
+                let Some(n) = self.node(&st.base, off) else {
+                    return;
+                };
+                let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
+                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+                let ad = mat3::mul_vec(&a, &dpos);
+                if !scratch.touched[n] {
+                    scratch.touched[n] = true;
+                    scratch.active.push(n);
+                }
+                scratch.grid_m[n] += w * m;
+                for d in 0..3 {
+                    scratch.grid_mv[n][d] += w * (mv[d] + ad[d]);
+                }
+            });
+        }
+    }
+
+    /// Adjoint of [`Self::p2g`]: from the grid adjoints (`adj_m`, `adj_mv`, indexed like the
+    /// grid) to `adj.{x, v}` and the affine adjoints `adj_affine`.
+    pub fn p2g_vjp<T: Real>(
+        &self,
+        s: &MpmState<T>,
+        affine: &[M3<T>],
+        adj_m: &[T],
+        adj_mv: &[V3<T>],
+        adj: &mut MpmAdj<T>,
+        adj_affine: &mut [M3<T>],
+    ) {
+        let m = T::cst(self.p_mass);
+        let dx = T::cst(self.dx);
+        for p in 0..s.len() {
+            let st = self.stencil(&s.x[p]);
+            let a = affine[p];
+            let mv = s.v[p].map(|c| c * m);
+            let mut adj_fx = [T::zero(); 3];
+            let mut adj_w_axis = [[T::zero(); 3]; 3];
+            for_stencil(|off| {
+                let Some(n) = self.node(&st.base, off) else {
+                    return;
+                };
+                let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
+                let w = wx * wy * wz;
+                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+                let ad = mat3::mul_vec(&a, &dpos);
+                let g = adj_mv[n];
+                // grid_m += w·m; grid_mv += w·(m v + A·dpos)
+                let mut adj_w = adj_m[n] * m;
+                for d in 0..3 {
+                    adj_w += g[d] * (mv[d] + ad[d]);
+                    adj.v[p][d] += w * m * g[d];
+                }
+                mat3::add_assign(&mut adj_affine[p], &mat3::scale(&mat3::outer(&g, &dpos), w));
+                let adj_dpos = mat3::mul_t_vec(&a, &g);
+                for d in 0..3 {
+                    adj_fx[d] -= w * adj_dpos[d] * dx;
+                }
+                adj_w_axis[0][off[0]] += adj_w * wy * wz;
+                adj_w_axis[1][off[1]] += adj_w * wx * wz;
+                adj_w_axis[2][off[2]] += adj_w * wx * wy;
+            });
+            for d in 0..3 {
+                for o in 0..3 {
+                    adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
+                }
+                adj.x[p][d] += adj_fx[d] * T::cst(self.inv_dx);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ stage 3
+    /// Stage 3 on every active node: `grid_v` from `grid_{m, mv}` and the primitives'
+    /// states for this substep.
+    pub fn grid_update<T: Real>(&self, prims: &[PrimitiveState<T>], scratch: &mut MpmScratch<T>) {
+        for i in 0..scratch.active.len() {
+            let n = scratch.active[i];
+            scratch.grid_v[n] = self.node_update(n, scratch.grid_m[n], &scratch.grid_mv[n], prims);
+        }
+    }
+
+    /// Stage 3 for node `n` with mass `m` and momentum `mv`.
+    pub fn node_update<T: Real>(
+        &self,
+        n: usize,
+        m: T,
+        mv: &V3<T>,
+        prims: &[PrimitiveState<T>],
+    ) -> V3<T> {
+        if m.re() <= 0.0 {
+            return [T::zero(); 3];
+        }
+        let dt = T::cst(self.params.dt);
+        let mut v: V3<T> = std::array::from_fn(|d| mv[d] / m + dt * T::cst(self.params.gravity[d]));
+        let pos = self.node_position(n);
+        for (prim, ps) in self.primitives.iter().zip(prims) {
+            v = prim.couple(&pos, &v, ps);
+        }
+        let c = self.node_coords(n);
+        if c[1] < self.params.ground_layers && v[1].re() <= 0.0 {
+            v = ground_friction(&v, self.params.ground_friction);
+        }
+        self.boundary(&c, &mut v);
+        v
+    }
+
+    /// Zeroes velocity components into a wall within `boundary` nodes of it.
+    fn boundary<T: Real>(&self, c: &[usize; 3], v: &mut V3<T>) {
+        let b = self.params.boundary;
+        for d in 0..3 {
+            if (c[d] < b && v[d].re() < 0.0) || (c[d] + b >= self.params.res[d] && v[d].re() > 0.0)
+            {
+                v[d] = T::zero();
+            }
+        }
+    }
+
+    /// Adjoint of [`Self::node_update`]: from `adj_v` to `(adj_m, adj_mv)` (returned) and the
+    /// primitives' adjoints (accumulated).
+    pub fn node_update_vjp<T: Real>(
+        &self,
+        n: usize,
+        m: T,
+        mv: &V3<T>,
+        prims: &[PrimitiveState<T>],
+        adj_v: &V3<T>,
+        adj_prims: &mut [PrimitiveState<T>],
+    ) -> (T, V3<T>) {
+        if m.re() <= 0.0 {
+            return (T::zero(), [T::zero(); 3]);
+        }
+        let dt = T::cst(self.params.dt);
+        let v0: V3<T> = std::array::from_fn(|d| mv[d] / m + dt * T::cst(self.params.gravity[d]));
+        let pos = self.node_position(n);
+        // forward replay, keeping each primitive's input velocity
+        let mut vs = Vec::with_capacity(self.primitives.len() + 1);
+        let mut v = v0;
+        for (prim, ps) in self.primitives.iter().zip(prims) {
+            vs.push(v);
+            v = prim.couple(&pos, &v, ps);
+        }
+        let c = self.node_coords(n);
+        let mut a = *adj_v;
+        // boundary: zeroed components pass no adjoint
+        let mut vb = v;
+        let friction = c[1] < self.params.ground_layers && v[1].re() <= 0.0;
+        if friction {
+            vb = ground_friction(&v, self.params.ground_friction);
+        }
+        let b = self.params.boundary;
+        for d in 0..3 {
+            if (c[d] < b && vb[d].re() < 0.0)
+                || (c[d] + b >= self.params.res[d] && vb[d].re() > 0.0)
+            {
+                a[d] = T::zero();
+            }
+        }
+        if friction {
+            a = ground_friction_vjp(&v, self.params.ground_friction, &a);
+        }
+        for (k, (prim, ps)) in self.primitives.iter().zip(prims).enumerate().rev() {
+            a = prim.couple_vjp(&pos, &vs[k], ps, &a, &mut adj_prims[k]);
+        }
+        // v0 = mv/m + dt·g
+        let adj_mv: V3<T> = std::array::from_fn(|d| a[d] / m);
+        let mut adj_m = T::zero();
+        for d in 0..3 {
+            adj_m -= a[d] * mv[d] / (m * m);
+        }
+        (adj_m, adj_mv)
+    }
+
+    // ------------------------------------------------------------------ stage 4
+    /// Stage 4: gathers `v`, `C` at every particle from `grid_v` and advects `x`.
+    pub fn g2p<T: Real>(&self, s: &mut MpmState<T>, grid_v: &[V3<T>]) {
+        let dx = T::cst(self.dx);
+        let k = T::cst(4.0 * self.inv_dx * self.inv_dx);
+        let dt = T::cst(self.params.dt);
+        for p in 0..s.len() {
+            let st = self.stencil(&s.x[p]);
+            let mut v = [T::zero(); 3];
+            let mut c = mat3::zero::<T>();
+            for_stencil(|off| {
+                let Some(n) = self.node(&st.base, off) else {
+                    return;
+                };
+                let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
+                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+                let gv = grid_v[n];
+                for d in 0..3 {
+                    v[d] += w * gv[d];
+                }
+                mat3::add_assign(&mut c, &mat3::scale(&mat3::outer(&gv, &dpos), w * k));
+            });
+            s.v[p] = v;
+            s.c[p] = c;
+            for d in 0..3 {
+                s.x[p][d] += dt * v[d];
+            }
+        }
+    }
+
+    /// Adjoint of [`Self::g2p`] at the input positions `x_in`: consumes `adj.{x, v, c}` (the
+    /// adjoints of the outputs), leaves in `adj.x` the adjoint of `x_in`, zeroes `adj.{v, c}`,
+    /// and accumulates the grid velocity adjoints into `adj_grid_v`.
+    pub fn g2p_vjp<T: Real>(
+        &self,
+        x_in: &[V3<T>],
+        grid_v: &[V3<T>],
+        adj: &mut MpmAdj<T>,
+        adj_grid_v: &mut [V3<T>],
+    ) {
+        let dx = T::cst(self.dx);
+        let k = T::cst(4.0 * self.inv_dx * self.inv_dx);
+        let dt = T::cst(self.params.dt);
+        for p in 0..x_in.len() {
+            let st = self.stencil(&x_in[p]);
+            let adj_v: V3<T> = std::array::from_fn(|d| adj.v[p][d] + dt * adj.x[p][d]);
+            let adj_c = adj.c[p];
+            let mut adj_fx = [T::zero(); 3];
+            let mut adj_w_axis = [[T::zero(); 3]; 3];
+            for_stencil(|off| {
+                let Some(n) = self.node(&st.base, off) else {
+                    return;
+                };
+                let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
+                let w = wx * wy * wz;
+                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+                let gv = grid_v[n];
+                // v += w·gv; C += k·w·gv·dposᵀ
+                let cd = mat3::mul_vec(&adj_c, &dpos); // adj_C·dpos
+                let ctg = mat3::mul_t_vec(&adj_c, &gv); // adj_Cᵀ·gv
+                let mut adj_w = T::zero();
+                for d in 0..3 {
+                    adj_grid_v[n][d] += w * adj_v[d] + k * w * cd[d];
+                    adj_w += gv[d] * adj_v[d] + k * gv[d] * cd[d];
+                    adj_fx[d] -= k * w * ctg[d] * dx;
+                }
+                adj_w_axis[0][off[0]] += adj_w * wy * wz;
+                adj_w_axis[1][off[1]] += adj_w * wx * wz;
+                adj_w_axis[2][off[2]] += adj_w * wx * wy;
+            });
+            for d in 0..3 {
+                for o in 0..3 {
+                    adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
+                }
+                adj.x[p][d] += adj_fx[d] * T::cst(self.inv_dx);
+            }
+            adj.v[p] = [T::zero(); 3];
+            adj.c[p] = mat3::zero();
+        }
+    }
+
+    // ------------------------------------------------------------------ substep
+    /// One substep of `s` in place, with the primitives at `prims`.
+    pub fn substep<T: Real>(
+        &self,
+        s: &mut MpmState<T>,
+        prims: &[PrimitiveState<T>],
+        scratch: &mut MpmScratch<T>,
+    ) {
+        for p in 0..s.len() {
+            let (fnew, a) = self.particle_stress(p, &s.f[p], &s.c[p]);
+            s.f[p] = fnew;
+            scratch.affine[p] = a;
+        }
+        self.p2g(s, scratch);
+        self.grid_update(prims, scratch);
+        let grid_v = std::mem::take(&mut scratch.grid_v);
+        self.g2p(s, &grid_v);
+        scratch.grid_v = grid_v;
+    }
+
+    /// Adjoint of [`Self::substep`] from the input state `s_in`: `adj` holds the adjoint of
+    /// the output state on entry and that of `s_in` on return; the primitives' adjoints
+    /// are accumulated into `adj_prims`.
+    pub fn substep_vjp<T: Real>(
+        &self,
+        s_in: &MpmState<T>,
+        prims: &[PrimitiveState<T>],
+        adj: &mut MpmAdj<T>,
+        adj_prims: &mut [PrimitiveState<T>],
+        scratch: &mut MpmScratch<T>,
+    ) {
+        // replay the forward pass up to the grid velocities
+        let mut s = s_in.clone();
+        for p in 0..s.len() {
+            let (fnew, a) = self.particle_stress(p, &s.f[p], &s.c[p]);
+            s.f[p] = fnew;
+            scratch.affine[p] = a;
+        }
+        self.p2g(&s, scratch);
+        self.grid_update(prims, scratch);
+        // stage 4
+        let mut adj_grid_v = std::mem::take(&mut scratch.adj_grid_v);
+        self.g2p_vjp(&s.x, &scratch.grid_v, adj, &mut adj_grid_v);
+        // stage 3
+        for &n in &scratch.active {
+            let (am, amv) = self.node_update_vjp(
+                n,
+                scratch.grid_m[n],
+                &scratch.grid_mv[n],
+                prims,
+                &adj_grid_v[n],
+                adj_prims,
+            );
+            scratch.adj_m[n] = am;
+            scratch.adj_mv[n] = amv;
+            adj_grid_v[n] = [T::zero(); 3];
+        }
+        scratch.adj_grid_v = adj_grid_v;
+        // stage 2 (adj.v was consumed by g2p_vjp: v_in enters only here)
+        let mut adj_affine = std::mem::take(&mut scratch.adj_affine);
+        adj_affine.iter_mut().for_each(|a| *a = mat3::zero());
+        self.p2g_vjp(
+            &s,
+            &scratch.affine,
+            &scratch.adj_m,
+            &scratch.adj_mv,
+            adj,
+            &mut adj_affine,
+        );
+        for &n in &scratch.active {
+            scratch.adj_m[n] = T::zero();
+            scratch.adj_mv[n] = [T::zero(); 3];
+        }
+        // stage 1: F_new was passed through stages 2–4 unchanged
+        for p in 0..s.len() {
+            let adj_fnew = adj.f[p];
+            let (mut af, mut ac) = (mat3::zero(), mat3::zero());
+            self.particle_stress_vjp(
+                p,
+                &s_in.f[p],
+                &s_in.c[p],
+                &adj_fnew,
+                &adj_affine[p],
+                &mut af,
+                &mut ac,
+            );
+            adj.f[p] = af;
+            adj.c[p] = ac;
+        }
+        scratch.adj_affine = adj_affine;
+    }
+}
+
+/// A run of substeps of one scene with a given primitive trajectory, as a
+/// [`Substepper`] for checkpointed reverse sweeps.
+pub struct MpmRun<'a, T> {
+    pub model: &'a MpmModel,
+    /// `prims[k][i]`: primitive `i` during substep `k`.
+    pub prims: Vec<Vec<PrimitiveState<T>>>,
+    scratch: RefCell<MpmScratch<T>>,
+}
+
+/// Adjoints of an [`MpmRun`]: of the state, and of every primitive state of every substep.
+#[derive(Clone, Debug)]
+pub struct MpmRunAdj<T> {
+    pub state: MpmAdj<T>,
+    pub prims: Vec<Vec<PrimitiveState<T>>>,
+}
+
+impl<'a, T: Real> MpmRun<'a, T> {
+    /// A run of `prims.len()` substeps.
+    pub fn new(model: &'a MpmModel, prims: Vec<Vec<PrimitiveState<T>>>) -> Self {
+        MpmRun {
+            model,
+            prims,
+            scratch: RefCell::new(model.scratch()),
+        }
+    }
+
+    /// Zero adjoints shaped for this run.
+    pub fn zero_adj(&self) -> MpmRunAdj<T> {
+        MpmRunAdj {
+            state: MpmState::zeros(self.model.n_particles()),
+            prims: self
+                .prims
+                .iter()
+                .map(|p| vec![PrimitiveState::zero(); p.len()])
+                .collect(),
+        }
+    }
+}
+
+impl<T: Real> Substepper for MpmRun<'_, T> {
+    type State = MpmState<T>;
+    type Adj = MpmRunAdj<T>;
+
+    fn substep(&self, k: usize, s: &mut MpmState<T>) {
+        self.model
+            .substep(s, &self.prims[k], &mut self.scratch.borrow_mut());
+    }
+
+    fn substep_vjp(&self, k: usize, s_in: &MpmState<T>, adj: &mut MpmRunAdj<T>) {
+        self.model.substep_vjp(
+            s_in,
+            &self.prims[k],
+            &mut adj.state,
+            &mut adj.prims[k],
+            &mut self.scratch.borrow_mut(),
+        );
+    }
+
+    fn state_bytes(&self, s: &MpmState<T>) -> usize {
+        s.len() * 24 * std::mem::size_of::<T>()
+    }
+}
+
+/// Calls `f` for the 27 offsets of a quadratic stencil.
+#[inline]
+fn for_stencil(mut f: impl FnMut([usize; 3])) {
+    for i in 0..3 {
+        for j in 0..3 {
+            for k in 0..3 {
+                f([i, j, k]);
+            }
+        }
+    }
+}
+
+/// DaXBench's ground friction on a node moving down (`v_y ≤ 0`): the tangential velocity
+/// `v_t = (v_x, v_z)` is scaled by `max(0, 1 + μ·v_y/‖v_t‖)` and `v_y` set to 0. At
+/// `‖v_t‖ = 0` the output is 0 with zero derivative; when the max clamps (sticking) the
+/// derivative is zero.
+pub fn ground_friction<T: Real>(v: &V3<T>, mu: f64) -> V3<T> {
+    let n = (v[0] * v[0] + v[2] * v[2]).sqrt();
+    if n.re() <= 0.0 {
+        return [T::zero(); 3];
+    }
+    let s = T::one() + T::cst(mu) * v[1] / n;
+    if s.re() <= 0.0 {
+        return [T::zero(); 3];
+    }
+    [v[0] * s, T::zero(), v[2] * s]
+}
+
+/// VJP of [`ground_friction`] at input `v`.
+pub fn ground_friction_vjp<T: Real>(v: &V3<T>, mu: f64, a: &V3<T>) -> V3<T> {
+    let n = (v[0] * v[0] + v[2] * v[2]).sqrt();
+    if n.re() <= 0.0 {
+        return [T::zero(); 3];
+    }
+    let mu = T::cst(mu);
+    let s = T::one() + mu * v[1] / n;
+    if s.re() <= 0.0 {
+        return [T::zero(); 3];
+    }
+    // out_t = s·v_t, s = 1 + μ v_y / n, n = |v_t|
+    let vta = v[0] * a[0] + v[2] * a[2];
+    let ds_dn = -(mu * v[1]) / (n * n);
+    let adj_n = vta * ds_dn;
+    [
+        a[0] * s + adj_n * v[0] / n,
+        mu / n * vta,
+        a[2] * s + adj_n * v[2] / n,
+    ]
+}
