@@ -243,16 +243,14 @@ impl MpmModel {
         if p.n_grid < 4 {
             return Err(bad("n_grid", format!("{} < 4 cells", p.n_grid)));
         }
-        for d in 0..3 {
-            if p.res[d] < 2 * p.boundary.max(2) + 3 {
-                return Err(bad(
-                    "res",
-                    format!(
-                        "{:?} leaves no interior inside the {}-node boundary",
-                        p.res, p.boundary
-                    ),
-                ));
-            }
+        // DaXBench's push-rope window is only 6 nodes high: its 3-node boundary layers
+        // then cover every layer, which pins the rope's vertical motion (as in the
+        // reference); only a full quadratic stencil is required
+        if p.res.iter().any(|&r| r < 3) {
+            return Err(bad(
+                "res",
+                format!("{:?}: every axis needs at least 3 nodes", p.res),
+            ));
         }
         if !(p.dt.is_finite() && p.dt > 0.0) {
             return Err(bad("dt", format!("{} is not a positive time", p.dt)));

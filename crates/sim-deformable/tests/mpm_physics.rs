@@ -280,10 +280,10 @@ fn bad_scenes_are_rejected_before_stepping() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("poisson_ratio"), "{err}");
-    // a window too small for its boundary layers
+    // a window thinner than one quadratic stencil
     let err = MpmModel::new(
         MpmParams {
-            res: [6, 6, 6],
+            res: [16, 2, 16],
             ..grid32()
         },
         mats,
