@@ -30,6 +30,7 @@ use crate::mat3::{self, M3, V3};
 use crate::primitive::{Primitive, PrimitiveState};
 use crate::svd::SvFn;
 use diff_core::{Error, Real, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -196,18 +197,89 @@ impl<T: Real> MpmState<T> {
     }
 }
 
+/// Particles below which a substep runs on one thread (the split and the merge of the
+/// per-chunk grids cost more than they save).
+pub const PARALLEL_MIN_PARTICLES: usize = 4096;
+/// Active nodes below which the grid update runs on one thread.
+const PARALLEL_MIN_NODES: usize = 4096;
+/// Particle chunks scattered into separate grids by P2G on the parallel path; fixed (not
+/// the thread count), and summed in chunk order, so results do not depend on the number
+/// of threads.
+const CHUNKS: usize = 4;
+
+/// The particle indices of chunk `c` of `n` particles.
+fn chunk_range(n: usize, c: usize) -> std::ops::Range<usize> {
+    let per = n.div_ceil(CHUNKS);
+    (c * per).min(n)..((c + 1) * per).min(n)
+}
+
+/// A grid accumulator: node masses and momenta with the list of nodes touched since the
+/// last [`GridAcc::clear`] (so clearing costs only what was touched).
+#[derive(Clone, Debug)]
+pub struct GridAcc<T> {
+    /// Node masses.
+    pub m: Vec<T>,
+    /// Node momenta.
+    pub v: Vec<V3<T>>,
+    /// Touched nodes, in first-touch order.
+    pub active: Vec<usize>,
+    touched: Vec<bool>,
+}
+
+impl<T: Real> GridAcc<T> {
+    fn new(nodes: usize) -> Self {
+        GridAcc {
+            m: vec![T::zero(); nodes],
+            v: vec![[T::zero(); 3]; nodes],
+            active: Vec::new(),
+            touched: vec![false; nodes],
+        }
+    }
+
+    fn clear(&mut self) {
+        for &n in &self.active {
+            self.m[n] = T::zero();
+            self.v[n] = [T::zero(); 3];
+            self.touched[n] = false;
+        }
+        self.active.clear();
+    }
+
+    #[inline]
+    fn touch(&mut self, n: usize) {
+        if !self.touched[n] {
+            self.touched[n] = true;
+            self.active.push(n);
+        }
+    }
+
+    /// Adds `other` into `self` and clears `other`.
+    fn absorb(&mut self, other: &mut GridAcc<T>) {
+        for i in 0..other.active.len() {
+            let n = other.active[i];
+            self.touch(n);
+            self.m[n] += other.m[n];
+            for d in 0..3 {
+                self.v[n][d] += other.v[n][d];
+            }
+        }
+        other.clear();
+    }
+}
+
 /// Grid arrays of one window and the per-particle intermediates of a substep, reused
 /// across substeps (no allocation inside a substep).
 #[derive(Clone, Debug)]
 pub struct MpmScratch<T> {
-    pub grid_m: Vec<T>,
-    pub grid_mv: Vec<V3<T>>,
+    /// Node masses and momenta after P2G.
+    pub main: GridAcc<T>,
+    /// Node velocities after the grid update (valid on `main.active`).
     pub grid_v: Vec<V3<T>>,
     /// Affine momentum per particle (stage 1's output).
     pub affine: Vec<M3<T>>,
-    /// Nodes that received mass this substep, in first-touch order.
-    pub active: Vec<usize>,
-    touched: Vec<bool>,
+    chunks: Vec<GridAcc<T>>,
+    node_out: Vec<V3<T>>,
+    node_adj: Vec<(T, V3<T>)>,
     // adjoint buffers (zero outside the active nodes between substeps)
     adj_grid_v: Vec<V3<T>>,
     adj_m: Vec<T>,
@@ -365,13 +437,18 @@ impl MpmModel {
     /// Fresh scratch for this model.
     pub fn scratch<T: Real>(&self) -> MpmScratch<T> {
         let nn = self.n_nodes();
+        let parallel = self.n_particles() >= PARALLEL_MIN_PARTICLES;
         MpmScratch {
-            grid_m: vec![T::zero(); nn],
-            grid_mv: vec![[T::zero(); 3]; nn],
+            main: GridAcc::new(nn),
             grid_v: vec![[T::zero(); 3]; nn],
             affine: vec![mat3::zero(); self.n_particles()],
-            active: Vec::with_capacity(nn),
-            touched: vec![false; nn],
+            chunks: if parallel {
+                (0..CHUNKS).map(|_| GridAcc::new(nn)).collect()
+            } else {
+                Vec::new()
+            },
+            node_out: Vec::new(),
+            node_adj: Vec::new(),
             adj_grid_v: vec![[T::zero(); 3]; nn],
             adj_m: vec![T::zero(); nn],
             adj_mv: vec![[T::zero(); 3]; nn],
@@ -554,39 +631,59 @@ impl MpmModel {
     /// holds stage 1's output). Stencil nodes outside the window are skipped
     /// ([`Self::check_particles`] rejects such states before stepping).
     pub fn p2g<T: Real>(&self, s: &MpmState<T>, scratch: &mut MpmScratch<T>) {
-        for &n in &scratch.active {
-            scratch.grid_m[n] = T::zero();
-            scratch.grid_mv[n] = [T::zero(); 3];
-            scratch.touched[n] = false;
+        scratch.main.clear();
+        let n = s.len();
+        if n < PARALLEL_MIN_PARTICLES {
+            for p in 0..n {
+                self.p2g_particle(s, &scratch.affine, p, &mut scratch.main);
+            }
+            return;
         }
-        scratch.active.clear();
-        let m = T::cst(self.p_mass);
-        let dx = T::cst(self.dx);
-        for p in 0..s.len() {
-            let st = self.stencil(&s.x[p]);
-            let a = scratch.affine[p];
-            let mv = s.v[p].map(|c| c * m);
-            for_stencil(|off| {
-                let Some(n) = self.node(&st.base, off) else {
-                    return;
-                };
-                let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
-                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
-                let ad = mat3::mul_vec(&a, &dpos);
-                if !scratch.touched[n] {
-                    scratch.touched[n] = true;
-                    scratch.active.push(n);
-                }
-                scratch.grid_m[n] += w * m;
-                for d in 0..3 {
-                    scratch.grid_mv[n][d] += w * (mv[d] + ad[d]);
+        let affine = &scratch.affine;
+        scratch
+            .chunks
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, g)| {
+                for p in chunk_range(n, c) {
+                    self.p2g_particle(s, affine, p, g);
                 }
             });
+        // summed in chunk order: the same bits whatever the thread count
+        for g in scratch.chunks.iter_mut() {
+            scratch.main.absorb(g);
         }
     }
 
+    fn p2g_particle<T: Real>(
+        &self,
+        s: &MpmState<T>,
+        affine: &[M3<T>],
+        p: usize,
+        g: &mut GridAcc<T>,
+    ) {
+        let m = T::cst(self.p_mass);
+        let dx = T::cst(self.dx);
+        let st = self.stencil(&s.x[p]);
+        let a = affine[p];
+        let mv = s.v[p].map(|c| c * m);
+        for_stencil(|off| {
+            let Some(n) = self.node(&st.base, off) else {
+                return;
+            };
+            let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
+            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+            let ad = mat3::mul_vec(&a, &dpos);
+            g.touch(n);
+            g.m[n] += w * m;
+            for d in 0..3 {
+                g.v[n][d] += w * (mv[d] + ad[d]);
+            }
+        });
+    }
+
     /// Adjoint of [`Self::p2g`]: from the grid adjoints (`adj_m`, `adj_mv`, indexed like the
-    /// grid) to `adj.{x, v}` and the affine adjoints `adj_affine`.
+    /// grid) to `adj.{x, v}` and the affine adjoints `adj_affine` (accumulated).
     pub fn p2g_vjp<T: Real>(
         &self,
         s: &MpmState<T>,
@@ -596,44 +693,71 @@ impl MpmModel {
         adj: &mut MpmAdj<T>,
         adj_affine: &mut [M3<T>],
     ) {
+        let body = |p: usize, ax: &mut V3<T>, av: &mut V3<T>, aa: &mut M3<T>| {
+            self.p2g_particle_vjp(s, affine, adj_m, adj_mv, p, ax, av, aa)
+        };
+        if s.len() < PARALLEL_MIN_PARTICLES {
+            for p in 0..s.len() {
+                body(p, &mut adj.x[p], &mut adj.v[p], &mut adj_affine[p]);
+            }
+        } else {
+            adj.x
+                .par_iter_mut()
+                .zip(adj.v.par_iter_mut())
+                .zip(adj_affine.par_iter_mut())
+                .enumerate()
+                .for_each(|(p, ((ax, av), aa))| body(p, ax, av, aa));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn p2g_particle_vjp<T: Real>(
+        &self,
+        s: &MpmState<T>,
+        affine: &[M3<T>],
+        adj_m: &[T],
+        adj_mv: &[V3<T>],
+        p: usize,
+        adj_x: &mut V3<T>,
+        adj_v: &mut V3<T>,
+        adj_a: &mut M3<T>,
+    ) {
         let m = T::cst(self.p_mass);
         let dx = T::cst(self.dx);
-        for p in 0..s.len() {
-            let st = self.stencil(&s.x[p]);
-            let a = affine[p];
-            let mv = s.v[p].map(|c| c * m);
-            let mut adj_fx = [T::zero(); 3];
-            let mut adj_w_axis = [[T::zero(); 3]; 3];
-            for_stencil(|off| {
-                let Some(n) = self.node(&st.base, off) else {
-                    return;
-                };
-                let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
-                let w = wx * wy * wz;
-                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
-                let ad = mat3::mul_vec(&a, &dpos);
-                let g = adj_mv[n];
-                // grid_m += w·m; grid_mv += w·(m v + A·dpos)
-                let mut adj_w = adj_m[n] * m;
-                for d in 0..3 {
-                    adj_w += g[d] * (mv[d] + ad[d]);
-                    adj.v[p][d] += w * m * g[d];
-                }
-                mat3::add_assign(&mut adj_affine[p], &mat3::scale(&mat3::outer(&g, &dpos), w));
-                let adj_dpos = mat3::mul_t_vec(&a, &g);
-                for d in 0..3 {
-                    adj_fx[d] -= w * adj_dpos[d] * dx;
-                }
-                adj_w_axis[0][off[0]] += adj_w * wy * wz;
-                adj_w_axis[1][off[1]] += adj_w * wx * wz;
-                adj_w_axis[2][off[2]] += adj_w * wx * wy;
-            });
+        let st = self.stencil(&s.x[p]);
+        let a = affine[p];
+        let mv = s.v[p].map(|c| c * m);
+        let mut adj_fx = [T::zero(); 3];
+        let mut adj_w_axis = [[T::zero(); 3]; 3];
+        for_stencil(|off| {
+            let Some(n) = self.node(&st.base, off) else {
+                return;
+            };
+            let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
+            let w = wx * wy * wz;
+            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+            let ad = mat3::mul_vec(&a, &dpos);
+            let g = adj_mv[n];
+            // grid_m += w·m; grid_mv += w·(m v + A·dpos)
+            let mut adj_w = adj_m[n] * m;
             for d in 0..3 {
-                for o in 0..3 {
-                    adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
-                }
-                adj.x[p][d] += adj_fx[d] * T::cst(self.inv_dx);
+                adj_w += g[d] * (mv[d] + ad[d]);
+                adj_v[d] += w * m * g[d];
             }
+            mat3::add_assign(adj_a, &mat3::scale(&mat3::outer(&g, &dpos), w));
+            let adj_dpos = mat3::mul_t_vec(&a, &g);
+            for d in 0..3 {
+                adj_fx[d] -= w * adj_dpos[d] * dx;
+            }
+            adj_w_axis[0][off[0]] += adj_w * wy * wz;
+            adj_w_axis[1][off[1]] += adj_w * wx * wz;
+            adj_w_axis[2][off[2]] += adj_w * wx * wy;
+        });
+        for d in 0..3 {
+            for o in 0..3 {
+                adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
+            }
+            adj_x[d] += adj_fx[d] * T::cst(self.inv_dx);
         }
     }
 
@@ -641,9 +765,19 @@ impl MpmModel {
     /// Stage 3 on every active node: `grid_v` from `grid_{m, mv}` and the primitives'
     /// states for this substep.
     pub fn grid_update<T: Real>(&self, prims: &[PrimitiveState<T>], scratch: &mut MpmScratch<T>) {
-        for i in 0..scratch.active.len() {
-            let n = scratch.active[i];
-            scratch.grid_v[n] = self.node_update(n, scratch.grid_m[n], &scratch.grid_mv[n], prims);
+        let g = &scratch.main;
+        let update = |&n: &usize| self.node_update(n, g.m[n], &g.v[n], prims);
+        if g.active.len() < PARALLEL_MIN_NODES {
+            scratch.node_out.clear();
+            scratch.node_out.extend(g.active.iter().map(update));
+        } else {
+            g.active
+                .par_iter()
+                .map(update)
+                .collect_into_vec(&mut scratch.node_out);
+        }
+        for (i, &n) in scratch.main.active.iter().enumerate() {
+            scratch.grid_v[n] = scratch.node_out[i];
         }
     }
 
@@ -741,31 +875,46 @@ impl MpmModel {
     // ------------------------------------------------------------------ stage 4
     /// Stage 4: gathers `v`, `C` at every particle from `grid_v` and advects `x`.
     pub fn g2p<T: Real>(&self, s: &mut MpmState<T>, grid_v: &[V3<T>]) {
+        let dt = T::cst(self.params.dt);
+        let body = |x: &mut V3<T>, v: &mut V3<T>, c: &mut M3<T>| {
+            let (nv, nc) = self.g2p_particle(x, grid_v);
+            *v = nv;
+            *c = nc;
+            for d in 0..3 {
+                x[d] += dt * nv[d];
+            }
+        };
+        if s.len() < PARALLEL_MIN_PARTICLES {
+            for p in 0..s.len() {
+                body(&mut s.x[p], &mut s.v[p], &mut s.c[p]);
+            }
+        } else {
+            s.x.par_iter_mut()
+                .zip(s.v.par_iter_mut())
+                .zip(s.c.par_iter_mut())
+                .for_each(|((x, v), c)| body(x, v, c));
+        }
+    }
+
+    fn g2p_particle<T: Real>(&self, x: &V3<T>, grid_v: &[V3<T>]) -> (V3<T>, M3<T>) {
         let dx = T::cst(self.dx);
         let k = T::cst(4.0 * self.inv_dx * self.inv_dx);
-        let dt = T::cst(self.params.dt);
-        for p in 0..s.len() {
-            let st = self.stencil(&s.x[p]);
-            let mut v = [T::zero(); 3];
-            let mut c = mat3::zero::<T>();
-            for_stencil(|off| {
-                let Some(n) = self.node(&st.base, off) else {
-                    return;
-                };
-                let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
-                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
-                let gv = grid_v[n];
-                for d in 0..3 {
-                    v[d] += w * gv[d];
-                }
-                mat3::add_assign(&mut c, &mat3::scale(&mat3::outer(&gv, &dpos), w * k));
-            });
-            s.v[p] = v;
-            s.c[p] = c;
+        let st = self.stencil(x);
+        let mut v = [T::zero(); 3];
+        let mut c = mat3::zero::<T>();
+        for_stencil(|off| {
+            let Some(n) = self.node(&st.base, off) else {
+                return;
+            };
+            let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
+            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+            let gv = grid_v[n];
             for d in 0..3 {
-                s.x[p][d] += dt * v[d];
+                v[d] += w * gv[d];
             }
-        }
+            mat3::add_assign(&mut c, &mat3::scale(&mat3::outer(&gv, &dpos), w * k));
+        });
+        (v, c)
     }
 
     /// Adjoint of [`Self::g2p`] at the input positions `x_in`: consumes `adj.{x, v, c}` (the
@@ -827,16 +976,30 @@ impl MpmModel {
         prims: &[PrimitiveState<T>],
         scratch: &mut MpmScratch<T>,
     ) {
-        for p in 0..s.len() {
-            let (fnew, a) = self.particle_stress(p, &s.f[p], &s.c[p]);
-            s.f[p] = fnew;
-            scratch.affine[p] = a;
-        }
+        self.stress_all(s, &mut scratch.affine);
         self.p2g(s, scratch);
         self.grid_update(prims, scratch);
-        let grid_v = std::mem::take(&mut scratch.grid_v);
-        self.g2p(s, &grid_v);
-        scratch.grid_v = grid_v;
+        self.g2p(s, &scratch.grid_v);
+    }
+
+    /// Stage 1 for every particle: `s.f` updated in place, affine momenta into `affine`.
+    fn stress_all<T: Real>(&self, s: &mut MpmState<T>, affine: &mut [M3<T>]) {
+        let body = |p: usize, f: &mut M3<T>, c: &M3<T>, a: &mut M3<T>| {
+            let (fnew, an) = self.particle_stress(p, f, c);
+            *f = fnew;
+            *a = an;
+        };
+        if s.len() < PARALLEL_MIN_PARTICLES {
+            for p in 0..s.len() {
+                body(p, &mut s.f[p], &s.c[p], &mut affine[p]);
+            }
+        } else {
+            s.f.par_iter_mut()
+                .zip(s.c.par_iter())
+                .zip(affine.par_iter_mut())
+                .enumerate()
+                .for_each(|(p, ((f, c), a))| body(p, f, c, a));
+        }
     }
 
     /// Adjoint of [`Self::substep`] from the input state `s_in`: `adj` holds the adjoint of
@@ -852,26 +1015,30 @@ impl MpmModel {
     ) {
         // replay the forward pass up to the grid velocities
         let mut s = s_in.clone();
-        for p in 0..s.len() {
-            let (fnew, a) = self.particle_stress(p, &s.f[p], &s.c[p]);
-            s.f[p] = fnew;
-            scratch.affine[p] = a;
-        }
+        self.stress_all(&mut s, &mut scratch.affine);
         self.p2g(&s, scratch);
         self.grid_update(prims, scratch);
         // stage 4
         let mut adj_grid_v = std::mem::take(&mut scratch.adj_grid_v);
         self.g2p_vjp(&s.x, &scratch.grid_v, adj, &mut adj_grid_v);
-        // stage 3
-        for &n in &scratch.active {
-            let (am, amv) = self.node_update_vjp(
-                n,
-                scratch.grid_m[n],
-                &scratch.grid_mv[n],
-                prims,
-                &adj_grid_v[n],
-                adj_prims,
-            );
+        // stage 3: node by node; with primitives serially, so that their adjoints are
+        // summed in node order
+        let g = &scratch.main;
+        if prims.is_empty() && g.active.len() >= PARALLEL_MIN_NODES {
+            let agv = &adj_grid_v;
+            g.active
+                .par_iter()
+                .map(|&n| self.node_update_vjp(n, g.m[n], &g.v[n], &[], &agv[n], &mut []))
+                .collect_into_vec(&mut scratch.node_adj);
+        } else {
+            scratch.node_adj.clear();
+            for &n in &g.active {
+                let r = self.node_update_vjp(n, g.m[n], &g.v[n], prims, &adj_grid_v[n], adj_prims);
+                scratch.node_adj.push(r);
+            }
+        }
+        for (i, &n) in scratch.main.active.iter().enumerate() {
+            let (am, amv) = scratch.node_adj[i];
             scratch.adj_m[n] = am;
             scratch.adj_mv[n] = amv;
             adj_grid_v[n] = [T::zero(); 3];
@@ -888,25 +1055,36 @@ impl MpmModel {
             adj,
             &mut adj_affine,
         );
-        for &n in &scratch.active {
+        for &n in &scratch.main.active {
             scratch.adj_m[n] = T::zero();
             scratch.adj_mv[n] = [T::zero(); 3];
         }
         // stage 1: F_new was passed through stages 2–4 unchanged
-        for p in 0..s.len() {
-            let adj_fnew = adj.f[p];
-            let (mut af, mut ac) = (mat3::zero(), mat3::zero());
+        let body = |p: usize, af: &mut M3<T>, ac: &mut M3<T>| {
+            let adj_fnew = *af;
+            let (mut f_adj, mut c_adj) = (mat3::zero(), mat3::zero());
             self.particle_stress_vjp(
                 p,
                 &s_in.f[p],
                 &s_in.c[p],
                 &adj_fnew,
                 &adj_affine[p],
-                &mut af,
-                &mut ac,
+                &mut f_adj,
+                &mut c_adj,
             );
-            adj.f[p] = af;
-            adj.c[p] = ac;
+            *af = f_adj;
+            *ac = c_adj;
+        };
+        if s.len() < PARALLEL_MIN_PARTICLES {
+            for p in 0..s.len() {
+                body(p, &mut adj.f[p], &mut adj.c[p]);
+            }
+        } else {
+            adj.f
+                .par_iter_mut()
+                .zip(adj.c.par_iter_mut())
+                .enumerate()
+                .for_each(|(p, (af, ac))| body(p, af, ac));
         }
         scratch.adj_affine = adj_affine;
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use diff_core::gradcheck::{cases, check_stage, direction, vec_in, Stage, StageTol};
-use diff_core::Real;
+use diff_core::{Dual, Real};
 use proptest::prelude::*;
 use sim_deformable::checkpoint;
 use sim_deformable::mat3::{self, M3};
@@ -187,8 +187,8 @@ impl Stage for P2g {
         self.0.p2g(&s, &mut sc);
         let mut out = Vec::new();
         for k in 0..self.0.n_nodes() {
-            out.push(sc.grid_m[k]);
-            out.extend_from_slice(&sc.grid_mv[k]);
+            out.push(sc.main.m[k]);
+            out.extend_from_slice(&sc.main.v[k]);
         }
         out
     }
@@ -513,15 +513,15 @@ fn branches(m: &MpmModel, x: &[f64], n_sub: usize) -> Vec<i64> {
             sc.affine[p] = a;
         }
         m.p2g(&t, &mut sc);
-        let mut active = sc.active.clone();
+        let mut active = sc.main.active.clone();
         active.sort_unstable();
         for &node in &active {
             out.push(node as i64);
             out.extend(node_branches(
                 m,
                 node,
-                sc.grid_m[node],
-                &sc.grid_mv[node],
+                sc.main.m[node],
+                &sc.main.v[node],
                 &prims[k][0],
             ));
         }
@@ -676,4 +676,139 @@ fn checkpointed_sweep_equals_stored_everything() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- the parallel path
+/// A scene above `PARALLEL_MIN_PARTICLES`: a 17³ block (4913 particles) with perturbed
+/// velocities, affine velocities and deformation gradients, optionally with a pusher.
+fn big_scene(pusher: bool) -> (MpmModel, MpmState<f64>) {
+    let params = MpmParams {
+        n_grid: 32,
+        res: [32; 3],
+        dt: 2e-4,
+        youngs_modulus: 1000.0,
+        poisson_ratio: 0.2,
+        ..MpmParams::default()
+    };
+    let n = 17;
+    let mats: Vec<ParticleMaterial> = (0..n * n * n)
+        .map(|i| ParticleMaterial {
+            material: [Material::Elastic, Material::Plastic, Material::Liquid][i % 3],
+            hardness: 1.0,
+        })
+        .collect();
+    let prims = if pusher {
+        vec![Primitive::pusher([0.05, 0.05, 0.05])]
+    } else {
+        vec![]
+    };
+    let model = MpmModel::new(params, mats, prims).unwrap();
+    assert!(model.n_particles() >= sim_deformable::mpm::PARALLEL_MIN_PARTICLES);
+    let h = 0.5 * model.dx();
+    let mut x = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            for k in 0..n {
+                x.push([
+                    0.3 + i as f64 * h + 1e-3 * (k as f64).sin(),
+                    0.3 + j as f64 * h,
+                    0.3 + k as f64 * h,
+                ]);
+            }
+        }
+    }
+    let mut s = MpmState::at_rest(x);
+    for p in 0..s.len() {
+        let a = p as f64;
+        s.v[p] = [(a * 0.37).sin(), (a * 0.71).cos(), 0.5 * (a * 1.3).sin()];
+        for i in 0..3 {
+            for j in 0..3 {
+                s.c[p][i][j] = ((a + 3.0 * i as f64 + j as f64) * 0.9).sin();
+                s.f[p][i][j] += 0.05 * ((a * 0.2 + i as f64 - j as f64) * 1.7).cos();
+            }
+        }
+    }
+    (model, s)
+}
+
+#[test]
+fn parallel_path_vjp_matches_dual_jvp() {
+    for pusher in [false, true] {
+        let (model, s) = big_scene(pusher);
+        let n_sub = 2;
+        let ps = vec![
+            vec![
+                PrimitiveState {
+                    pos: [0.42, 0.42, 0.42],
+                    vel: [0.3, -0.2, 0.1]
+                };
+                model.primitives.len()
+            ];
+            n_sub
+        ];
+        let x = s.to_flat();
+        let u: Vec<f64> = (0..x.len()).map(|i| ((i as f64) * 0.61).sin()).collect();
+        let v: Vec<f64> = (0..x.len()).map(|i| ((i as f64) * 0.43).cos()).collect();
+        // JVP by dual numbers through the (parallel) generic forward
+        let xd: Vec<Dual<f64>> = x.iter().zip(&v).map(|(&a, &b)| Dual::new(a, b)).collect();
+        let psd: Vec<Vec<PrimitiveState<Dual<f64>>>> = ps
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|p| PrimitiveState {
+                        pos: p.pos.map(|c| Dual::new(c, 0.0)),
+                        vel: p.vel.map(|c| Dual::new(c, 0.0)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let run_d = MpmRun::new(&model, psd);
+        let jv: Vec<f64> = checkpoint::forward(&run_d, &MpmState::from_flat(&xd), n_sub)
+            .to_flat()
+            .iter()
+            .map(|d| d.eps)
+            .collect();
+        // VJP
+        let run = MpmRun::new(&model, ps);
+        let mut adj = run.zero_adj();
+        adj.state = MpmState::from_flat(&u);
+        checkpoint::vjp_checkpointed(&run, &s, n_sub, 1, &mut adj);
+        let ju = adj.state.to_flat();
+        let e = diff_core::gradcheck::dot_product_test(&jv, &u, &ju, &v);
+        assert!(e <= 1e-9, "pusher {pusher}: dot-product test {e:e}");
+    }
+}
+
+#[test]
+fn parallel_path_does_not_depend_on_the_thread_count() {
+    let (model, s) = big_scene(true);
+    let ps = vec![PrimitiveState {
+        pos: [0.42, 0.42, 0.42],
+        vel: [0.3, -0.2, 0.1],
+    }];
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut sc = model.scratch::<f64>();
+            let mut s1 = s.clone();
+            model.substep(&mut s1, &ps, &mut sc);
+            let mut adj = MpmState::from_flat(
+                &(0..24 * s.len())
+                    .map(|i| ((i as f64) * 0.3).sin())
+                    .collect::<Vec<_>>(),
+            );
+            let mut ap = vec![PrimitiveState::zero()];
+            model.substep_vjp(&s, &ps, &mut adj, &mut ap, &mut sc);
+            let mut out = s1.to_flat();
+            out.extend(adj.to_flat());
+            out.extend(ap[0].pos);
+            out.extend(ap[0].vel);
+            out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(run(1), run(2));
+    assert_eq!(run(1), run(3));
 }
