@@ -83,6 +83,22 @@ pub static TASKS: &[TaskEntry] = &[
         },
         shac_preset: shac_humanoid,
     },
+    TaskEntry {
+        name: "push-rope",
+        description: "Push an elasto-plastic rope into an arc with a box pusher, MLS-MPM (DaXBench shape_rope, tasks.md §7.2)",
+        build: || Ok(Arc::new(sim_deformable::tasks::PushRope::new()?)),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "push-rope-hard",
+        description: "push-rope with 20 pushes and a rope scrambled by 10 random pushes (DaXBench shape_rope_hard)",
+        build: || {
+            Ok(Arc::new(sim_deformable::tasks::PushRope::with_config(
+                sim_deformable::tasks::PushRopeConfig::hard(),
+            )?))
+        },
+        shac_preset: shac_daxbench,
+    },
 ];
 
 /// A rigid task definition (or its loader error) as a batched task.
@@ -138,6 +154,17 @@ fn shac_humanoid() -> ShacConfig {
     }
 }
 
+/// DaXBench's `algorithms/shac/cfg/shac.yaml`: DiffRL's Ant settings with one-step
+/// windows (`steps_num 1`) and 3000 epochs.
+fn shac_daxbench() -> ShacConfig {
+    ShacConfig {
+        horizon: 1,
+        max_epochs: 3000,
+        critic_batches: 4,
+        ..shac_locomotion()
+    }
+}
+
 /// The BPTT hyperparameters for a task (DiffRL `examples/cfg/bptt/<task>.yaml`; the tasks
 /// DiffRL has no config for take the Humanoid one, inferred). Unknown names get the
 /// CartPole default.
@@ -161,6 +188,20 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         "humanoid" | "bruce" | "bruce-pd" => BpttConfig {
             actor_units: vec![256, 128],
             ..locomotion(2e-3, 1000)
+        },
+        // DaXBench's APG (`algorithms/apg/apg.py`): 4 envs, lr 1e-4 decayed linearly to
+        // 1e-5, gradient norm ≤ 0.3, normalised observations, whole episodes; 2000
+        // iterations. The policy network is not specified there: DiffRL's [128, 64, 32].
+        "push-rope" | "push-rope-hard" => BpttConfig {
+            num_envs: 4,
+            horizon: if task == "push-rope" { 6 } else { 20 },
+            max_epochs: 2000,
+            actor_units: vec![128, 64, 32],
+            actor_lr: 1e-4,
+            lr_final: 1e-5,
+            grad_norm: 0.3,
+            obs_rms: true,
+            ..BpttConfig::default()
         },
         // `bptt/cartpole_swing_up.yaml` is the default.
         _ => BpttConfig::default(),
@@ -298,6 +339,11 @@ pub static ALGORITHMS: &[AlgoEntry] = &[
     AlgoEntry {
         name: "bptt",
         description: "BPTT / analytic policy gradient through long windows (DiffRL bptt.py)",
+        algo: Algo::Bptt,
+    },
+    AlgoEntry {
+        name: "apg",
+        description: "APG, DaXBench's analytic policy gradient: BPTT over whole episodes (the [bptt] section)",
         algo: Algo::Bptt,
     },
     AlgoEntry {

@@ -5,7 +5,8 @@
 //! - [`mat3`] and [`svd`]: the 3×3 linear algebra under the constitutive model, with the
 //!   derivative of the singular-value functions that stays finite for repeated singular
 //!   values;
-//! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory.
+//! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory;
+//! - [`tasks`]: the DaXBench-like tasks (`push-rope`, `push-rope-hard`).
 //!
 //! As in `sim-rigid`, forward code is generic over [`diff_core::Real`] (`f32` for
 //! training, `f64` for the finite-difference oracle, [`diff_core::Dual`] for JVPs) and
@@ -19,3 +20,4 @@ pub mod mat3;
 pub mod mpm;
 pub mod primitive;
 pub mod svd;
+pub mod tasks;

@@ -1,0 +1,6 @@
+//! DaXBench-like tasks (`../shared/reference/tasks.md` §7.2–7.3) as batched
+//! [`diff_core::Task`]s.
+
+pub mod push_rope;
+
+pub use push_rope::{PushRope, PushRopeConfig};
