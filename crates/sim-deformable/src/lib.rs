@@ -5,6 +5,8 @@
 //! - [`mat3`] and [`svd`]: the 3×3 linear algebra under the constitutive model, with the
 //!   derivative of the singular-value functions that stays finite for repeated singular
 //!   values;
+//! - [`cloth`]: DaXBench's mass-spring cloth with ground friction, a suction gripper and
+//!   the pick-and-place macro;
 //! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory.
 //!
 //! As in `sim-rigid`, forward code is generic over [`diff_core::Real`] (`f32` for
@@ -12,5 +14,6 @@
 //! every stage has a hand-written adjoint checked by the property tests in `tests/`.
 
 pub mod checkpoint;
+pub mod cloth;
 pub mod mat3;
 pub mod svd;
