@@ -757,7 +757,15 @@ proptest! {
 
     #[test]
     fn sub_action_cmd_vjp_checks(a in vec_in(-3.0, 3.0, 3), u in direction(3), v in direction(3)) {
-        check(&Cmd(small_params(0.0)), &a, &u, &v, TOL, "sub-action command")?;
+        let st = Cmd(small_params(0.0));
+        if a.iter().all(|x| x.abs() > st.0.action_clip) {
+            // every component clipped: the map is constant and its adjoint exactly zero;
+            // a finite difference would only measure the stencil's rounding
+            // (−c + 8c − 8c + c ≠ 0 in floating point, ~1e-14 here)
+            prop_assert_eq!(st.vjp(&a, &u), vec![0.0; 3]);
+            return Ok(());
+        }
+        check(&st, &a, &u, &v, TOL, "sub-action command")?;
     }
 
     #[test]
