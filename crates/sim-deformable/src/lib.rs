@@ -5,6 +5,8 @@
 //! - [`mat3`] and [`svd`]: the 3×3 linear algebra under the constitutive model, with the
 //!   derivative of the singular-value functions that stays finite for repeated singular
 //!   values;
+//! - [`cloth`]: DaXBench's mass-spring cloth with ground friction, a suction gripper and
+//!   the pick-and-place macro;
 //! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory;
 //! - [`tasks`]: the DaXBench-like tasks (`push-rope`, `push-rope-hard`).
 //!
@@ -16,6 +18,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod checkpoint;
+pub mod cloth;
 pub mod mat3;
 pub mod mpm;
 pub mod primitive;

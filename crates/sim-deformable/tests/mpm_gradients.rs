@@ -21,12 +21,12 @@ const TOL: StageTol = StageTol {
     dot: 1e-9,
 };
 
-/// Full substeps: the primitive's influence exp(−666·d) has a fifth derivative of order
+/// Stages with a primitive (node update, full substeps): its influence exp(−666·d) has a fifth derivative of order
 /// 666⁵ ≈ 1.3e14, so the fourth-order difference with h = 1e-4 errs by ~1e-3 absolute
 /// (measured: cases with no branch switch inside the stencil fail at h = 1e-4 with
 /// relative errors 1.1e-6 – 1e-5, always in one coordinate, and pass at h = 1e-5; the
 /// dot-product test passes throughout).
-const TOL_SUBSTEPS: StageTol = StageTol { h: 1e-5, ..TOL };
+const TOL_PRIMITIVE: StageTol = StageTol { h: 1e-5, ..TOL };
 
 /// A 16-cell test domain (the whole unit cube), particles of unit mass.
 fn params() -> MpmParams {
@@ -398,8 +398,8 @@ proptest! {
         x.extend(&mv);
         x.extend((0..3).map(|k| pos[k] + c[k]));
         x.extend(&w);
-        prop_assume!(node_smooth_within(&model, node, &x, TOL.h));
-        check_stage(&NodeUpdate { model, node }, &x, &u, &v, TOL, "grid node update");
+        prop_assume!(node_smooth_within(&model, node, &x, TOL_PRIMITIVE.h));
+        check_stage(&NodeUpdate { model, node }, &x, &u, &v, TOL_PRIMITIVE, "grid node update");
     }
 
     #[test]
@@ -610,8 +610,8 @@ proptest! {
     fn substeps_adjoint_in_air_with_pusher(r in vec_in(-1.0, 1.0, 63), prim in vec_in(-1.0, 1.0, 6), n_sub in 1usize..4, u in direction(72), v in direction(78)) {
         let model = model(&[Material::Elastic, Material::Plastic, Material::Liquid], vec![Primitive::pusher([0.05, 0.05, 0.05])]);
         let x = substep_input([0.5, 0.5, 0.5], &r, &prim);
-        prop_assume!(smooth_within(&model, &x, n_sub, TOL_SUBSTEPS.h));
-        check_stage(&Substeps { model, n_sub }, &x, &u, &v, TOL_SUBSTEPS, "MPM substeps in the air");
+        prop_assume!(smooth_within(&model, &x, n_sub, TOL_PRIMITIVE.h));
+        check_stage(&Substeps { model, n_sub }, &x, &u, &v, TOL_PRIMITIVE, "MPM substeps in the air");
     }
 
     #[test]
@@ -624,8 +624,8 @@ proptest! {
             x[24 * p + 1] = 0.17 + 0.03 * (r[21 * p + 1] + 1.0); // y in [0.17, 0.23]
             x[24 * p + 4] = -0.5 - 0.5 * r[21 * p + 4].abs(); // moving down
         }
-        prop_assume!(smooth_within(&model, &x, n_sub, TOL_SUBSTEPS.h));
-        check_stage(&Substeps { model, n_sub }, &x, &u, &v, TOL_SUBSTEPS, "MPM substeps on the ground");
+        prop_assume!(smooth_within(&model, &x, n_sub, TOL_PRIMITIVE.h));
+        check_stage(&Substeps { model, n_sub }, &x, &u, &v, TOL_PRIMITIVE, "MPM substeps on the ground");
     }
 }
 

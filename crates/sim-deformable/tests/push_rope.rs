@@ -115,12 +115,12 @@ fn action_map_adjoint_matches_finite_differences() {
         fn vjp(&self, a: &[f64], u: &[f64]) -> Vec<f64> {
             // through step_row_vjp's use: build it from the dual Jacobian independently
             let mut g = vec![0.0; 6];
-            for i in 0..6 {
+            for (i, gi) in g.iter_mut().enumerate() {
                 let ad: Vec<Dual<f64>> = (0..6)
                     .map(|j| Dual::new(a[j], if i == j { 1.0 } else { 0.0 }))
                     .collect();
                 let y = self.forward(&ad);
-                g[i] = y.iter().zip(u).map(|(yi, ui)| yi.eps * ui).sum();
+                *gi = y.iter().zip(u).map(|(yi, ui)| yi.eps * ui).sum();
             }
             g
         }
