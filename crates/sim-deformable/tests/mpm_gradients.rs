@@ -812,3 +812,39 @@ fn parallel_path_does_not_depend_on_the_thread_count() {
     assert_eq!(run(1), run(2));
     assert_eq!(run(1), run(3));
 }
+
+#[test]
+fn node_adjoint_stays_finite_for_tiny_f32_masses() {
+    // a node at a stencil's tail: mass ~1e-23 in f32 (its square underflows to 0)
+    let model = pusher_model();
+    let node = (8 * 16 + 8) * 16 + 8;
+    let m = 1e-23f32;
+    let mv = [0.3 * m, -0.2 * m, 0.1 * m];
+    let ps = [PrimitiveState {
+        pos: [0.9f32, 0.9, 0.9],
+        vel: [0.0; 3],
+    }];
+    let mut ap = [PrimitiveState::zero()];
+    let a = [1e-12f32, -2e-12, 3e-12];
+    let (am, amv) = model.node_update_vjp(node, m, &mv, &ps, &a, &mut ap);
+    assert!(
+        am.is_finite() && amv.iter().all(|x| x.is_finite()),
+        "{am} {amv:?}"
+    );
+    // and it agrees with the f64 adjoint at the same point
+    let (am64, _) = model.node_update_vjp(
+        node,
+        m as f64,
+        &mv.map(|x| x as f64),
+        &[PrimitiveState {
+            pos: [0.9, 0.9, 0.9],
+            vel: [0.0; 3],
+        }],
+        &a.map(|x| x as f64),
+        &mut [PrimitiveState::zero()],
+    );
+    assert!(
+        ((am as f64) - am64).abs() <= 1e-5 * am64.abs(),
+        "{am} vs {am64}"
+    );
+}
