@@ -37,6 +37,14 @@ pub trait Real:
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
     fn atan2(self, x: Self) -> Self;
+    /// Machine epsilon of the underlying floating-point type (for iteration tolerances).
+    fn epsilon() -> f64;
+    /// Whether values carry a tangent (dual numbers): code that adds a first-order term
+    /// which is exactly zero for real scalars may skip it when this is false.
+    #[inline(always)]
+    fn has_tangent() -> bool {
+        false
+    }
 
     #[inline(always)]
     fn zero() -> Self {
@@ -90,6 +98,10 @@ macro_rules! impl_real_float {
             #[inline(always)]
             fn re(self) -> f64 {
                 self as f64
+            }
+            #[inline(always)]
+            fn epsilon() -> f64 {
+                <$t>::EPSILON as f64
             }
             #[inline(always)]
             fn sin(self) -> Self {
@@ -214,6 +226,14 @@ impl<F: Real> Real for Dual<F> {
     #[inline(always)]
     fn re(self) -> f64 {
         self.re.re()
+    }
+    #[inline(always)]
+    fn epsilon() -> f64 {
+        F::epsilon()
+    }
+    #[inline(always)]
+    fn has_tangent() -> bool {
+        true
     }
     #[inline(always)]
     fn sin(self) -> Self {

@@ -28,7 +28,7 @@
 use crate::checkpoint::Substepper;
 use crate::mat3::{self, M3, V3};
 use crate::primitive::{Primitive, PrimitiveState};
-use crate::svd::SvFn;
+use crate::svd::{svd3_tol, SvFn, Svd3};
 use diff_core::{Error, Real, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -277,6 +277,8 @@ pub struct MpmScratch<T> {
     pub grid_v: Vec<V3<T>>,
     /// Affine momentum per particle (stage 1's output).
     pub affine: Vec<M3<T>>,
+    /// Each particle's trial SVD from stage 1 (reused by its adjoint).
+    svds: Vec<Option<Svd3>>,
     chunks: Vec<GridAcc<T>>,
     node_out: Vec<V3<T>>,
     node_adj: Vec<(T, V3<T>)>,
@@ -442,6 +444,7 @@ impl MpmModel {
             main: GridAcc::new(nn),
             grid_v: vec![[T::zero(); 3]; nn],
             affine: vec![mat3::zero(); self.n_particles()],
+            svds: vec![None; self.n_particles()],
             chunks: if parallel {
                 (0..CHUNKS).map(|_| GridAcc::new(nn)).collect()
             } else {
@@ -538,29 +541,46 @@ impl MpmModel {
     // ------------------------------------------------------------------ stage 1
     /// Stage 1 for particle `p`: the updated deformation gradient and the affine momentum.
     pub fn particle_stress<T: Real>(&self, p: usize, f: &M3<T>, c: &M3<T>) -> (M3<T>, M3<T>) {
-        let dt = T::cst(self.params.dt);
-        let mut fnew = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
-        if self.particles[p].material == Material::Plastic {
-            let g = SvFn::clamp(
-                &mat3::re(&fnew),
-                self.params.plastic_lo,
-                self.params.plastic_hi,
-            );
-            fnew = g.apply(&fnew);
-        }
-        let tau = self.kirchhoff(p, &fnew);
-        let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
-        let a = mat3::add(&mat3::scale(&tau, ks), &mat3::scale(c, T::cst(self.p_mass)));
+        let (fnew, a, _) = self.particle_stress_svd(p, f, c);
         (fnew, a)
     }
 
-    /// Fixed-corotated Kirchhoff stress `2μ(F − R)Fᵀ + λJ(J − 1)I`.
-    fn kirchhoff<T: Real>(&self, p: usize, f: &M3<T>) -> M3<T> {
+    /// [`Self::particle_stress`], also returning the SVD of `(I + dt·C)·F` when the
+    /// material needs one (for the adjoint to reuse).
+    fn particle_stress_svd<T: Real>(
+        &self,
+        p: usize,
+        f: &M3<T>,
+        c: &M3<T>,
+    ) -> (M3<T>, M3<T>, Option<Svd3>) {
+        let dt = T::cst(self.params.dt);
+        let mut fnew = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        // one SVD per particle: the plastic projection keeps U and V, so the rotation of
+        // the projected F comes from the same decomposition
+        let plastic = self.particles[p].material == Material::Plastic;
+        let trial =
+            (self.lame[p].0 != 0.0 || plastic).then(|| svd3_tol(&mat3::re(&fnew), svd_tol::<T>()));
+        let mut svd = trial;
+        if let (true, Some(d)) = (plastic, trial) {
+            let g = SvFn::clamp_of(d, self.params.plastic_lo, self.params.plastic_hi);
+            fnew = g.apply(&fnew);
+            svd = Some(g.value_svd());
+        }
+        let tau = self.kirchhoff(p, &fnew, svd);
+        let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
+        let a = mat3::add(&mat3::scale(&tau, ks), &mat3::scale(c, T::cst(self.p_mass)));
+        (fnew, a, trial)
+    }
+
+    /// Fixed-corotated Kirchhoff stress `2μ(F − R)Fᵀ + λJ(J − 1)I`; `svd` is F's SVD when
+    /// already known.
+    fn kirchhoff<T: Real>(&self, p: usize, f: &M3<T>, svd: Option<Svd3>) -> M3<T> {
         let (mu, la) = self.lame[p];
         let j = mat3::det(f);
         let mut tau = mat3::zero::<T>();
         if mu != 0.0 {
-            let r = SvFn::rotation(&mat3::re(f)).apply(f);
+            let d = svd.unwrap_or_else(|| svd3_tol(&mat3::re(f), svd_tol::<T>()));
+            let r = SvFn::rotation_of(d).apply(f);
             tau = mat3::scale(&mat3::mul_bt(&mat3::sub(f, &r), f), T::cst(2.0 * mu));
         }
         let s = T::cst(la) * j * (j - T::one());
@@ -585,25 +605,47 @@ impl MpmModel {
     ) {
         let dt = T::cst(self.params.dt);
         let ftmp = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
-        let clamp = (self.particles[p].material == Material::Plastic).then(|| {
-            SvFn::clamp(
-                &mat3::re(&ftmp),
-                self.params.plastic_lo,
-                self.params.plastic_hi,
-            )
-        });
+        let plastic = self.particles[p].material == Material::Plastic;
+        let d =
+            (self.lame[p].0 != 0.0 || plastic).then(|| svd3_tol(&mat3::re(&ftmp), svd_tol::<T>()));
+        self.particle_stress_vjp_svd(p, f, c, d, adj_fnew, adj_a, adj_f, adj_c);
+    }
+
+    /// [`Self::particle_stress_vjp`] given the SVD of `(I + dt·C)·F` that the forward pass
+    /// computed (`None` when the material needs none).
+    #[allow(clippy::too_many_arguments)]
+    fn particle_stress_vjp_svd<T: Real>(
+        &self,
+        p: usize,
+        f: &M3<T>,
+        c: &M3<T>,
+        d: Option<Svd3>,
+        adj_fnew: &M3<T>,
+        adj_a: &M3<T>,
+        adj_f: &mut M3<T>,
+        adj_c: &mut M3<T>,
+    ) {
+        let dt = T::cst(self.params.dt);
+        let ftmp = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        // the same decomposition as the forward pass: one SVD, shared by the projection
+        // and the rotation
+        let (mu, la) = self.lame[p];
+        let plastic = self.particles[p].material == Material::Plastic;
+        let clamp = d
+            .filter(|_| plastic)
+            .map(|d| SvFn::clamp_of(d, self.params.plastic_lo, self.params.plastic_hi));
         let fnew = match &clamp {
             Some(g) => g.apply(&ftmp),
             None => ftmp,
         };
+        let d_new = clamp.map(|g| g.value_svd()).or(d);
         let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
         mat3::add_assign(adj_c, &mat3::scale(adj_a, T::cst(self.p_mass)));
         let adj_tau = mat3::scale(adj_a, ks);
         // τ = 2μ(F − R)Fᵀ + λJ(J − 1)I at F = F_new
-        let (mu, la) = self.lame[p];
         let mut adj_fn = *adj_fnew;
-        if mu != 0.0 {
-            let rot = SvFn::rotation(&mat3::re(&fnew));
+        if let (true, Some(d)) = (mu != 0.0, d_new) {
+            let rot = SvFn::rotation_of(d);
             let r = rot.apply(&fnew);
             let two_mu = T::cst(2.0 * mu);
             // d[(F − R)Fᵀ] = (dF − dR)Fᵀ + (F − R)dFᵀ
@@ -929,45 +971,121 @@ impl MpmModel {
         adj: &mut MpmAdj<T>,
         adj_grid_v: &mut [V3<T>],
     ) {
+        for p in 0..x_in.len() {
+            self.g2p_particle_vjp(
+                &x_in[p],
+                grid_v,
+                &mut adj.x[p],
+                &mut adj.v[p],
+                &mut adj.c[p],
+                |n, g| {
+                    for d in 0..3 {
+                        adj_grid_v[n][d] += g[d];
+                    }
+                },
+            );
+        }
+    }
+
+    /// [`Self::g2p_vjp`] on the parallel path when the scene is large: particle chunks
+    /// scatter into their own grids (`scratch.chunks`), summed in chunk order.
+    fn g2p_vjp_scratch<T: Real>(
+        &self,
+        x_in: &[V3<T>],
+        adj: &mut MpmAdj<T>,
+        adj_grid_v: &mut [V3<T>],
+        scratch: &mut MpmScratch<T>,
+    ) {
+        let n = x_in.len();
+        if n < PARALLEL_MIN_PARTICLES {
+            self.g2p_vjp(x_in, &scratch.grid_v, adj, adj_grid_v);
+            return;
+        }
+        let per = n.div_ceil(CHUNKS);
+        let grid_v = &scratch.grid_v;
+        adj.x
+            .par_chunks_mut(per)
+            .zip(adj.v.par_chunks_mut(per))
+            .zip(adj.c.par_chunks_mut(per))
+            .zip(scratch.chunks.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, (((ax, av), ac), g))| {
+                for (i, p) in chunk_range(n, c).enumerate() {
+                    self.g2p_particle_vjp(
+                        &x_in[p],
+                        grid_v,
+                        &mut ax[i],
+                        &mut av[i],
+                        &mut ac[i],
+                        |node, val| {
+                            g.touch(node);
+                            for d in 0..3 {
+                                g.v[node][d] += val[d];
+                            }
+                        },
+                    );
+                }
+            });
+        for g in scratch.chunks.iter_mut() {
+            for &node in &g.active {
+                for d in 0..3 {
+                    adj_grid_v[node][d] += g.v[node][d];
+                }
+            }
+            g.clear();
+        }
+    }
+
+    /// One particle of [`Self::g2p_vjp`]: consumes its output adjoints, leaves the adjoint
+    /// of its input position in `adj_x`, and hands each node's velocity adjoint to `add`.
+    fn g2p_particle_vjp<T: Real>(
+        &self,
+        x: &V3<T>,
+        grid_v: &[V3<T>],
+        adj_x: &mut V3<T>,
+        adj_vp: &mut V3<T>,
+        adj_cp: &mut M3<T>,
+        mut add: impl FnMut(usize, V3<T>),
+    ) {
         let dx = T::cst(self.dx);
         let k = T::cst(4.0 * self.inv_dx * self.inv_dx);
         let dt = T::cst(self.params.dt);
-        for p in 0..x_in.len() {
-            let st = self.stencil(&x_in[p]);
-            let adj_v: V3<T> = std::array::from_fn(|d| adj.v[p][d] + dt * adj.x[p][d]);
-            let adj_c = adj.c[p];
-            let mut adj_fx = [T::zero(); 3];
-            let mut adj_w_axis = [[T::zero(); 3]; 3];
-            for_stencil(|off| {
-                let Some(n) = self.node(&st.base, off) else {
-                    return;
-                };
-                let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
-                let w = wx * wy * wz;
-                let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
-                let gv = grid_v[n];
-                // v += w·gv; C += k·w·gv·dposᵀ
-                let cd = mat3::mul_vec(&adj_c, &dpos); // adj_C·dpos
-                let ctg = mat3::mul_t_vec(&adj_c, &gv); // adj_Cᵀ·gv
-                let mut adj_w = T::zero();
-                for d in 0..3 {
-                    adj_grid_v[n][d] += w * adj_v[d] + k * w * cd[d];
-                    adj_w += gv[d] * adj_v[d] + k * gv[d] * cd[d];
-                    adj_fx[d] -= k * w * ctg[d] * dx;
-                }
-                adj_w_axis[0][off[0]] += adj_w * wy * wz;
-                adj_w_axis[1][off[1]] += adj_w * wx * wz;
-                adj_w_axis[2][off[2]] += adj_w * wx * wy;
-            });
+        let st = self.stencil(x);
+        let adj_v: V3<T> = std::array::from_fn(|d| adj_vp[d] + dt * adj_x[d]);
+        let adj_c = *adj_cp;
+        let mut adj_fx = [T::zero(); 3];
+        let mut adj_w_axis = [[T::zero(); 3]; 3];
+        for_stencil(|off| {
+            let Some(n) = self.node(&st.base, off) else {
+                return;
+            };
+            let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
+            let w = wx * wy * wz;
+            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+            let gv = grid_v[n];
+            // v += w·gv; C += k·w·gv·dposᵀ
+            let cd = mat3::mul_vec(&adj_c, &dpos); // adj_C·dpos
+            let ctg = mat3::mul_t_vec(&adj_c, &gv); // adj_Cᵀ·gv
+            let mut adj_w = T::zero();
+            let mut g = [T::zero(); 3];
             for d in 0..3 {
-                for o in 0..3 {
-                    adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
-                }
-                adj.x[p][d] += adj_fx[d] * T::cst(self.inv_dx);
+                g[d] = w * adj_v[d] + k * w * cd[d];
+                adj_w += gv[d] * adj_v[d] + k * gv[d] * cd[d];
+                adj_fx[d] -= k * w * ctg[d] * dx;
             }
-            adj.v[p] = [T::zero(); 3];
-            adj.c[p] = mat3::zero();
+            add(n, g);
+            adj_w_axis[0][off[0]] += adj_w * wy * wz;
+            adj_w_axis[1][off[1]] += adj_w * wx * wz;
+            adj_w_axis[2][off[2]] += adj_w * wx * wy;
+        });
+        for d in 0..3 {
+            for o in 0..3 {
+                adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
+            }
+            adj_x[d] += adj_fx[d] * T::cst(self.inv_dx);
         }
+        *adj_vp = [T::zero(); 3];
+        *adj_cp = mat3::zero();
     }
 
     // ------------------------------------------------------------------ substep
@@ -978,29 +1096,37 @@ impl MpmModel {
         prims: &[PrimitiveState<T>],
         scratch: &mut MpmScratch<T>,
     ) {
-        self.stress_all(s, &mut scratch.affine);
+        self.stress_all(s, &mut scratch.affine, &mut scratch.svds);
         self.p2g(s, scratch);
         self.grid_update(prims, scratch);
         self.g2p(s, &scratch.grid_v);
     }
 
     /// Stage 1 for every particle: `s.f` updated in place, affine momenta into `affine`.
-    fn stress_all<T: Real>(&self, s: &mut MpmState<T>, affine: &mut [M3<T>]) {
-        let body = |p: usize, f: &mut M3<T>, c: &M3<T>, a: &mut M3<T>| {
-            let (fnew, an) = self.particle_stress(p, f, c);
+    /// Also records each particle's trial SVD into `svds`.
+    fn stress_all<T: Real>(
+        &self,
+        s: &mut MpmState<T>,
+        affine: &mut [M3<T>],
+        svds: &mut [Option<Svd3>],
+    ) {
+        let body = |p: usize, f: &mut M3<T>, c: &M3<T>, a: &mut M3<T>, d: &mut Option<Svd3>| {
+            let (fnew, an, svd) = self.particle_stress_svd(p, f, c);
             *f = fnew;
             *a = an;
+            *d = svd;
         };
         if s.len() < PARALLEL_MIN_PARTICLES {
             for p in 0..s.len() {
-                body(p, &mut s.f[p], &s.c[p], &mut affine[p]);
+                body(p, &mut s.f[p], &s.c[p], &mut affine[p], &mut svds[p]);
             }
         } else {
             s.f.par_iter_mut()
                 .zip(s.c.par_iter())
                 .zip(affine.par_iter_mut())
+                .zip(svds.par_iter_mut())
                 .enumerate()
-                .for_each(|(p, ((f, c), a))| body(p, f, c, a));
+                .for_each(|(p, (((f, c), a), d))| body(p, f, c, a, d));
         }
     }
 
@@ -1017,12 +1143,12 @@ impl MpmModel {
     ) {
         // replay the forward pass up to the grid velocities
         let mut s = s_in.clone();
-        self.stress_all(&mut s, &mut scratch.affine);
+        self.stress_all(&mut s, &mut scratch.affine, &mut scratch.svds);
         self.p2g(&s, scratch);
         self.grid_update(prims, scratch);
         // stage 4
         let mut adj_grid_v = std::mem::take(&mut scratch.adj_grid_v);
-        self.g2p_vjp(&s.x, &scratch.grid_v, adj, &mut adj_grid_v);
+        self.g2p_vjp_scratch(&s.x, adj, &mut adj_grid_v, scratch);
         // stage 3: node by node; with primitives serially, so that their adjoints are
         // summed in node order
         let g = &scratch.main;
@@ -1062,13 +1188,15 @@ impl MpmModel {
             scratch.adj_mv[n] = [T::zero(); 3];
         }
         // stage 1: F_new was passed through stages 2–4 unchanged
+        let svds = &scratch.svds;
         let body = |p: usize, af: &mut M3<T>, ac: &mut M3<T>| {
             let adj_fnew = *af;
             let (mut f_adj, mut c_adj) = (mat3::zero(), mat3::zero());
-            self.particle_stress_vjp(
+            self.particle_stress_vjp_svd(
                 p,
                 &s_in.f[p],
                 &s_in.c[p],
+                svds[p],
                 &adj_fnew,
                 &adj_affine[p],
                 &mut f_adj,
@@ -1153,6 +1281,12 @@ impl<T: Real> Substepper for MpmRun<'_, T> {
     fn state_bytes(&self, s: &MpmState<T>) -> usize {
         s.len() * 24 * std::mem::size_of::<T>()
     }
+}
+
+/// The SVD's orthogonality tolerance for scalar `T`: its own precision (with a margin),
+/// never looser than 1e-15 for `f64` (whose results the gradient tests compare).
+fn svd_tol<T: Real>() -> f64 {
+    (8.0 * T::epsilon()).max(1e-15)
 }
 
 /// Calls `f` for the 27 offsets of a quadratic stencil.

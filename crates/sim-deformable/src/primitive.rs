@@ -119,6 +119,22 @@ impl Primitive {
         }
     }
 
+    /// Whether the primitive changes the velocity of a node at `p` (by primal values).
+    pub fn acts_on<T: Real>(&self, p: &[f64; 3], s: &PrimitiveState<T>) -> bool {
+        match self.coupling {
+            Coupling::PositionControl => {
+                let d2: f64 = (0..3).map(|k| (p[k] - s.pos[k].re()).powi(2)).sum();
+                d2.sqrt() <= 1.5 * self.size()
+            }
+            Coupling::Contact => {
+                let c = s.pos.map(|x| x.re());
+                let (dist, _) = self.sdf(p, &c);
+                let infl = (-dist * self.softness).exp().min(1.0);
+                infl > 0.1 || dist <= 0.0
+            }
+        }
+    }
+
     /// The node velocity after coupling with this primitive (see the module docs).
     pub fn couple<T: Real>(&self, p: &[f64; 3], v: &V3<T>, s: &PrimitiveState<T>) -> V3<T> {
         match self.coupling {
@@ -162,6 +178,10 @@ impl Primitive {
         a: &V3<T>,
         adj_s: &mut PrimitiveState<T>,
     ) -> V3<T> {
+        // nodes the primitive leaves alone: identity in v, nothing to the primitive
+        if !self.acts_on(p, s) {
+            return *a;
+        }
         let x0: [f64; 9] = std::array::from_fn(|i| match i {
             0..=2 => v[i].re(),
             3..=5 => s.pos[i - 3].re(),

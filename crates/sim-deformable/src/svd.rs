@@ -84,6 +84,12 @@ fn any_orthogonal(a: &[f64; 3]) -> [f64; 3] {
 /// The signed SVD of `a` by one-sided (Hestenes) Jacobi rotations, to full `f64`
 /// accuracy (at most 30 sweeps; 3×3 matrices converge in 4–6).
 pub fn svd3(a: &M3<f64>) -> Svd3 {
+    svd3_tol(a, 1e-15)
+}
+
+/// [`svd3`] stopping once every pair of columns is orthogonal to `tol` (relative): the
+/// `f32` path asks for its own precision, which saves about half the sweeps.
+pub fn svd3_tol(a: &M3<f64>, tol: f64) -> Svd3 {
     let mut w = *a; // columns are rotated until mutually orthogonal: w = A·V
     let mut v = mat3::eye::<f64>();
     for _sweep in 0..30 {
@@ -93,7 +99,7 @@ pub fn svd3(a: &M3<f64>) -> Svd3 {
             let alpha = dot(&cp, &cp);
             let beta = dot(&cq, &cq);
             let gamma = dot(&cp, &cq);
-            if gamma.abs() <= 1e-15 * (alpha * beta).sqrt() || gamma == 0.0 {
+            if gamma.abs() <= tol * (alpha * beta).sqrt() || gamma == 0.0 {
                 continue;
             }
             rotated = true;
@@ -191,16 +197,34 @@ impl SvFn {
 
     /// The polar rotation `R = U·Vᵀ` of `A` (`f ≡ 1`).
     pub fn rotation(a: &M3<f64>) -> SvFn {
-        SvFn::new(svd3(a), [1.0; 3], [0.0; 3])
+        SvFn::rotation_of(svd3(a))
+    }
+
+    /// The polar rotation of the matrix whose SVD is `svd`.
+    pub fn rotation_of(svd: Svd3) -> SvFn {
+        SvFn::new(svd, [1.0; 3], [0.0; 3])
     }
 
     /// The projection of the singular values onto `[lo, hi]` (the elasto-plastic return
     /// map). On a kink (`σ` exactly at a bound) the derivative is the inside one (1).
     pub fn clamp(a: &M3<f64>, lo: f64, hi: f64) -> SvFn {
-        let svd = svd3(a);
+        SvFn::clamp_of(svd3(a), lo, hi)
+    }
+
+    /// [`Self::clamp`] of the matrix whose SVD is `svd`.
+    pub fn clamp_of(svd: Svd3, lo: f64, hi: f64) -> SvFn {
         let f = svd.sigma.map(|s| s.clamp(lo, hi));
         let df = svd.sigma.map(|s| if s < lo || s > hi { 0.0 } else { 1.0 });
         SvFn::new(svd, f, df)
+    }
+
+    /// The SVD of the value `G` (same bases, singular values `f(σ)`).
+    pub fn value_svd(&self) -> Svd3 {
+        Svd3 {
+            u: self.svd.u,
+            sigma: self.f,
+            v: self.svd.v,
+        }
     }
 
     /// `G = U·diag(f(σ))·Vᵀ`.
@@ -234,6 +258,9 @@ impl SvFn {
     /// `G(A₀) + G'(A₀)·(a − A₀)` for `a` whose primal part is `A₀` (the matrix this
     /// function was evaluated at): the value for real scalars, value and JVP for duals.
     pub fn apply<T: Real>(&self, a: &M3<T>) -> M3<T> {
+        if !T::has_tangent() {
+            return mat3::cst(&self.value());
+        }
         let a0 = mat3::cst::<T>(&mat3::re(a));
         let da = mat3::sub(a, &a0);
         mat3::add(&mat3::cst(&self.value()), &self.linear(&da))
