@@ -86,16 +86,18 @@ pub static TASKS: &[TaskEntry] = &[
     TaskEntry {
         name: "push-rope",
         description: "Push an elasto-plastic rope into an arc with a box pusher, MLS-MPM (DaXBench shape_rope, tasks.md §7.2)",
-        build: || Ok(Arc::new(sim_deformable::tasks::PushRope::new()?)),
+        build: || Ok(Arc::new(sim_deformable::tasks::RowEnv(sim_deformable::tasks::PushRope::new()?))),
         shac_preset: shac_daxbench,
     },
     TaskEntry {
         name: "push-rope-hard",
         description: "push-rope with 20 pushes and a rope scrambled by 10 random pushes (DaXBench shape_rope_hard)",
         build: || {
-            Ok(Arc::new(sim_deformable::tasks::PushRope::with_config(
-                sim_deformable::tasks::PushRopeConfig::hard(),
-            )?))
+            Ok(Arc::new(sim_deformable::tasks::RowEnv(
+                sim_deformable::tasks::PushRope::with_config(
+                    sim_deformable::tasks::PushRopeConfig::hard(),
+                )?,
+            )))
         },
         shac_preset: shac_daxbench,
     },

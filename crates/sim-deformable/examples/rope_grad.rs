@@ -4,9 +4,9 @@
 //!
 //! `cargo run --release -p sim-deformable --example rope_grad -- [moves] [substeps_per_move]`
 
-use diff_core::{seeded, Task};
-use ndarray::Array1;
+use diff_core::seeded;
 use sim_deformable::tasks::push_rope::{PushRope, PushRopeConfig};
+use sim_deformable::tasks::RowTask;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<usize> = std::env::args()
@@ -19,17 +19,17 @@ fn main() -> anyhow::Result<()> {
         ..PushRopeConfig::default()
     };
     let task = PushRope::with_config(cfg)?;
-    let mut row = Array1::<f32>::zeros(task.spec().state_dim);
-    task.reset_state(&mut seeded(0, 0), false, row.view_mut());
+    let mut row = vec![0.0f32; task.spec().state_dim];
+    task.reset_row(&mut seeded(0, 0), false, &mut row);
     let s: Vec<f64> = row.iter().map(|&x| x as f64).collect();
     let a = [-0.1, 0.0, 0.4, 0.1, 0.0, -0.3];
-    let f = |a: &[f64]| task.reward_row(&task.step_row(&s, a));
+    let f = |a: &[f64]| task.reward_row(&task.step_row(&s, a), a);
     let t = std::time::Instant::now();
     let s1 = task.step_row(&s, &a);
-    let r = task.reward_row(&s1);
+    let r = task.reward_row(&s1, &a);
     let mut adj_next = vec![0.0; s.len()];
-    task.reward_row_vjp(&s1, 1.0, &mut adj_next);
     let (mut gs, mut ga) = (vec![0.0; s.len()], vec![0.0; 6]);
+    task.reward_row_vjp(&s1, &a, 1.0, &mut adj_next, &mut ga);
     task.step_row_vjp(&s, &a, &adj_next, &mut gs, &mut ga);
     println!(
         "reward {r:.6}, adjoint ∂r/∂a = {ga:?} ({:.1} s)",
@@ -45,8 +45,8 @@ fn main() -> anyhow::Result<()> {
     let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
     let s1 = task.step_row(&s32, &a32);
     let mut adj_next = vec![0.0f32; s.len()];
-    task.reward_row_vjp(&s1, 1.0, &mut adj_next);
     let (mut gs, mut ga) = (vec![0.0f32; s.len()], vec![0.0f32; 6]);
+    task.reward_row_vjp(&s1, &a32, 1.0, &mut adj_next, &mut ga);
     task.step_row_vjp(&s32, &a32, &adj_next, &mut gs, &mut ga);
     let bad = gs.iter().filter(|x| !x.is_finite()).count();
     println!("f32: ∂r/∂a = {ga:?}, non-finite state adjoints: {bad}");

@@ -515,6 +515,20 @@ impl MpmModel {
         st
     }
 
+    /// Calls `f(node, offset, axis weights, x_node − x_p)` for every stencil node of `st`
+    /// inside the window.
+    #[inline]
+    fn visit<T: Real>(&self, st: &Stencil<T>, mut f: impl FnMut(usize, [usize; 3], [T; 3], V3<T>)) {
+        let dx = T::cst(self.dx);
+        for_stencil(|off| {
+            if let Some(n) = self.node(&st.base, off) {
+                let w3 = [st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]];
+                let dpos = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+                f(n, off, w3, dpos);
+            }
+        });
+    }
+
     /// Node index of `base + off`, or `None` outside the window.
     fn node(&self, base: &[i64; 3], off: [usize; 3]) -> Option<usize> {
         let r = self.params.res;
@@ -705,16 +719,11 @@ impl MpmModel {
         g: &mut GridAcc<T>,
     ) {
         let m = T::cst(self.p_mass);
-        let dx = T::cst(self.dx);
         let st = self.stencil(&s.x[p]);
         let a = affine[p];
         let mv = s.v[p].map(|c| c * m);
-        for_stencil(|off| {
-            let Some(n) = self.node(&st.base, off) else {
-                return;
-            };
-            let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
-            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+        self.visit(&st, |n, _, w3, dpos| {
+            let w = w3[0] * w3[1] * w3[2];
             let ad = mat3::mul_vec(&a, &dpos);
             g.touch(n);
             g.m[n] += w * m;
@@ -770,14 +779,9 @@ impl MpmModel {
         let a = affine[p];
         let mv = s.v[p].map(|c| c * m);
         let mut adj_fx = [T::zero(); 3];
-        let mut adj_w_axis = [[T::zero(); 3]; 3];
-        for_stencil(|off| {
-            let Some(n) = self.node(&st.base, off) else {
-                return;
-            };
-            let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
-            let w = wx * wy * wz;
-            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+        let mut wadj = WeightAdj::<T>::default();
+        self.visit(&st, |n, off, w3, dpos| {
+            let w = w3[0] * w3[1] * w3[2];
             let ad = mat3::mul_vec(&a, &dpos);
             let g = adj_mv[n];
             // grid_m += w·m; grid_mv += w·(m v + A·dpos)
@@ -791,16 +795,9 @@ impl MpmModel {
             for d in 0..3 {
                 adj_fx[d] -= w * adj_dpos[d] * dx;
             }
-            adj_w_axis[0][off[0]] += adj_w * wy * wz;
-            adj_w_axis[1][off[1]] += adj_w * wx * wz;
-            adj_w_axis[2][off[2]] += adj_w * wx * wy;
+            wadj.add(off, &w3, adj_w);
         });
-        for d in 0..3 {
-            for o in 0..3 {
-                adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
-            }
-            adj_x[d] += adj_fx[d] * T::cst(self.inv_dx);
-        }
+        wadj.finish(&st, &adj_fx, self.inv_dx, adj_x);
     }
 
     // ------------------------------------------------------------------ stage 3
@@ -941,17 +938,12 @@ impl MpmModel {
     }
 
     fn g2p_particle<T: Real>(&self, x: &V3<T>, grid_v: &[V3<T>]) -> (V3<T>, M3<T>) {
-        let dx = T::cst(self.dx);
         let k = T::cst(4.0 * self.inv_dx * self.inv_dx);
         let st = self.stencil(x);
         let mut v = [T::zero(); 3];
         let mut c = mat3::zero::<T>();
-        for_stencil(|off| {
-            let Some(n) = self.node(&st.base, off) else {
-                return;
-            };
-            let w = st.w[0][off[0]] * st.w[1][off[1]] * st.w[2][off[2]];
-            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+        self.visit(&st, |n, _, w3, dpos| {
+            let w = w3[0] * w3[1] * w3[2];
             let gv = grid_v[n];
             for d in 0..3 {
                 v[d] += w * gv[d];
@@ -1054,14 +1046,9 @@ impl MpmModel {
         let adj_v: V3<T> = std::array::from_fn(|d| adj_vp[d] + dt * adj_x[d]);
         let adj_c = *adj_cp;
         let mut adj_fx = [T::zero(); 3];
-        let mut adj_w_axis = [[T::zero(); 3]; 3];
-        for_stencil(|off| {
-            let Some(n) = self.node(&st.base, off) else {
-                return;
-            };
-            let (wx, wy, wz) = (st.w[0][off[0]], st.w[1][off[1]], st.w[2][off[2]]);
-            let w = wx * wy * wz;
-            let dpos: V3<T> = std::array::from_fn(|d| (T::cst(off[d] as f64) - st.fx[d]) * dx);
+        let mut wadj = WeightAdj::<T>::default();
+        self.visit(&st, |n, off, w3, dpos| {
+            let w = w3[0] * w3[1] * w3[2];
             let gv = grid_v[n];
             // v += w·gv; C += k·w·gv·dposᵀ
             let cd = mat3::mul_vec(&adj_c, &dpos); // adj_C·dpos
@@ -1074,16 +1061,9 @@ impl MpmModel {
                 adj_fx[d] -= k * w * ctg[d] * dx;
             }
             add(n, g);
-            adj_w_axis[0][off[0]] += adj_w * wy * wz;
-            adj_w_axis[1][off[1]] += adj_w * wx * wz;
-            adj_w_axis[2][off[2]] += adj_w * wx * wy;
+            wadj.add(off, &w3, adj_w);
         });
-        for d in 0..3 {
-            for o in 0..3 {
-                adj_fx[d] += adj_w_axis[d][o] * st.dw[d][o];
-            }
-            adj_x[d] += adj_fx[d] * T::cst(self.inv_dx);
-        }
+        wadj.finish(&st, &adj_fx, self.inv_dx, adj_x);
         *adj_vp = [T::zero(); 3];
         *adj_cp = mat3::zero();
     }
@@ -1287,6 +1267,35 @@ impl<T: Real> Substepper for MpmRun<'_, T> {
 /// never looser than 1e-15 for `f64` (whose results the gradient tests compare).
 fn svd_tol<T: Real>() -> f64 {
     (8.0 * T::epsilon()).max(1e-15)
+}
+
+/// Adjoints of a stencil's weights, split by axis: `w = w_x·w_y·w_z`, so the adjoint of
+/// `w` at offset `o` reaches `w_x[o_x]` times `w_y·w_z`, and so on.
+#[derive(Clone, Copy, Debug, Default)]
+struct WeightAdj<T> {
+    axis: [[T; 3]; 3],
+}
+
+impl<T: Real> WeightAdj<T> {
+    #[inline]
+    fn add(&mut self, off: [usize; 3], w3: &[T; 3], adj_w: T) {
+        self.axis[0][off[0]] += adj_w * w3[1] * w3[2];
+        self.axis[1][off[1]] += adj_w * w3[0] * w3[2];
+        self.axis[2][off[2]] += adj_w * w3[0] * w3[1];
+    }
+
+    /// Adds to `adj_x` the adjoint of the particle position: through the weights'
+    /// derivatives and the direct adjoint `adj_fx` of the fractional position (cell units).
+    #[inline]
+    fn finish(&self, st: &Stencil<T>, adj_fx: &V3<T>, inv_dx: f64, adj_x: &mut V3<T>) {
+        for d in 0..3 {
+            let mut a = adj_fx[d];
+            for o in 0..3 {
+                a += self.axis[d][o] * st.dw[d][o];
+            }
+            adj_x[d] += a * T::cst(inv_dx);
+        }
+    }
 }
 
 /// Calls `f` for the 27 offsets of a quadratic stencil.

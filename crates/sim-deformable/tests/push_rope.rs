@@ -9,6 +9,7 @@ use diff_core::{seeded, Dual, Real, Task};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 use sim_deformable::tasks::push_rope::{GoalSource, PushRope, PushRopeConfig};
+use sim_deformable::tasks::{RowEnv, RowTask};
 
 const TOL: StageTol = StageTol {
     h: 1e-4,
@@ -22,19 +23,20 @@ fn tiny() -> PushRope {
 
 /// A state row of the tiny task after one random reset push, in f64.
 fn start_row(task: &PushRope, seed: u64) -> Vec<f64> {
-    let mut row = Array1::<f32>::zeros(task.spec().state_dim);
-    task.reset_state(&mut seeded(seed, 0), true, row.view_mut());
+    let mut row = vec![0.0f32; task.spec().state_dim];
+    task.reset_row(&mut seeded(seed, 0), true, &mut row);
     row.iter().map(|&x| x as f64).collect()
 }
 
 struct Reward(PushRope);
 impl Stage for Reward {
     fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        vec![self.0.reward_row(x)]
+        vec![self.0.reward_row(x, &[T::zero(); 6])]
     }
     fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
         let mut g = vec![0.0; x.len()];
-        self.0.reward_row_vjp(x, u[0], &mut g);
+        self.0
+            .reward_row_vjp(x, &[0.0; 6], u[0], &mut g, &mut [0.0; 6]);
         g
     }
 }
@@ -48,7 +50,7 @@ impl Stage for Observe {
     }
     fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
         let mut g = vec![0.0; x.len()];
-        self.0.observe_row_vjp(u, &mut g);
+        self.0.observe_row_vjp(x, u, &mut g);
         g
     }
 }
@@ -177,7 +179,7 @@ fn checkpointed_step_adjoint_equals_stored_everything() {
 
 #[test]
 fn batched_f32_contract() {
-    let task = tiny();
+    let task = RowEnv(tiny());
     let spec = task.spec().clone();
     assert_eq!(spec.state_dim, 24 * 24 + 6);
     assert_eq!(spec.obs_dim, 6 * 24 + 3 * 3);
@@ -216,11 +218,13 @@ fn batched_f32_contract() {
     );
     let s64: Vec<f64> = s.row(0).iter().map(|&x| x as f64).collect();
     let a64: Vec<f64> = a.row(0).iter().map(|&x| x as f64).collect();
-    let s1_64 = task.step_row(&s64, &a64);
+    let row = task.inner();
+    let s1_64 = row.step_row(&s64, &a64);
     let mut adj_next64 = vec![0.0; spec.state_dim];
-    task.reward_row_vjp(&s1_64, 1.0, &mut adj_next64);
-    let (mut gs, mut ga) = (vec![0.0; spec.state_dim], vec![0.0; 6]);
-    task.step_row_vjp(&s64, &a64, &adj_next64, &mut gs, &mut ga);
+    let mut ga = vec![0.0; 6];
+    row.reward_row_vjp(&s1_64, &a64, 1.0, &mut adj_next64, &mut ga);
+    let mut gs = vec![0.0; spec.state_dim];
+    row.step_row_vjp(&s64, &a64, &adj_next64, &mut gs, &mut ga);
     let ga32: Vec<f64> = adj_a.row(0).iter().map(|&x| x as f64).collect();
     let err = diff_core::gradcheck::rel_err(&ga32, &ga, 1e-6);
     assert!(

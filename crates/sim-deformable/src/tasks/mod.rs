@@ -2,5 +2,7 @@
 //! [`diff_core::Task`]s.
 
 pub mod push_rope;
+pub mod row;
 
 pub use push_rope::{PushRope, PushRopeConfig};
+pub use row::{RowEnv, RowTask};

@@ -27,14 +27,14 @@
 //! The step's adjoint replays the push with checkpoints every `checkpoint_every`
 //! substeps (default 133, one move): memory ⌈3990/133⌉ + 133 = 163 states per env.
 
+use super::row::RowTask;
 use crate::checkpoint;
 use crate::mat3::V3;
 use crate::mpm::{Material, MpmModel, MpmParams, MpmRun, MpmState, ParticleMaterial};
 use crate::primitive::{Primitive, PrimitiveState};
-use diff_core::{Dual, Error, Prim, Real, Result, Scene, SeededRng, Task, TaskSpec};
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use diff_core::{Dual, Error, Prim, Real, Result, Scene, SeededRng, TaskSpec};
+use ndarray::ArrayView1;
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -350,104 +350,6 @@ impl PushRope {
         out
     }
 
-    /// One control step of one env, generic over the scalar: `s` is the state row, `a` the
-    /// action; returns the next state row.
-    pub fn step_row<T: Real>(&self, s: &[T], a: &[T]) -> Vec<T> {
-        let n = self.cfg.n_particles;
-        let (start, end) = self.push_of_action(a);
-        let run = MpmRun::new(&self.model, self.trajectory(&start, &end));
-        let st = MpmState::from_flat(&s[..24 * n]);
-        let mut out = checkpoint::forward(&run, &st, self.substeps()).to_flat();
-        out.extend_from_slice(&start);
-        out.extend_from_slice(&end);
-        out
-    }
-
-    /// Adjoint of [`Self::step_row`]: accumulates into `adj_s` and `adj_a`.
-    pub fn step_row_vjp<T: Real>(
-        &self,
-        s: &[T],
-        a: &[T],
-        adj_next: &[T],
-        adj_s: &mut [T],
-        adj_a: &mut [T],
-    ) {
-        let n = self.cfg.n_particles;
-        let (start, end) = self.push_of_action(a);
-        let run = MpmRun::new(&self.model, self.trajectory(&start, &end));
-        let st = MpmState::from_flat(&s[..24 * n]);
-        let mut adj = run.zero_adj();
-        adj.state = MpmState::from_flat(&adj_next[..24 * n]);
-        let k_all = self.substeps();
-        checkpoint::vjp_checkpointed(&run, &st, k_all, self.cfg.checkpoint_every, &mut adj);
-        for (o, v) in adj_s[..24 * n].iter_mut().zip(adj.state.to_flat()) {
-            *o += v;
-        }
-        // the stored push (the state's last 6 numbers) is overwritten: no adjoint to s
-        // trajectory: pos_k = start + (end − start)·k/K, vel = (end − start)/(K·dt)
-        let mut adj_push = [T::zero(); 6];
-        for d in 0..3 {
-            adj_push[d] += adj_next[24 * n + d];
-            adj_push[3 + d] += adj_next[24 * n + 3 + d];
-        }
-        let inv = T::cst(1.0 / (k_all as f64 * self.cfg.mpm.dt));
-        for (k, ap) in adj.prims.iter().enumerate() {
-            let f = T::cst(k as f64 / k_all as f64);
-            for d in 0..3 {
-                let (p, v) = (ap[0].pos[d], ap[0].vel[d]);
-                adj_push[d] += p * (T::one() - f) - v * inv;
-                adj_push[3 + d] += p * f + v * inv;
-            }
-        }
-        // the action map's Jacobian, applied to the primal adjoints (VJPs run on real
-        // scalars)
-        let a64: Vec<f64> = a.iter().map(|x| x.re()).collect();
-        let ap64: [f64; 6] = std::array::from_fn(|i| adj_push[i].re());
-        let g = self.push_of_action_vjp(&a64, &ap64);
-        for i in 0..6 {
-            adj_a[i] += T::cst(g[i]);
-        }
-    }
-
-    /// Observation of one state row.
-    pub fn observe_row<T: Real>(&self, s: &[T], obs: &mut [T]) {
-        let n = self.cfg.n_particles;
-        for p in 0..n {
-            obs[3 * p..3 * p + 3].copy_from_slice(&s[24 * p..24 * p + 3]);
-            obs[3 * n + 3 * p..3 * n + 3 * p + 3].copy_from_slice(&s[24 * p + 3..24 * p + 6]);
-        }
-        let (start, end) = (&s[24 * n..24 * n + 3], &s[24 * n + 3..24 * n + 6]);
-        let k_all = self.substeps();
-        let first = k_all - self.cfg.substeps_per_move;
-        for j in 0..self.cfg.substeps_per_move {
-            let f = T::cst((first + j) as f64 / k_all as f64);
-            for d in 0..3 {
-                obs[6 * n + 3 * j + d] = start[d] + (end[d] - start[d]) * f;
-            }
-        }
-    }
-
-    /// Adjoint of [`Self::observe_row`] (accumulates).
-    pub fn observe_row_vjp<T: Real>(&self, adj_obs: &[T], adj_s: &mut [T]) {
-        let n = self.cfg.n_particles;
-        for p in 0..n {
-            for d in 0..3 {
-                adj_s[24 * p + d] += adj_obs[3 * p + d];
-                adj_s[24 * p + 3 + d] += adj_obs[3 * n + 3 * p + d];
-            }
-        }
-        let k_all = self.substeps();
-        let first = k_all - self.cfg.substeps_per_move;
-        for j in 0..self.cfg.substeps_per_move {
-            let f = T::cst((first + j) as f64 / k_all as f64);
-            for d in 0..3 {
-                let g = adj_obs[6 * n + 3 * j + d];
-                adj_s[24 * n + d] += g * (T::one() - f);
-                adj_s[24 * n + 3 + d] += g * f;
-            }
-        }
-    }
-
     /// The shape loss L of a state row (0 at the goal).
     pub fn loss_row<T: Real>(&self, s: &[T]) -> T {
         let n = self.cfg.n_particles;
@@ -461,30 +363,6 @@ impl PushRope {
             l += (m / T::cst(3.0)).sqrt();
         }
         l / T::cst(n as f64)
-    }
-
-    /// Reward `exp(−10·L)` of a state row.
-    pub fn reward_row<T: Real>(&self, s: &[T]) -> T {
-        (T::cst(-10.0) * self.loss_row(s)).exp()
-    }
-
-    /// Adjoint of [`Self::reward_row`] (accumulates). A particle exactly at its goal
-    /// position contributes a zero (one-sided) derivative.
-    pub fn reward_row_vjp<T: Real>(&self, s: &[T], adj_r: T, adj_s: &mut [T]) {
-        let n = self.cfg.n_particles;
-        let r = self.reward_row(s);
-        let adj_l = adj_r * r * T::cst(-10.0) / T::cst(n as f64);
-        for (p, g) in self.goal.iter().enumerate() {
-            let e: V3<T> = std::array::from_fn(|d| s[24 * p + d] - T::cst(g[d]));
-            let m = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) / T::cst(3.0);
-            if m.re() <= 0.0 {
-                continue;
-            }
-            let root = m.sqrt();
-            for d in 0..3 {
-                adj_s[24 * p + d] += adj_l * e[d] / (T::cst(3.0) * root);
-            }
-        }
     }
 
     /// A state row for the particles `ps` and the stored push `(start, end)`.
@@ -561,130 +439,141 @@ fn obs_names(n: usize, steps: usize) -> Vec<String> {
     v
 }
 
-impl Task for PushRope {
+impl RowTask for PushRope {
     fn spec(&self) -> &TaskSpec {
         &self.spec
     }
 
-    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, mut s_next: ArrayViewMut2<f32>) {
-        s_next
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, mut row)| {
-                let out = self.step_row(
-                    s.row(i).to_slice().expect("contiguous rows"),
-                    a.row(i).to_slice().expect("contiguous rows"),
-                );
-                row.iter_mut().zip(out).for_each(|(o, v)| *o = v);
-            });
+    /// One control step of one env, generic over the scalar: `s` is the state row, `a` the
+    /// action; returns the next state row.
+    fn step_row<T: Real>(&self, s: &[T], a: &[T]) -> Vec<T> {
+        let n = self.cfg.n_particles;
+        let (start, end) = self.push_of_action(a);
+        let run = MpmRun::new(&self.model, self.trajectory(&start, &end));
+        let st = MpmState::from_flat(&s[..24 * n]);
+        let mut out = checkpoint::forward(&run, &st, self.substeps()).to_flat();
+        out.extend_from_slice(&start);
+        out.extend_from_slice(&end);
+        out
     }
 
-    fn step_vjp(
+    /// Adjoint of [`Self::step_row`]: accumulates into `adj_s` and `adj_a`.
+    fn step_row_vjp<T: Real>(
         &self,
-        s: ArrayView2<f32>,
-        a: ArrayView2<f32>,
-        adj_next: ArrayView2<f32>,
-        mut adj_s: ArrayViewMut2<f32>,
-        mut adj_a: ArrayViewMut2<f32>,
+        s: &[T],
+        a: &[T],
+        adj_next: &[T],
+        adj_s: &mut [T],
+        adj_a: &mut [T],
     ) {
-        adj_s
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(adj_a.axis_iter_mut(Axis(0)).into_par_iter())
-            .enumerate()
-            .for_each(|(i, (mut rs, mut ra))| {
-                self.step_row_vjp(
-                    s.row(i).to_slice().expect("contiguous rows"),
-                    a.row(i).to_slice().expect("contiguous rows"),
-                    adj_next.row(i).to_slice().expect("contiguous rows"),
-                    rs.as_slice_mut().expect("contiguous rows"),
-                    ra.as_slice_mut().expect("contiguous rows"),
-                );
-            });
-    }
-
-    fn step_jvp(
-        &self,
-        s: ArrayView2<f32>,
-        a: ArrayView2<f32>,
-        ds: ArrayView2<f32>,
-        da: ArrayView2<f32>,
-        mut ds_next: ArrayViewMut2<f32>,
-    ) {
-        ds_next
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, mut row)| {
-                let sd: Vec<Dual<f32>> = s
-                    .row(i)
-                    .iter()
-                    .zip(ds.row(i))
-                    .map(|(&x, &t)| Dual::new(x, t))
-                    .collect();
-                let ad: Vec<Dual<f32>> = a
-                    .row(i)
-                    .iter()
-                    .zip(da.row(i))
-                    .map(|(&x, &t)| Dual::new(x, t))
-                    .collect();
-                let out = self.step_row(&sd, &ad);
-                row.iter_mut().zip(out).for_each(|(o, v)| *o = v.eps);
-            });
-    }
-
-    fn observe(&self, s: ArrayView2<f32>, mut obs: ArrayViewMut2<f32>) {
-        for (i, mut row) in obs.axis_iter_mut(Axis(0)).enumerate() {
-            self.observe_row(
-                s.row(i).to_slice().expect("contiguous rows"),
-                row.as_slice_mut().expect("contiguous rows"),
-            );
+        let n = self.cfg.n_particles;
+        let (start, end) = self.push_of_action(a);
+        let run = MpmRun::new(&self.model, self.trajectory(&start, &end));
+        let st = MpmState::from_flat(&s[..24 * n]);
+        let mut adj = run.zero_adj();
+        adj.state = MpmState::from_flat(&adj_next[..24 * n]);
+        let k_all = self.substeps();
+        checkpoint::vjp_checkpointed(&run, &st, k_all, self.cfg.checkpoint_every, &mut adj);
+        for (o, v) in adj_s[..24 * n].iter_mut().zip(adj.state.to_flat()) {
+            *o += v;
+        }
+        // the stored push (the state's last 6 numbers) is overwritten: no adjoint to s
+        // trajectory: pos_k = start + (end − start)·k/K, vel = (end − start)/(K·dt)
+        let mut adj_push = [T::zero(); 6];
+        for d in 0..3 {
+            adj_push[d] += adj_next[24 * n + d];
+            adj_push[3 + d] += adj_next[24 * n + 3 + d];
+        }
+        let inv = T::cst(1.0 / (k_all as f64 * self.cfg.mpm.dt));
+        for (k, ap) in adj.prims.iter().enumerate() {
+            let f = T::cst(k as f64 / k_all as f64);
+            for d in 0..3 {
+                let (p, v) = (ap[0].pos[d], ap[0].vel[d]);
+                adj_push[d] += p * (T::one() - f) - v * inv;
+                adj_push[3 + d] += p * f + v * inv;
+            }
+        }
+        // the action map's Jacobian, applied to the primal adjoints (VJPs run on real
+        // scalars)
+        let a64: Vec<f64> = a.iter().map(|x| x.re()).collect();
+        let ap64: [f64; 6] = std::array::from_fn(|i| adj_push[i].re());
+        let g = self.push_of_action_vjp(&a64, &ap64);
+        for i in 0..6 {
+            adj_a[i] += T::cst(g[i]);
         }
     }
 
-    fn observe_vjp(
+    /// Observation of one state row.
+    fn observe_row<T: Real>(&self, s: &[T], obs: &mut [T]) {
+        let n = self.cfg.n_particles;
+        for p in 0..n {
+            obs[3 * p..3 * p + 3].copy_from_slice(&s[24 * p..24 * p + 3]);
+            obs[3 * n + 3 * p..3 * n + 3 * p + 3].copy_from_slice(&s[24 * p + 3..24 * p + 6]);
+        }
+        let (start, end) = (&s[24 * n..24 * n + 3], &s[24 * n + 3..24 * n + 6]);
+        let k_all = self.substeps();
+        let first = k_all - self.cfg.substeps_per_move;
+        for j in 0..self.cfg.substeps_per_move {
+            let f = T::cst((first + j) as f64 / k_all as f64);
+            for d in 0..3 {
+                obs[6 * n + 3 * j + d] = start[d] + (end[d] - start[d]) * f;
+            }
+        }
+    }
+
+    /// Adjoint of [`Self::observe_row`] (accumulates).
+    fn observe_row_vjp<T: Real>(&self, _s: &[T], adj_obs: &[T], adj_s: &mut [T]) {
+        let n = self.cfg.n_particles;
+        for p in 0..n {
+            for d in 0..3 {
+                adj_s[24 * p + d] += adj_obs[3 * p + d];
+                adj_s[24 * p + 3 + d] += adj_obs[3 * n + 3 * p + d];
+            }
+        }
+        let k_all = self.substeps();
+        let first = k_all - self.cfg.substeps_per_move;
+        for j in 0..self.cfg.substeps_per_move {
+            let f = T::cst((first + j) as f64 / k_all as f64);
+            for d in 0..3 {
+                let g = adj_obs[6 * n + 3 * j + d];
+                adj_s[24 * n + d] += g * (T::one() - f);
+                adj_s[24 * n + 3 + d] += g * f;
+            }
+        }
+    }
+
+    /// Reward `exp(−10·L)` of a state row.
+    fn reward_row<T: Real>(&self, s: &[T], _a: &[T]) -> T {
+        (T::cst(-10.0) * self.loss_row(s)).exp()
+    }
+
+    /// Adjoint of [`Self::reward_row`] (accumulates). A particle exactly at its goal
+    /// position contributes a zero (one-sided) derivative.
+    fn reward_row_vjp<T: Real>(
         &self,
-        _s: ArrayView2<f32>,
-        adj_obs: ArrayView2<f32>,
-        mut adj_s: ArrayViewMut2<f32>,
+        s: &[T],
+        a: &[T],
+        adj_r: T,
+        adj_s: &mut [T],
+        _adj_a: &mut [T],
     ) {
-        for (i, mut row) in adj_s.axis_iter_mut(Axis(0)).enumerate() {
-            self.observe_row_vjp(
-                adj_obs.row(i).to_slice().expect("contiguous rows"),
-                row.as_slice_mut().expect("contiguous rows"),
-            );
+        let n = self.cfg.n_particles;
+        let r = self.reward_row(s, a);
+        let adj_l = adj_r * r * T::cst(-10.0) / T::cst(n as f64);
+        for (p, g) in self.goal.iter().enumerate() {
+            let e: V3<T> = std::array::from_fn(|d| s[24 * p + d] - T::cst(g[d]));
+            let m = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) / T::cst(3.0);
+            if m.re() <= 0.0 {
+                continue;
+            }
+            let root = m.sqrt();
+            for d in 0..3 {
+                adj_s[24 * p + d] += adj_l * e[d] / (T::cst(3.0) * root);
+            }
         }
     }
 
-    fn reward(&self, s_next: ArrayView2<f32>, _a: ArrayView2<f32>, mut r: ArrayViewMut1<f32>) {
-        for (i, ri) in r.iter_mut().enumerate() {
-            *ri = self.reward_row(s_next.row(i).to_slice().expect("contiguous rows"));
-        }
-    }
-
-    fn reward_vjp(
-        &self,
-        s_next: ArrayView2<f32>,
-        _a: ArrayView2<f32>,
-        adj_r: ArrayView1<f32>,
-        mut adj_s_next: ArrayViewMut2<f32>,
-        _adj_a: ArrayViewMut2<f32>,
-    ) {
-        for (i, mut row) in adj_s_next.axis_iter_mut(Axis(0)).enumerate() {
-            self.reward_row_vjp(
-                s_next.row(i).to_slice().expect("contiguous rows"),
-                adj_r[i],
-                row.as_slice_mut().expect("contiguous rows"),
-            );
-        }
-    }
-
-    fn terminated(&self, _s_next: ArrayView2<f32>, out: &mut [bool]) {
-        out.iter_mut().for_each(|d| *d = false);
-    }
-
-    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, mut s: ArrayViewMut1<f32>) {
+    fn reset_row(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
         let pushes = if stochastic { self.cfg.reset_pushes } else { 0 };
         let mut list = Vec::with_capacity(pushes);
         let mut state = MpmState::at_rest(self.rest.clone());
@@ -716,15 +605,10 @@ impl Task for PushRope {
             None => (self.cfg.parked_pusher, self.cfg.parked_pusher),
         };
         // the rest velocities of a settled push are kept (the rope may still be moving)
-        self.state_row(
-            &state,
-            &start,
-            &end,
-            s.as_slice_mut().expect("contiguous state row"),
-        );
+        self.state_row(&state, &start, &end, s);
     }
 
-    fn scene(&self, state: ArrayView1<f32>) -> Option<Scene> {
+    fn scene_row(&self, state: ArrayView1<f32>) -> Option<Scene> {
         let n = self.cfg.n_particles;
         let positions = (0..n)
             .map(|p| [state[24 * p], state[24 * p + 1], state[24 * p + 2]])
