@@ -119,6 +119,19 @@ impl Primitive {
         }
     }
 
+    /// A cheap exclusion test: `p` lies farther from the primitive's bounding box (along
+    /// some axis) than the distance ln(10)/softness at which the influence drops to 0.1,
+    /// so the coupling leaves the node alone. Exact: such nodes fail the influence test.
+    #[inline]
+    fn beyond_reach<T: Real>(&self, p: &[f64; 3], s: &PrimitiveState<T>) -> bool {
+        let reach = std::f64::consts::LN_10 / self.softness;
+        match self.shape {
+            Shape::Box { half } => {
+                (0..3).any(|k| (p[k] - s.pos[k].re()).abs() - half[k] > reach * 1.000001)
+            }
+        }
+    }
+
     /// Whether the primitive changes the velocity of a node at `p` (by primal values).
     pub fn acts_on<T: Real>(&self, p: &[f64; 3], s: &PrimitiveState<T>) -> bool {
         match self.coupling {
@@ -127,6 +140,9 @@ impl Primitive {
                 d2.sqrt() <= 1.5 * self.size()
             }
             Coupling::Contact => {
+                if self.beyond_reach(p, s) {
+                    return false;
+                }
                 let c = s.pos.map(|x| x.re());
                 let (dist, _) = self.sdf(p, &c);
                 let infl = (-dist * self.softness).exp().min(1.0);
@@ -147,6 +163,9 @@ impl Primitive {
                 }
             }
             Coupling::Contact => {
+                if self.beyond_reach(p, s) {
+                    return *v;
+                }
                 let (dist, n) = self.sdf(p, &s.pos);
                 let infl = (-dist * T::cst(self.softness)).exp();
                 let infl = if infl.re() >= 1.0 { T::one() } else { infl };
