@@ -1206,7 +1206,27 @@ pub struct MpmRun<'a, T> {
     pub model: &'a MpmModel,
     /// `prims[k][i]`: primitive `i` during substep `k`.
     pub prims: Vec<Vec<PrimitiveState<T>>>,
+    /// DaXBench's `norm_grad` around every substep: after each substep's adjoint, NaN and
+    /// ∞ are set to 0 and the state cotangent, and separately that substep's primitive
+    /// cotangent, are rescaled to global norm ≤ this value. `None`: the exact gradient.
+    pub grad_clip: Option<f64>,
     scratch: RefCell<MpmScratch<T>>,
+}
+
+/// Sets NaN/∞ to 0 and rescales the numbers `visit` reaches to Euclidean norm ≤ `c`.
+fn clip_norm<T: Real>(mut visit: impl FnMut(&mut dyn FnMut(&mut T)), c: f64) {
+    let mut n2 = 0.0;
+    visit(&mut |x: &mut T| {
+        if !x.re().is_finite() {
+            *x = T::zero();
+        }
+        n2 += x.re() * x.re();
+    });
+    let n = n2.sqrt();
+    if n > c {
+        let k = T::cst(c / n);
+        visit(&mut |x: &mut T| *x *= k);
+    }
 }
 
 /// Adjoints of an [`MpmRun`]: of the state, and of every primitive state of every substep.
@@ -1222,6 +1242,7 @@ impl<'a, T: Real> MpmRun<'a, T> {
         MpmRun {
             model,
             prims,
+            grad_clip: None,
             scratch: RefCell::new(model.scratch()),
         }
     }
@@ -1256,6 +1277,27 @@ impl<T: Real> Substepper for MpmRun<'_, T> {
             &mut adj.prims[k],
             &mut self.scratch.borrow_mut(),
         );
+        if let Some(c) = self.grad_clip {
+            let st = &mut adj.state;
+            clip_norm(
+                |f| {
+                    st.x.iter_mut().flatten().for_each(&mut *f);
+                    st.v.iter_mut().flatten().for_each(&mut *f);
+                    st.c.iter_mut().flatten().flatten().for_each(&mut *f);
+                    st.f.iter_mut().flatten().flatten().for_each(&mut *f);
+                },
+                c,
+            );
+            let ap = &mut adj.prims[k];
+            clip_norm(
+                |f| {
+                    for p in ap.iter_mut() {
+                        p.pos.iter_mut().chain(p.vel.iter_mut()).for_each(&mut *f);
+                    }
+                },
+                c,
+            );
+        }
     }
 
     fn state_bytes(&self, s: &MpmState<T>) -> usize {

@@ -276,3 +276,32 @@ fn bad_configs_fail_before_stepping() {
     .to_string();
     assert!(err.contains("CFL"), "{err}");
 }
+
+#[test]
+fn gradient_clip_bounds_the_state_cotangent_after_every_substep() {
+    let a = [0.3, 0.0, -0.4, -0.2, 0.0, 0.5];
+    let grads = |clip: Option<f64>| {
+        let task = PushRope::with_config(PushRopeConfig {
+            grad_clip: clip,
+            ..PushRopeConfig::tiny()
+        })
+        .unwrap();
+        let s = start_row(&task, 3);
+        let u: Vec<f64> = (0..s.len()).map(|i| ((i as f64) * 0.37).sin()).collect();
+        let (mut gs, mut ga) = (vec![0.0; s.len()], vec![0.0; 6]);
+        task.step_row_vjp(&s, &a, &u, &mut gs, &mut ga);
+        gs
+    };
+    let norm = |g: &[f64]| g.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let exact = grads(None);
+    assert!(
+        norm(&exact) > 1.0,
+        "the test needs a cotangent above the clip: {}",
+        norm(&exact)
+    );
+    let clipped = grads(Some(1e-2));
+    // the stored push's 6 entries are overwritten by the step: no adjoint there
+    assert!(norm(&clipped) <= 1e-2 * (1.0 + 1e-9), "{}", norm(&clipped));
+    // a clip above every cotangent's norm changes nothing
+    assert_eq!(grads(Some(1e9)), exact);
+}

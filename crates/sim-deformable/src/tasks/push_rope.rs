@@ -74,6 +74,10 @@ pub struct PushRopeConfig {
     pub checkpoint_every: usize,
     /// Pusher start and end stored in the state before any push.
     pub parked_pusher: [f64; 3],
+    /// DaXBench's `norm_grad` in the step's reverse sweep: after every substep, NaN/∞ → 0
+    /// and the state and action cotangents clipped to global norm ≤ this (1 in DaXBench,
+    /// the default). `None` gives the exact gradient.
+    pub grad_clip: Option<f64>,
     pub goal: GoalSource,
 }
 
@@ -109,6 +113,7 @@ impl Default for PushRopeConfig {
             reset_push_length: 0.1,
             checkpoint_every: 133,
             parked_pusher: [0.5, 0.01, 0.3],
+            grad_clip: Some(1.0),
             goal: GoalSource::File("datasets/goals/push-rope/goal.json".into()),
         }
     }
@@ -149,6 +154,7 @@ impl PushRopeConfig {
             reset_pushes: 1,
             reset_push_length: 0.02,
             checkpoint_every: 4,
+            grad_clip: None,
             goal: GoalSource::Pushes(vec![[0.5, 0.52, 0.5, 0.505]]),
             ..PushRopeConfig::default()
         }
@@ -468,7 +474,8 @@ impl RowTask for PushRope {
     ) {
         let n = self.cfg.n_particles;
         let (start, end) = self.push_of_action(a);
-        let run = MpmRun::new(&self.model, self.trajectory(&start, &end));
+        let mut run = MpmRun::new(&self.model, self.trajectory(&start, &end));
+        run.grad_clip = self.cfg.grad_clip;
         let st = MpmState::from_flat(&s[..24 * n]);
         let mut adj = run.zero_adj();
         adj.state = MpmState::from_flat(&adj_next[..24 * n]);
