@@ -157,13 +157,15 @@ fn shac_humanoid() -> ShacConfig {
 }
 
 /// `bruce-pos` (ours): Humanoid's settings with 16-step windows, exploration σ = e^−1.6 ≈
-/// 0.2, and non-finite actor gradients skipped. With h = 32 and σ = 0.37 SHAC did not
+/// 0.2, 4000 epochs (two of three seeds only took off after epoch 1200), and non-finite
+/// actor gradients skipped. With h = 32 and σ = 0.37 SHAC did not
 /// learn to stay up (evaluation return ≈ 100 after 1330 epochs, below zero action's 373);
 /// with these it runs (BENCHMARKS.md, "Bruce"). One exploding gradient (norm 3e6) once
 /// aborted a Bruce run, hence `skip`.
 fn shac_bruce_pos() -> ShacConfig {
     ShacConfig {
         horizon: 16,
+        max_epochs: 4000,
         actor_logstd_init: -1.6,
         on_nonfinite_grad: mbmix_policy::NonFiniteGradPolicy::Skip,
         ..shac_humanoid()
