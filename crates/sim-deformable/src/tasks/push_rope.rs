@@ -27,6 +27,9 @@
 //! The step's adjoint replays the push with checkpoints every `checkpoint_every`
 //! substeps (default 133, one move): memory ⌈3990/133⌉ + 133 = 163 states per env.
 
+use super::common::{
+    load_goal, particle_obs_names, particle_state_names, shape_loss, shape_reward, shape_reward_vjp,
+};
 use super::row::RowTask;
 use crate::checkpoint;
 use crate::mat3::V3;
@@ -36,7 +39,6 @@ use diff_core::{Dual, Error, Prim, Real, Result, Scene, SeededRng, TaskSpec};
 use ndarray::ArrayView1;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Where the goal shape comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,10 +179,6 @@ pub struct PushRope {
     spec: TaskSpec,
 }
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 impl PushRope {
     /// `push-rope` with DaXBench's parameters.
     pub fn new() -> Result<PushRope> {
@@ -244,13 +242,23 @@ impl PushRope {
                 act_dim: 6,
                 episode_length: cfg.episode_length,
                 dt: cfg.mpm.dt * (cfg.moves * cfg.substeps_per_move) as f64,
-                state_names: state_names(cfg.n_particles),
-                obs_names: obs_names(cfg.n_particles, cfg.substeps_per_move),
+                state_names: particle_state_names(
+                    cfg.n_particles,
+                    &[
+                        "push.start.x",
+                        "push.start.y",
+                        "push.start.z",
+                        "push.end.x",
+                        "push.end.y",
+                        "push.end.z",
+                    ],
+                ),
+                obs_names: particle_obs_names(cfg.n_particles, "pusher", cfg.substeps_per_move),
             },
             cfg,
         };
         task.goal = match &task.cfg.goal {
-            GoalSource::File(rel) => load_goal(&workspace_root().join(rel), task.cfg.n_particles)?,
+            GoalSource::File(rel) => load_goal(rel, task.cfg.n_particles)?,
             GoalSource::Pushes(pushes) => task.rope_after(pushes).x,
         };
         Ok(task)
@@ -358,17 +366,7 @@ impl PushRope {
 
     /// The shape loss L of a state row (0 at the goal).
     pub fn loss_row<T: Real>(&self, s: &[T]) -> T {
-        let n = self.cfg.n_particles;
-        let mut l = T::zero();
-        for (p, g) in self.goal.iter().enumerate() {
-            let mut m = T::zero();
-            for d in 0..3 {
-                let e = s[24 * p + d] - T::cst(g[d]);
-                m += e * e;
-            }
-            l += (m / T::cst(3.0)).sqrt();
-        }
-        l / T::cst(n as f64)
+        shape_loss(s, &self.goal)
     }
 
     /// A state row for the particles `ps` and the stored push `(start, end)`.
@@ -382,67 +380,6 @@ impl PushRope {
             out[24 * n + 3 + d] = end[d] as f32;
         }
     }
-}
-
-fn load_goal(path: &std::path::Path, n: usize) -> Result<Vec<V3<f64>>> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::BadFile {
-        path: shown.clone(),
-        reason: format!("cannot read the goal shape ({e}); make it with `cargo run --release -p sim-deformable --example make_goals`"),
-    })?;
-    let goal: Vec<V3<f64>> = serde_json::from_str(&text).map_err(|e| Error::BadFile {
-        path: shown.clone(),
-        reason: format!("not a JSON array of [x, y, z] positions: {e}"),
-    })?;
-    if goal.len() != n {
-        return Err(Error::BadFile {
-            path: shown,
-            reason: format!("{} goal positions for {n} particles", goal.len()),
-        });
-    }
-    Ok(goal)
-}
-
-fn state_names(n: usize) -> Vec<String> {
-    let mut v = Vec::with_capacity(24 * n + 6);
-    for p in 0..n {
-        for q in ["x", "y", "z"] {
-            v.push(format!("p{p}.{q}"));
-        }
-        for q in ["vx", "vy", "vz"] {
-            v.push(format!("p{p}.{q}"));
-        }
-        for i in 0..9 {
-            v.push(format!("p{p}.C{}{}", i / 3, i % 3));
-        }
-        for i in 0..9 {
-            v.push(format!("p{p}.F{}{}", i / 3, i % 3));
-        }
-    }
-    for q in ["start.x", "start.y", "start.z", "end.x", "end.y", "end.z"] {
-        v.push(format!("push.{q}"));
-    }
-    v
-}
-
-fn obs_names(n: usize, steps: usize) -> Vec<String> {
-    let mut v = Vec::with_capacity(6 * n + 3 * steps);
-    for p in 0..n {
-        for q in ["x", "y", "z"] {
-            v.push(format!("p{p}.{q}"));
-        }
-    }
-    for p in 0..n {
-        for q in ["vx", "vy", "vz"] {
-            v.push(format!("p{p}.{q}"));
-        }
-    }
-    for j in 0..steps {
-        for q in ["x", "y", "z"] {
-            v.push(format!("pusher{j}.{q}"));
-        }
-    }
-    v
 }
 
 impl RowTask for PushRope {
@@ -551,33 +488,18 @@ impl RowTask for PushRope {
 
     /// Reward `exp(−10·L)` of a state row.
     fn reward_row<T: Real>(&self, s: &[T], _a: &[T]) -> T {
-        (T::cst(-10.0) * self.loss_row(s)).exp()
+        shape_reward(s, &self.goal)
     }
 
-    /// Adjoint of [`Self::reward_row`] (accumulates). A particle exactly at its goal
-    /// position contributes a zero (one-sided) derivative.
     fn reward_row_vjp<T: Real>(
         &self,
         s: &[T],
-        a: &[T],
+        _a: &[T],
         adj_r: T,
         adj_s: &mut [T],
         _adj_a: &mut [T],
     ) {
-        let n = self.cfg.n_particles;
-        let r = self.reward_row(s, a);
-        let adj_l = adj_r * r * T::cst(-10.0) / T::cst(n as f64);
-        for (p, g) in self.goal.iter().enumerate() {
-            let e: V3<T> = std::array::from_fn(|d| s[24 * p + d] - T::cst(g[d]));
-            let m = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) / T::cst(3.0);
-            if m.re() <= 0.0 {
-                continue;
-            }
-            let root = m.sqrt();
-            for d in 0..3 {
-                adj_s[24 * p + d] += adj_l * e[d] / (T::cst(3.0) * root);
-            }
-        }
+        shape_reward_vjp(s, &self.goal, adj_r, adj_s);
     }
 
     fn reset_row(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {

@@ -1,0 +1,104 @@
+//! Pieces shared by the particle tasks: goal files, state and observation names, and the
+//! index-matched shape reward of DaXBench's MPM tasks (tasks.md §7.3).
+
+use crate::mat3::V3;
+use diff_core::{Error, Real, Result};
+use std::path::PathBuf;
+
+/// The workspace root (goal files are named relative to it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Loads a goal shape: a JSON array of `n` `[x, y, z]` positions at `rel` under the
+/// workspace root.
+pub fn load_goal(rel: &str, n: usize) -> Result<Vec<V3<f64>>> {
+    let path = workspace_root().join(rel);
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::BadFile {
+        path: shown.clone(),
+        reason: format!("cannot read the goal shape ({e}); make it with `cargo run --release -p sim-deformable --example make_goals`"),
+    })?;
+    let goal: Vec<V3<f64>> = serde_json::from_str(&text).map_err(|e| Error::BadFile {
+        path: shown.clone(),
+        reason: format!("not a JSON array of [x, y, z] positions: {e}"),
+    })?;
+    if goal.len() != n {
+        return Err(Error::BadFile {
+            path: shown,
+            reason: format!("{} goal positions for {n} particles", goal.len()),
+        });
+    }
+    Ok(goal)
+}
+
+/// Names of a state made of `n` MPM particles (x, v, C, F each) followed by `extra`.
+pub fn particle_state_names(n: usize, extra: &[&str]) -> Vec<String> {
+    let mut v = Vec::with_capacity(24 * n + extra.len());
+    for p in 0..n {
+        for q in ["x", "y", "z", "vx", "vy", "vz"] {
+            v.push(format!("p{p}.{q}"));
+        }
+        for m in ["C", "F"] {
+            for i in 0..9 {
+                v.push(format!("p{p}.{m}{}{}", i / 3, i % 3));
+            }
+        }
+    }
+    v.extend(extra.iter().map(|e| e.to_string()));
+    v
+}
+
+/// Names of an observation of `n` particle positions, then their velocities, then
+/// `steps` positions of the primitive `prim`.
+pub fn particle_obs_names(n: usize, prim: &str, steps: usize) -> Vec<String> {
+    let mut v = Vec::with_capacity(6 * n + 3 * steps);
+    for q in [["x", "y", "z"], ["vx", "vy", "vz"]] {
+        for p in 0..n {
+            v.extend(q.iter().map(|c| format!("p{p}.{c}")));
+        }
+    }
+    for j in 0..steps {
+        v.extend(["x", "y", "z"].iter().map(|c| format!("{prim}{j}.{c}")));
+    }
+    v
+}
+
+/// DaXBench's shape loss L: the mean over particles of sqrt(mean over xyz of
+/// (x_i − g_i)²), index-matched; the particles' positions are the first 3 of every 24
+/// numbers of `s`.
+pub fn shape_loss<T: Real>(s: &[T], goal: &[V3<f64>]) -> T {
+    let mut l = T::zero();
+    for (p, g) in goal.iter().enumerate() {
+        let mut m = T::zero();
+        for d in 0..3 {
+            let e = s[24 * p + d] - T::cst(g[d]);
+            m += e * e;
+        }
+        l += (m / T::cst(3.0)).sqrt();
+    }
+    l / T::cst(goal.len() as f64)
+}
+
+/// The reward `exp(−10·L)`.
+pub fn shape_reward<T: Real>(s: &[T], goal: &[V3<f64>]) -> T {
+    (T::cst(-10.0) * shape_loss(s, goal)).exp()
+}
+
+/// Adjoint of [`shape_reward`] (accumulates into `adj_s`). A particle exactly at its goal
+/// position contributes a zero (one-sided) derivative.
+pub fn shape_reward_vjp<T: Real>(s: &[T], goal: &[V3<f64>], adj_r: T, adj_s: &mut [T]) {
+    let r = shape_reward(s, goal);
+    let adj_l = adj_r * r * T::cst(-10.0) / T::cst(goal.len() as f64);
+    for (p, g) in goal.iter().enumerate() {
+        let e: V3<T> = std::array::from_fn(|d| s[24 * p + d] - T::cst(g[d]));
+        let m = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) / T::cst(3.0);
+        if m.re() <= 0.0 {
+            continue;
+        }
+        let root = m.sqrt();
+        for d in 0..3 {
+            adj_s[24 * p + d] += adj_l * e[d] / (T::cst(3.0) * root);
+        }
+    }
+}
