@@ -1,9 +1,11 @@
 //! DaXBench-like tasks (`../shared/reference/tasks.md` §7.2–7.3) as batched
-//! [`diff_core::Task`]s.
+//! [`diff_core::Task`]s: `push-rope`, `push-rope-hard`, `whip-rope`.
 
 pub mod common;
 pub mod push_rope;
 pub mod row;
+pub mod whip_rope;
 
 pub use push_rope::{PushRope, PushRopeConfig};
 pub use row::{RowEnv, RowTask};
+pub use whip_rope::{WhipRope, WhipRopeConfig};
