@@ -101,7 +101,44 @@ pub static TASKS: &[TaskEntry] = &[
         },
         shac_preset: shac_daxbench,
     },
+    TaskEntry {
+        name: "fold-cloth1",
+        description: "Fold a mass-spring cloth in half by pick-and-place, 3 steps (DaXBench fold_cloth1, tasks.md §7.2)",
+        build: || cloth("fold-cloth1"),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "fold-cloth3",
+        description: "Fold the cloth in thirds by pick-and-place, 4 steps (DaXBench fold_cloth3)",
+        build: || cloth("fold-cloth3"),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "unfold-cloth1",
+        description: "Flatten a cloth folded once at random, μ 3, 15 steps (DaXBench unfold_cloth1)",
+        build: || cloth("unfold-cloth1"),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "unfold-cloth3",
+        description: "Flatten a cloth folded three times at random, μ 3, 15 steps (DaXBench unfold_cloth3)",
+        build: || cloth("unfold-cloth3"),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "fold-tshirt",
+        description: "Fold a 3574-particle T-shirt (sleeves in, then in half), 5 steps (DaXBench fold_tshirt)",
+        build: || cloth("fold-tshirt"),
+        shac_preset: shac_daxbench,
+    },
 ];
+
+/// A registered cloth task (`sim_deformable::tasks::cloth_tasks`) by name.
+fn cloth(name: &str) -> Result<Arc<dyn Task>, CoreError> {
+    Ok(Arc::new(sim_deformable::tasks::RowEnv(
+        sim_deformable::tasks::ClothTask::named(name)?,
+    )))
+}
 
 /// A rigid task definition (or its loader error) as a batched task.
 fn rigid<D: sim_rigid::batch::RigidTask>(
@@ -210,9 +247,18 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         // DaXBench's APG (`algorithms/apg/apg.py`): 4 envs, lr 1e-4 decayed linearly to
         // 1e-5, gradient norm ≤ 0.3, normalised observations, whole episodes; 2000
         // iterations. The policy network is not specified there: DiffRL's [128, 64, 32].
-        "push-rope" | "push-rope-hard" => BpttConfig {
+        // The window is the whole episode (the cloth tasks' horizons: 3, 4, 15, 15, 5).
+        "push-rope" | "push-rope-hard" | "fold-cloth1" | "fold-cloth3" | "unfold-cloth1"
+        | "unfold-cloth3" | "fold-tshirt" => BpttConfig {
             num_envs: 4,
-            horizon: if task == "push-rope" { 6 } else { 20 },
+            horizon: match task {
+                "push-rope" => 6,
+                "push-rope-hard" => 20,
+                "fold-cloth1" => 3,
+                "fold-cloth3" => 4,
+                "fold-tshirt" => 5,
+                _ => 15, // unfold-cloth1, unfold-cloth3
+            },
             max_epochs: 2000,
             actor_units: vec![128, 64, 32],
             actor_lr: 1e-4,
@@ -479,6 +525,28 @@ mod tests {
             mbmix_preset(hop, MbMixPreset::Mse).model.sobolev.form,
             sobolev_model::SobolevForm::None
         );
+    }
+
+    #[test]
+    fn daxbench_apg_windows_are_whole_episodes() {
+        for name in [
+            "push-rope",
+            "push-rope-hard",
+            "fold-cloth1",
+            "fold-cloth3",
+            "unfold-cloth1",
+            "unfold-cloth3",
+            "fold-tshirt",
+        ] {
+            let task = make_task(name).expect("registered task builds");
+            let apg = bptt_preset(name);
+            assert_eq!(apg.horizon, task.spec().episode_length, "{name}");
+            assert_eq!((apg.num_envs, apg.actor_lr, apg.grad_norm), (4, 1e-4, 0.3));
+            assert_eq!(
+                task_entry(name).map(|e| (e.shac_preset)().horizon).ok(),
+                Some(1)
+            );
+        }
     }
 
     #[test]

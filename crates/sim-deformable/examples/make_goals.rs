@@ -1,26 +1,26 @@
-//! Writes the goal shapes of the DaXBench-like tasks under `datasets/goals/`:
-//! `push-rope/goal.json` is the straight rope after the scripted expert pushes of
-//! [`PushRopeConfig::goal_pushes`] (an arc), as a JSON array of `[x, y, z]` positions.
+//! Writes the goal shapes of the DaXBench-like tasks under `datasets/goals/`, each as a
+//! JSON array of `[x, y, z]` positions rounded to 1e-6:
+//! - `push-rope/goal.json`: the straight rope after the scripted expert pushes of
+//!   [`PushRopeConfig::goal_pushes`] (an arc);
+//! - `fold-cloth1/goal.json`, `fold-cloth3/goal.json`, `fold-tshirt/goal.json`: the rest
+//!   cloth after the scripted expert pick-and-places of
+//!   [`ClothTaskConfig::expert_folds`] (the unfold tasks' goal is the flat cloth, made
+//!   in code).
 //!
-//! `cargo run --release -p sim-deformable --example make_goals`
+//! `cargo run --release -p sim-deformable --example make_goals [task…]` (default: all).
 
+use sim_deformable::tasks::cloth_tasks::{ClothGoal, ClothTask, ClothTaskConfig};
 use sim_deformable::tasks::push_rope::{GoalSource, PushRope, PushRopeConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn main() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cfg = PushRopeConfig {
-        goal: GoalSource::Pushes(PushRopeConfig::goal_pushes()),
-        ..PushRopeConfig::default()
-    };
-    let t = std::time::Instant::now();
-    let task = PushRope::with_config(cfg)?;
-    let goal: Vec<[f64; 3]> = task
-        .goal()
+const CLOTH_GOALS: [&str; 3] = ["fold-cloth1", "fold-cloth3", "fold-tshirt"];
+
+fn write_goal(root: &Path, task: &str, goal: &[[f64; 3]], secs: f64) -> anyhow::Result<()> {
+    let goal: Vec<[f64; 3]> = goal
         .iter()
         .map(|p| p.map(|c| (c * 1e6).round() / 1e6))
         .collect();
-    let dir = root.join("datasets/goals/push-rope");
+    let dir = root.join("datasets/goals").join(task);
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join("goal.json.tmp");
     std::fs::write(&tmp, serde_json::to_string(&goal)?)?;
@@ -35,9 +35,33 @@ fn main() -> anyhow::Result<()> {
             (lo, hi)
         });
     println!(
-        "push-rope goal: {} particles, bounding box {lo:?} – {hi:?}, {:.1} s",
-        goal.len(),
-        t.elapsed().as_secs_f64()
+        "{task} goal: {} particles, bounding box {lo:?} – {hi:?}, {secs:.1} s",
+        goal.len()
     );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let want = |t: &str| wanted.is_empty() || wanted.iter().any(|w| w == t);
+    if want("push-rope") {
+        let t = std::time::Instant::now();
+        let task = PushRope::with_config(PushRopeConfig {
+            goal: GoalSource::Pushes(PushRopeConfig::goal_pushes()),
+            ..PushRopeConfig::default()
+        })?;
+        write_goal(&root, "push-rope", task.goal(), t.elapsed().as_secs_f64())?;
+    }
+    for name in CLOTH_GOALS.into_iter().filter(|t| want(t)) {
+        let t = std::time::Instant::now();
+        let folds = ClothTaskConfig::expert_folds(name).expect("a fold task");
+        let cfg = ClothTaskConfig {
+            goal: ClothGoal::Folds(folds),
+            ..ClothTaskConfig::by_name(name).expect("a registered cloth task")
+        };
+        let task = ClothTask::with_config(cfg)?;
+        write_goal(&root, name, task.goal(), t.elapsed().as_secs_f64())?;
+    }
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! - [`cloth`]: DaXBench's mass-spring cloth with ground friction, a suction gripper and
 //!   the pick-and-place macro;
 //! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory;
-//! - [`tasks`]: the DaXBench-like tasks (`push-rope`, `push-rope-hard`).
+//! - [`tasks`]: the DaXBench-like tasks (`push-rope`, `push-rope-hard`, `fold-cloth1`,
+//!   `fold-cloth3`, `unfold-cloth1`, `unfold-cloth3`, `fold-tshirt`).
 //!
 //! As in `sim-rigid`, forward code is generic over [`diff_core::Real`] (`f32` for
 //! training, `f64` for the finite-difference oracle, [`diff_core::Dual`] for JVPs) and

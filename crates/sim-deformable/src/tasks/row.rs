@@ -39,6 +39,11 @@ pub trait RowTask: Send + Sync {
         adj_s: &mut [T],
         adj_a: &mut [T],
     );
+    /// Whether the batched adapter runs the step and its VJP/JVP in `f64` (converting the
+    /// `f32` rows), for engines whose adjoint is `f64`-only or whose dynamics need it.
+    fn step_in_f64(&self) -> bool {
+        false
+    }
     /// Early termination (default: never; episodes end at the time limit).
     fn terminated_row(&self, _s_next: &[f32]) -> bool {
         false
@@ -61,6 +66,10 @@ impl<R> RowEnv<R> {
     }
 }
 
+fn to64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
 /// Row `i` of a batch as a slice (the batch contract requires contiguous rows).
 fn row<'a>(a: &'a ArrayView2<f32>, i: usize) -> &'a [f32] {
     a.row(i).to_slice().expect("batch rows must be contiguous")
@@ -77,8 +86,13 @@ impl<R: RowTask> Task for RowEnv<R> {
             .into_par_iter()
             .enumerate()
             .for_each(|(i, mut out)| {
-                let next = self.0.step_row(row(&s, i), row(&a, i));
-                out.iter_mut().zip(next).for_each(|(o, v)| *o = v);
+                if self.0.step_in_f64() {
+                    let next = self.0.step_row(&to64(row(&s, i)), &to64(row(&a, i)));
+                    out.iter_mut().zip(next).for_each(|(o, v)| *o = v as f32);
+                } else {
+                    let next = self.0.step_row(row(&s, i), row(&a, i));
+                    out.iter_mut().zip(next).for_each(|(o, v)| *o = v);
+                }
             });
     }
 
@@ -96,13 +110,26 @@ impl<R: RowTask> Task for RowEnv<R> {
             .zip(adj_a.axis_iter_mut(Axis(0)).into_par_iter())
             .enumerate()
             .for_each(|(i, (mut rs, mut ra))| {
-                self.0.step_row_vjp(
-                    row(&s, i),
-                    row(&a, i),
-                    row(&adj_next, i),
-                    rs.as_slice_mut().expect("contiguous rows"),
-                    ra.as_slice_mut().expect("contiguous rows"),
-                );
+                if self.0.step_in_f64() {
+                    let (mut gs, mut ga) = (vec![0.0; rs.len()], vec![0.0; ra.len()]);
+                    self.0.step_row_vjp(
+                        &to64(row(&s, i)),
+                        &to64(row(&a, i)),
+                        &to64(row(&adj_next, i)),
+                        &mut gs,
+                        &mut ga,
+                    );
+                    rs.iter_mut().zip(gs).for_each(|(o, g)| *o += g as f32);
+                    ra.iter_mut().zip(ga).for_each(|(o, g)| *o += g as f32);
+                } else {
+                    self.0.step_row_vjp(
+                        row(&s, i),
+                        row(&a, i),
+                        row(&adj_next, i),
+                        rs.as_slice_mut().expect("contiguous rows"),
+                        ra.as_slice_mut().expect("contiguous rows"),
+                    );
+                }
             });
     }
 
@@ -117,15 +144,30 @@ impl<R: RowTask> Task for RowEnv<R> {
         let dual = |x: &[f32], t: &[f32]| -> Vec<Dual<f32>> {
             x.iter().zip(t).map(|(&x, &t)| Dual::new(x, t)).collect()
         };
+        let dual64 = |x: &[f32], t: &[f32]| -> Vec<Dual<f64>> {
+            x.iter()
+                .zip(t)
+                .map(|(&x, &t)| Dual::new(x as f64, t as f64))
+                .collect()
+        };
         ds_next
             .axis_iter_mut(Axis(0))
             .into_par_iter()
             .enumerate()
             .for_each(|(i, mut out)| {
-                let sd = dual(row(&s, i), row(&ds, i));
-                let ad = dual(row(&a, i), row(&da, i));
-                let next = self.0.step_row(&sd, &ad);
-                out.iter_mut().zip(next).for_each(|(o, v)| *o = v.eps);
+                if self.0.step_in_f64() {
+                    let sd = dual64(row(&s, i), row(&ds, i));
+                    let ad = dual64(row(&a, i), row(&da, i));
+                    let next = self.0.step_row(&sd, &ad);
+                    out.iter_mut()
+                        .zip(next)
+                        .for_each(|(o, v)| *o = v.eps as f32);
+                } else {
+                    let sd = dual(row(&s, i), row(&ds, i));
+                    let ad = dual(row(&a, i), row(&da, i));
+                    let next = self.0.step_row(&sd, &ad);
+                    out.iter_mut().zip(next).for_each(|(o, v)| *o = v.eps);
+                }
             });
     }
 
