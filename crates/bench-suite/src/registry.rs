@@ -131,6 +131,16 @@ pub static TASKS: &[TaskEntry] = &[
         build: || cloth("fold-tshirt"),
         shac_preset: shac_daxbench,
     },
+    TaskEntry {
+        name: "whip-rope",
+        description: "Whip an elastic rope into a goal shape with a position-controlled gripper, MLS-MPM (DaXBench whip_rope)",
+        build: || {
+            Ok(Arc::new(sim_deformable::tasks::RowEnv(
+                sim_deformable::tasks::WhipRope::new()?,
+            )))
+        },
+        shac_preset: shac_daxbench,
+    },
 ];
 
 /// A registered cloth task (`sim_deformable::tasks::cloth_tasks`) by name.
@@ -247,9 +257,10 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         // DaXBench's APG (`algorithms/apg/apg.py`): 4 envs, lr 1e-4 decayed linearly to
         // 1e-5, gradient norm ≤ 0.3, normalised observations, whole episodes; 2000
         // iterations. The policy network is not specified there: DiffRL's [128, 64, 32].
-        // The window is the whole episode (the cloth tasks' horizons: 3, 4, 15, 15, 5).
+        // The window is the whole episode (the cloth tasks' horizons: 3, 4, 15, 15, 5;
+        // whip-rope 70).
         "push-rope" | "push-rope-hard" | "fold-cloth1" | "fold-cloth3" | "unfold-cloth1"
-        | "unfold-cloth3" | "fold-tshirt" => BpttConfig {
+        | "unfold-cloth3" | "fold-tshirt" | "whip-rope" => BpttConfig {
             num_envs: 4,
             horizon: match task {
                 "push-rope" => 6,
@@ -257,6 +268,7 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
                 "fold-cloth1" => 3,
                 "fold-cloth3" => 4,
                 "fold-tshirt" => 5,
+                "whip-rope" => 70,
                 _ => 15, // unfold-cloth1, unfold-cloth3
             },
             max_epochs: 2000,

@@ -5,12 +5,15 @@
 //! - `fold-cloth1/goal.json`, `fold-cloth3/goal.json`, `fold-tshirt/goal.json`: the rest
 //!   cloth after the scripted expert pick-and-places of
 //!   [`ClothTaskConfig::expert_folds`] (the unfold tasks' goal is the flat cloth, made
-//!   in code).
+//!   in code);
+//! - `whip-rope/goal.json`: the straight rope after the scripted whip of
+//!   [`WhipRopeConfig::goal_actions`].
 //!
 //! `cargo run --release -p sim-deformable --example make_goals [task…]` (default: all).
 
 use sim_deformable::tasks::cloth_tasks::{ClothGoal, ClothTask, ClothTaskConfig};
 use sim_deformable::tasks::push_rope::{GoalSource, PushRope, PushRopeConfig};
+use sim_deformable::tasks::whip_rope::{WhipGoal, WhipRope, WhipRopeConfig};
 use std::path::{Path, PathBuf};
 
 const CLOTH_GOALS: [&str; 3] = ["fold-cloth1", "fold-cloth3", "fold-tshirt"];
@@ -52,6 +55,14 @@ fn main() -> anyhow::Result<()> {
             ..PushRopeConfig::default()
         })?;
         write_goal(&root, "push-rope", task.goal(), t.elapsed().as_secs_f64())?;
+    }
+    if want("whip-rope") {
+        let t = std::time::Instant::now();
+        let task = WhipRope::with_config(WhipRopeConfig {
+            goal: WhipGoal::Actions(WhipRopeConfig::goal_actions()),
+            ..WhipRopeConfig::default()
+        })?;
+        write_goal(&root, "whip-rope", task.goal(), t.elapsed().as_secs_f64())?;
     }
     for name in CLOTH_GOALS.into_iter().filter(|t| want(t)) {
         let t = std::time::Instant::now();
