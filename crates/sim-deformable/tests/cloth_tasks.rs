@@ -7,13 +7,14 @@
 use diff_core::gradcheck::{
     cases, check_stage, direction, dot_product_test, rel_err, vec_in, Stage, StageTol,
 };
-use diff_core::{seeded, Real, Task};
+use diff_core::{seeded, Task};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 use sim_deformable::cloth::{ClothParams, GradTreatment};
 use sim_deformable::tasks::cloth_tasks::{
     tshirt_mask, ClothGoal, ClothReset, ClothTask, ClothTaskConfig, ExpertFold,
 };
+use sim_deformable::tasks::testing::{ObserveStage, RewardStage, StepStage};
 use sim_deformable::tasks::{RowEnv, RowTask};
 
 const TOL: StageTol = StageTol {
@@ -31,49 +32,6 @@ fn start_row(task: &ClothTask, seed: u64) -> Vec<f64> {
     let mut row = vec![0.0f32; task.spec().state_dim];
     task.reset_row(&mut seeded(seed, 0), true, &mut row);
     row.iter().map(|&x| x as f64).collect()
-}
-
-struct Reward(ClothTask);
-impl Stage for Reward {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        vec![self.0.reward_row(x, &[])]
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; x.len()];
-        self.0.reward_row_vjp(x, &[], u[0], &mut g, &mut []);
-        g
-    }
-}
-
-struct Observe(ClothTask);
-impl Stage for Observe {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let mut o = vec![T::zero(); self.0.spec().obs_dim];
-        self.0.observe_row(x, &mut o);
-        o
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; self.0.spec().state_dim];
-        self.0.observe_row_vjp(x, u, &mut g);
-        g
-    }
-}
-
-/// The step as a function of (state row, action).
-struct Step(ClothTask);
-impl Stage for Step {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let n = self.0.spec().state_dim;
-        self.0.step_row(&x[..n], &x[n..])
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let n = self.0.spec().state_dim;
-        let mut gs = vec![0.0; n];
-        let mut ga = vec![0.0; 6];
-        self.0.step_row_vjp(&x[..n], &x[n..], u, &mut gs, &mut ga);
-        gs.extend(ga);
-        gs
-    }
 }
 
 /// The smallest gap, over every particle and every goal point, between the nearest and
@@ -129,8 +87,8 @@ proptest! {
         let (gap, near) = chamfer_margins(&task, &x);
         prop_assume!(gap > 3e-4 && near > 3e-3);
         let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
-        check_stage(&Reward(tiny()), &x, &u, &v, TOL, "cloth Chamfer reward");
-        check_stage(&Observe(task), &x, &u, &v, TOL, "cloth observation");
+        check_stage(&RewardStage(tiny()), &x, &u, &v, TOL, "cloth Chamfer reward");
+        check_stage(&ObserveStage(task), &x, &u, &v, TOL, "cloth observation");
     }
 
     #[test]
@@ -139,7 +97,7 @@ proptest! {
     ) {
         // the dot-product test holds exactly whatever branches the step takes (both
         // sides follow the primal's), so no kink needs avoiding
-        let step = Step(tiny());
+        let step = StepStage(tiny());
         let mut x = start_row(&step.0, seed);
         x.extend(&a);
         let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
@@ -182,7 +140,7 @@ fn step_adjoint_through_a_grasp() {
         next[task.spec().state_dim - 1],
         s[task.spec().state_dim - 1] + 1.0
     );
-    let step = Step(tiny());
+    let step = StepStage(tiny());
     let mut x = s.clone();
     x.extend(a);
     let v: Vec<f64> = (0..x.len()).map(|i| ((i as f64) * 0.61).sin()).collect();
@@ -339,7 +297,7 @@ fn batched_f32_contract() {
     let da = Array2::<f32>::from_shape_fn((n, 6), |(i, j)| ((i * 7 + j) as f32 * 0.29).sin());
     let mut ds1 = Array2::<f32>::zeros((n, spec.state_dim));
     env.step_jvp(s.view(), a.view(), ds.view(), da.view(), ds1.view_mut());
-    let step = Step(tiny());
+    let step = StepStage(tiny());
     let mut x: Vec<f64> = s.row(2).iter().map(|&x| x as f64).collect();
     x.extend(a.row(2).iter().map(|&x| x as f64));
     let mut v: Vec<f64> = ds.row(2).iter().map(|&x| x as f64).collect();

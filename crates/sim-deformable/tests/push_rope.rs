@@ -5,10 +5,13 @@
 use diff_core::gradcheck::{
     cases, check_stage, direction, dot_product_test, vec_in, Stage, StageTol,
 };
-use diff_core::{seeded, Dual, Real, Task};
-use ndarray::{Array1, Array2};
+use diff_core::{Dual, Real, Task};
+use ndarray::Array2;
 use proptest::prelude::*;
 use sim_deformable::tasks::push_rope::{GoalSource, PushRope, PushRopeConfig};
+use sim_deformable::tasks::testing::{
+    batched_contract, reset_row64, ObserveStage, RewardStage, StepStage,
+};
 use sim_deformable::tasks::{RowEnv, RowTask};
 
 const TOL: StageTol = StageTol {
@@ -21,80 +24,29 @@ fn tiny() -> PushRope {
     PushRope::with_config(PushRopeConfig::tiny()).unwrap()
 }
 
-/// A state row of the tiny task after one random reset push, in f64.
-fn start_row(task: &PushRope, seed: u64) -> Vec<f64> {
-    let mut row = vec![0.0f32; task.spec().state_dim];
-    task.reset_row(&mut seeded(seed, 0), true, &mut row);
-    row.iter().map(|&x| x as f64).collect()
-}
-
-struct Reward(PushRope);
-impl Stage for Reward {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        vec![self.0.reward_row(x, &[T::zero(); 6])]
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; x.len()];
-        self.0
-            .reward_row_vjp(x, &[0.0; 6], u[0], &mut g, &mut [0.0; 6]);
-        g
-    }
-}
-
-struct Observe(PushRope);
-impl Stage for Observe {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let mut o = vec![T::zero(); self.0.spec().obs_dim];
-        self.0.observe_row(x, &mut o);
-        o
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let mut g = vec![0.0; x.len()];
-        self.0.observe_row_vjp(x, u, &mut g);
-        g
-    }
-}
-
-/// The step as a function of (state row, action).
-struct Step(PushRope);
-impl Stage for Step {
-    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let n = self.0.spec().state_dim;
-        self.0.step_row(&x[..n], &x[n..])
-    }
-    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let n = self.0.spec().state_dim;
-        let mut gs = vec![0.0; n];
-        let mut ga = vec![0.0; 6];
-        self.0.step_row_vjp(&x[..n], &x[n..], u, &mut gs, &mut ga);
-        gs.extend(ga);
-        gs
-    }
-}
-
 proptest! {
     #![proptest_config(cases(32))]
 
     #[test]
     fn reward_and_observation_adjoints(seed in 0u64..1000, u in direction(64), v in direction(1024)) {
         let task = tiny();
-        let mut x = start_row(&task, seed);
+        let mut x = reset_row64(&task, seed, true);
         // away from the kink of sqrt at a particle sitting on its goal position (the
         // particles the reset push did not reach are exactly there)
         for p in 0..24 {
             x[24 * p] += 0.05 * (1.5 + (p as f64).sin()); // pushes move particles by ≤ 0.02
         }
         let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
-        check_stage(&Reward(tiny()), &x, &u, &v, TOL, "push-rope reward");
-        check_stage(&Observe(task), &x, &u, &v, TOL, "push-rope observation");
+        check_stage(&RewardStage(tiny()), &x, &u, &v, TOL, "push-rope reward");
+        check_stage(&ObserveStage(task), &x, &u, &v, TOL, "push-rope observation");
     }
 
     #[test]
     fn step_adjoint_matches_the_dual_jvp(seed in 0u64..1000, a in vec_in(-1.0, 1.0, 6), u in direction(64), v in direction(1024)) {
         // the dot-product test holds exactly whatever branches the step takes (both
         // sides follow the primal's), so no kink needs avoiding
-        let step = Step(tiny());
-        let mut x = start_row(&step.0, seed);
+        let step = StepStage(tiny());
+        let mut x = reset_row64(&step.0, seed, true);
         x.extend(&a);
         let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
         let y = step.forward::<f64>(&x);
@@ -166,7 +118,7 @@ fn checkpointed_step_adjoint_equals_stored_everything() {
             ..PushRopeConfig::tiny()
         })
         .unwrap();
-        let s = start_row(&task, 7);
+        let s = reset_row64(&task, 7, true);
         let u: Vec<f64> = (0..s.len()).map(|i| ((i as f64) * 0.37).sin()).collect();
         let (mut gs, mut ga) = (vec![0.0; s.len()], vec![0.0; 6]);
         task.step_row_vjp(&s, &a, &u, &mut gs, &mut ga);
@@ -179,65 +131,16 @@ fn checkpointed_step_adjoint_equals_stored_everything() {
 
 #[test]
 fn batched_f32_contract() {
-    let task = RowEnv(tiny());
-    let spec = task.spec().clone();
+    let env = RowEnv(tiny());
+    let spec = env.spec().clone();
     assert_eq!(spec.state_dim, 24 * 24 + 6);
     assert_eq!(spec.obs_dim, 6 * 24 + 3 * 3);
-    let n = 3;
-    let mut s = Array2::<f32>::zeros((n, spec.state_dim));
-    let mut rng = seeded(1, 0);
-    for row in s.outer_iter_mut() {
-        task.reset_state(&mut rng, true, row);
-    }
-    // stochastic resets differ
-    assert_ne!(s.row(0), s.row(1));
-    let a = Array2::<f32>::from_shape_fn((n, 6), |(i, j)| ((i * 6 + j) as f32 * 0.7).sin());
-    let mut s1 = Array2::<f32>::zeros((n, spec.state_dim));
-    task.step(s.view(), a.view(), s1.view_mut());
-    assert!(s1.iter().all(|x| x.is_finite()));
-    let mut r = Array1::<f32>::zeros(n);
-    task.reward(s1.view(), a.view(), r.view_mut());
-    assert!(r.iter().all(|&x| x > 0.0 && x <= 1.0));
-    // f32 VJP of the reward through one step agrees with the f64 row VJP
-    let mut adj_s = Array2::<f32>::zeros((n, spec.state_dim));
-    let mut adj_a = Array2::<f32>::zeros((n, 6));
-    let mut adj_next = Array2::<f32>::zeros((n, spec.state_dim));
-    task.reward_vjp(
-        s1.view(),
-        a.view(),
-        Array1::ones(n).view(),
-        adj_next.view_mut(),
-        adj_a.view_mut(),
-    );
-    task.step_vjp(
-        s.view(),
-        a.view(),
-        adj_next.view(),
-        adj_s.view_mut(),
-        adj_a.view_mut(),
-    );
-    let s64: Vec<f64> = s.row(0).iter().map(|&x| x as f64).collect();
-    let a64: Vec<f64> = a.row(0).iter().map(|&x| x as f64).collect();
-    let row = task.inner();
-    let s1_64 = row.step_row(&s64, &a64);
-    let mut adj_next64 = vec![0.0; spec.state_dim];
-    let mut ga = vec![0.0; 6];
-    row.reward_row_vjp(&s1_64, &a64, 1.0, &mut adj_next64, &mut ga);
-    let mut gs = vec![0.0; spec.state_dim];
-    row.step_row_vjp(&s64, &a64, &adj_next64, &mut gs, &mut ga);
-    let ga32: Vec<f64> = adj_a.row(0).iter().map(|&x| x as f64).collect();
-    let err = diff_core::gradcheck::rel_err(&ga32, &ga, 1e-6);
-    assert!(
-        err < 1e-3,
-        "f32 vs f64 action gradient: {err:e}\n{ga32:?}\n{ga:?}"
-    );
-    let mut done = vec![true; n];
-    task.terminated(s1.view(), &mut done);
+    let err = batched_contract(&env, 3, 1);
+    assert!(err < 1e-3, "f32 vs f64 action gradient: {err:e}");
+    let s = Array2::<f32>::zeros((2, spec.state_dim));
+    let mut done = vec![true; 2];
+    env.terminated(s.view(), &mut done);
     assert!(done.iter().all(|d| !d));
-    let mut obs = Array2::<f32>::zeros((n, spec.obs_dim));
-    task.observe(s1.view(), obs.view_mut());
-    assert!(obs.iter().all(|x| x.is_finite()));
-    assert!(task.scene(s1.row(0)).is_some());
 }
 
 #[test]
@@ -286,7 +189,7 @@ fn gradient_clip_bounds_the_state_cotangent_after_every_substep() {
             ..PushRopeConfig::tiny()
         })
         .unwrap();
-        let s = start_row(&task, 3);
+        let s = reset_row64(&task, 3, true);
         let u: Vec<f64> = (0..s.len()).map(|i| ((i as f64) * 0.37).sin()).collect();
         let (mut gs, mut ga) = (vec![0.0; s.len()], vec![0.0; 6]);
         task.step_row_vjp(&s, &a, &u, &mut gs, &mut ga);

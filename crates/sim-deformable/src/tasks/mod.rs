@@ -6,6 +6,7 @@ pub mod cloth_tasks;
 pub mod common;
 pub mod push_rope;
 pub mod row;
+pub mod testing;
 pub mod whip_rope;
 
 pub use cloth_tasks::{ClothGoal, ClothReset, ClothTask, ClothTaskConfig, ExpertFold};

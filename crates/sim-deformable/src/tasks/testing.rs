@@ -1,0 +1,121 @@
+//! Gradient-test harness for [`RowTask`]s, shared by the task tests: the reward,
+//! observation and step as [`Stage`]s (`diff_core::gradcheck`), reset rows in `f64`, and
+//! the check that the batched `f32` adjoint agrees with the `f64` row adjoint.
+
+use super::row::{RowEnv, RowTask};
+use diff_core::gradcheck::{rel_err, Stage};
+use diff_core::{seeded, Real, Task};
+use ndarray::{Array1, Array2};
+
+/// The reward of a state row (at a zero action) as a stage.
+pub struct RewardStage<R>(pub R);
+
+impl<R: RowTask> Stage for RewardStage<R> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let a = vec![T::zero(); self.0.spec().act_dim];
+        vec![self.0.reward_row(x, &a)]
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let a = vec![0.0; self.0.spec().act_dim];
+        let (mut g, mut ga) = (vec![0.0; x.len()], vec![0.0; a.len()]);
+        self.0.reward_row_vjp(x, &a, u[0], &mut g, &mut ga);
+        g
+    }
+}
+
+/// The observation of a state row as a stage.
+pub struct ObserveStage<R>(pub R);
+
+impl<R: RowTask> Stage for ObserveStage<R> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let mut o = vec![T::zero(); self.0.spec().obs_dim];
+        self.0.observe_row(x, &mut o);
+        o
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let mut g = vec![0.0; x.len()];
+        self.0.observe_row_vjp(x, u, &mut g);
+        g
+    }
+}
+
+/// The step as a function of (state row, action), concatenated.
+pub struct StepStage<R>(pub R);
+
+impl<R: RowTask> Stage for StepStage<R> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let n = self.0.spec().state_dim;
+        self.0.step_row(&x[..n], &x[n..])
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let n = self.0.spec().state_dim;
+        let (mut gs, mut ga) = (vec![0.0; n], vec![0.0; x.len() - n]);
+        self.0.step_row_vjp(&x[..n], &x[n..], u, &mut gs, &mut ga);
+        gs.extend(ga);
+        gs
+    }
+}
+
+/// A reset state row (seeded), in `f64`.
+pub fn reset_row64<R: RowTask>(task: &R, seed: u64, stochastic: bool) -> Vec<f64> {
+    let mut row = vec![0.0f32; task.spec().state_dim];
+    task.reset_row(&mut seeded(seed, 0), stochastic, &mut row);
+    row.iter().map(|&x| x as f64).collect()
+}
+
+/// Runs the batched contract on `n` stochastic resets and one step under deterministic
+/// pseudo-random actions: finite states, rewards, observations and a scene, distinct
+/// resets, and the batched `f32` action gradient of the reward through the step against
+/// the `f64` row adjoint for row 0. Returns that relative error.
+pub fn batched_contract<R: RowTask>(env: &RowEnv<R>, n: usize, seed: u64) -> f64 {
+    let spec = env.spec().clone();
+    let mut s = Array2::<f32>::zeros((n, spec.state_dim));
+    let mut rng = seeded(seed, 0);
+    for row in s.outer_iter_mut() {
+        env.reset_state(&mut rng, true, row);
+    }
+    assert!(
+        n < 2 || s.row(0) != s.row(1),
+        "stochastic resets should differ"
+    );
+    let a = Array2::<f32>::from_shape_fn((n, spec.act_dim), |(i, j)| {
+        ((i * spec.act_dim + j) as f32 * 0.7).sin()
+    });
+    let mut s1 = Array2::<f32>::zeros((n, spec.state_dim));
+    env.step(s.view(), a.view(), s1.view_mut());
+    assert!(s1.iter().all(|x| x.is_finite()), "non-finite next state");
+    let mut r = Array1::<f32>::zeros(n);
+    env.reward(s1.view(), a.view(), r.view_mut());
+    assert!(r.iter().all(|x| x.is_finite()), "non-finite reward");
+    let mut obs = Array2::<f32>::zeros((n, spec.obs_dim));
+    env.observe(s1.view(), obs.view_mut());
+    assert!(obs.iter().all(|x| x.is_finite()), "non-finite observation");
+    assert!(env.scene(s1.row(0)).is_some(), "no scene");
+    let mut adj_next = Array2::<f32>::zeros((n, spec.state_dim));
+    let mut adj_a = Array2::<f32>::zeros((n, spec.act_dim));
+    let mut adj_s = Array2::<f32>::zeros((n, spec.state_dim));
+    env.reward_vjp(
+        s1.view(),
+        a.view(),
+        Array1::ones(n).view(),
+        adj_next.view_mut(),
+        adj_a.view_mut(),
+    );
+    env.step_vjp(
+        s.view(),
+        a.view(),
+        adj_next.view(),
+        adj_s.view_mut(),
+        adj_a.view_mut(),
+    );
+    let row = env.inner();
+    let s64: Vec<f64> = s.row(0).iter().map(|&x| x as f64).collect();
+    let a64: Vec<f64> = a.row(0).iter().map(|&x| x as f64).collect();
+    let s1_64 = row.step_row(&s64, &a64);
+    let (mut g1, mut ga) = (vec![0.0; spec.state_dim], vec![0.0; spec.act_dim]);
+    row.reward_row_vjp(&s1_64, &a64, 1.0, &mut g1, &mut ga);
+    let mut gs = vec![0.0; spec.state_dim];
+    row.step_row_vjp(&s64, &a64, &g1, &mut gs, &mut ga);
+    let ga32: Vec<f64> = adj_a.row(0).iter().map(|&x| x as f64).collect();
+    rel_err(&ga32, &ga, 1e-6)
+}
