@@ -2,7 +2,7 @@
 //! forward + backward (the substep's adjoint, which replays its forward pass), for a
 //! push-rope-like scene (576 elasto-plastic particles on DaXBench's 128-grid window
 //! 64×6×64, a box pusher) and a 3-D elastic block of 32,768 particles on a 64³ grid
-//! (the problem of issue 5's speed target).
+//! (the problem of issue 5's speed target), at rest and deformed.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sim_deformable::mpm::{Material, MpmModel, MpmParams, MpmState, ParticleMaterial};
@@ -93,8 +93,41 @@ fn block() -> Scene {
     }
 }
 
+/// The same block with every particle deformed (F = a particle-dependent rotation times a
+/// stretch of ±10 %, C of order 1): each SVD then needs its full Jacobi sweeps, as in a
+/// block that is bouncing rather than at rest.
+fn deformed_block() -> Scene {
+    let mut scene = block();
+    for (p, (f, c)) in scene
+        .state
+        .f
+        .iter_mut()
+        .zip(scene.state.c.iter_mut())
+        .enumerate()
+    {
+        let t = p as f32;
+        let (a, b) = ((0.37 * t).sin(), (0.71 * t).cos());
+        let (ca, sa, cb, sb) = (a.cos(), a.sin(), b.cos(), b.sin());
+        // rotation about z by a, then about x by b
+        let r = [
+            [ca, -sa * cb, sa * sb],
+            [sa, ca * cb, -ca * sb],
+            [0.0, sb, cb],
+        ];
+        let st = [1.1, 0.95, 1.02];
+        for i in 0..3 {
+            for j in 0..3 {
+                f[i][j] = r[i][j] * st[j];
+                c[i][j] = ((t + (3 * i + j) as f32) * 0.9).sin();
+            }
+        }
+    }
+    scene.name = "block_32768_grid64_deformed";
+    scene
+}
+
 fn mpm(c: &mut Criterion) {
-    for scene in [rope(), block()] {
+    for scene in [rope(), block(), deformed_block()] {
         let mut group = c.benchmark_group(format!("mpm_substep_{}", scene.name));
         group.sample_size(10);
         let n = scene.state.len();
