@@ -120,7 +120,7 @@ pub struct MpmModel {
 }
 
 /// The mutable state of one scene's particles (struct of arrays).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MpmState<T> {
     pub x: Vec<V3<T>>,
     pub v: Vec<V3<T>>,
@@ -280,6 +280,8 @@ pub struct MpmScratch<T> {
     /// Each particle's trial SVD from stage 1 (reused by its adjoint).
     svds: Vec<Option<Svd3>>,
     chunks: Vec<GridAcc<T>>,
+    /// The adjoint's replay of the substep's input state (reused, not reallocated).
+    replay: MpmState<T>,
     node_out: Vec<V3<T>>,
     node_adj: Vec<(T, V3<T>)>,
     // adjoint buffers (zero outside the active nodes between substeps)
@@ -450,6 +452,7 @@ impl MpmModel {
             } else {
                 Vec::new()
             },
+            replay: MpmState::zeros(self.n_particles()),
             node_out: Vec::new(),
             node_adj: Vec::new(),
             adj_grid_v: vec![[T::zero(); 3]; nn],
@@ -847,13 +850,18 @@ impl MpmModel {
 
     /// Zeroes velocity components into a wall within `boundary` nodes of it.
     fn boundary<T: Real>(&self, c: &[usize; 3], v: &mut V3<T>) {
-        let b = self.params.boundary;
         for d in 0..3 {
-            if (c[d] < b && v[d].re() < 0.0) || (c[d] + b >= self.params.res[d] && v[d].re() > 0.0)
-            {
+            if self.hits_wall(c, d, v[d]) {
                 v[d] = T::zero();
             }
         }
+    }
+
+    /// Whether velocity component `vd` of the node at `c` moves into a wall along axis `d`
+    /// within `boundary` nodes of it (by primal value).
+    fn hits_wall<T: Real>(&self, c: &[usize; 3], d: usize, vd: T) -> bool {
+        let b = self.params.boundary;
+        (c[d] < b && vd.re() < 0.0) || (c[d] + b >= self.params.res[d] && vd.re() > 0.0)
     }
 
     /// Adjoint of [`Self::node_update`]: from `adj_v` to `(adj_m, adj_mv)` (returned) and the
@@ -873,13 +881,16 @@ impl MpmModel {
         let dt = T::cst(self.params.dt);
         let v0: V3<T> = std::array::from_fn(|d| mv[d] / m + dt * T::cst(self.params.gravity[d]));
         let pos = self.node_position(n);
-        // forward replay, keeping each primitive's input velocity
-        let mut vs = Vec::with_capacity(self.primitives.len() + 1);
-        let mut v = v0;
-        for (prim, ps) in self.primitives.iter().zip(prims) {
-            vs.push(v);
-            v = prim.couple(&pos, &v, ps);
-        }
+        // forward replay through the primitives (no allocation: a primitive's input is
+        // replayed again in the reverse loop below; scenes have one or two primitives)
+        let couple_upto = |k: usize| {
+            let mut v = v0;
+            for (prim, ps) in self.primitives.iter().zip(prims).take(k) {
+                v = prim.couple(&pos, &v, ps);
+            }
+            v
+        };
+        let v = couple_upto(self.primitives.len());
         let c = self.node_coords(n);
         let mut a = *adj_v;
         // boundary: zeroed components pass no adjoint
@@ -888,11 +899,8 @@ impl MpmModel {
         if friction {
             vb = ground_friction(&v, self.params.ground_friction);
         }
-        let b = self.params.boundary;
         for d in 0..3 {
-            if (c[d] < b && vb[d].re() < 0.0)
-                || (c[d] + b >= self.params.res[d] && vb[d].re() > 0.0)
-            {
+            if self.hits_wall(&c, d, vb[d]) {
                 a[d] = T::zero();
             }
         }
@@ -900,7 +908,7 @@ impl MpmModel {
             a = ground_friction_vjp(&v, self.params.ground_friction, &a);
         }
         for (k, (prim, ps)) in self.primitives.iter().zip(prims).enumerate().rev() {
-            a = prim.couple_vjp(&pos, &vs[k], ps, &a, &mut adj_prims[k]);
+            a = prim.couple_vjp(&pos, &couple_upto(k), ps, &a, &mut adj_prims[k]);
         }
         // v0 = mv/m + dt·g. Written as −(a·(mv/m))/m, never with m²: a node at a
         // stencil's tail carries m ~ 1e-19 in f32 scenes (w ~ 1e-12 times a particle mass
@@ -1122,7 +1130,8 @@ impl MpmModel {
         scratch: &mut MpmScratch<T>,
     ) {
         // replay the forward pass up to the grid velocities
-        let mut s = s_in.clone();
+        let mut s = std::mem::take(&mut scratch.replay);
+        s.clone_from(s_in);
         self.stress_all(&mut s, &mut scratch.affine, &mut scratch.svds);
         self.p2g(&s, scratch);
         self.grid_update(prims, scratch);
@@ -1197,6 +1206,7 @@ impl MpmModel {
                 .for_each(|(p, (af, ac))| body(p, af, ac));
         }
         scratch.adj_affine = adj_affine;
+        scratch.replay = s;
     }
 }
 
