@@ -120,7 +120,7 @@ pub struct MpmModel {
 }
 
 /// The mutable state of one scene's particles (struct of arrays).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct MpmState<T> {
     pub x: Vec<V3<T>>,
     pub v: Vec<V3<T>>,
@@ -128,6 +128,25 @@ pub struct MpmState<T> {
     pub c: Vec<M3<T>>,
     /// Deformation gradient.
     pub f: Vec<M3<T>>,
+}
+
+impl<T: Clone> Clone for MpmState<T> {
+    fn clone(&self) -> Self {
+        MpmState {
+            x: self.x.clone(),
+            v: self.v.clone(),
+            c: self.c.clone(),
+            f: self.f.clone(),
+        }
+    }
+
+    /// Field by field, reusing the allocations (the derived one would not).
+    fn clone_from(&mut self, o: &Self) {
+        self.x.clone_from(&o.x);
+        self.v.clone_from(&o.v);
+        self.c.clone_from(&o.c);
+        self.f.clone_from(&o.f);
+    }
 }
 
 /// Adjoints of an [`MpmState`] (same layout).
