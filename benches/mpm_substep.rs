@@ -53,10 +53,10 @@ fn rope() -> Scene {
     let model = MpmModel::new(params, mats, vec![Primitive::pusher([0.015, 0.06, 0.015])]).unwrap();
     let state = MpmState::at_rest(x);
     model.check_particles(&state).unwrap();
-    let prims = vec![PrimitiveState {
-        pos: [0.5, 0.06, 0.48],
-        vel: [0.0, 0.0, 0.3],
-    }];
+    let prims = vec![PrimitiveState::translating(
+        [0.5, 0.06, 0.48],
+        [0.0, 0.0, 0.3],
+    )];
     Scene {
         name: "push_rope_576",
         model,

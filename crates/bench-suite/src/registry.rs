@@ -141,7 +141,26 @@ pub static TASKS: &[TaskEntry] = &[
         },
         shac_preset: shac_daxbench,
     },
+    TaskEntry {
+        name: "pour-water",
+        description: "Carry and tilt a bowl to pour 702 liquid particles into a second bowl, MLS-MPM, 100 steps (DaXBench pour_water)",
+        build: || pour("pour-water"),
+        shac_preset: shac_daxbench,
+    },
+    TaskEntry {
+        name: "pour-soup",
+        description: "Pour a soup (liquid, two tofu cubes, a broccoli; 7631 particles) into a second bowl, MLS-MPM, 120 steps (DaXBench pour_soup)",
+        build: || pour("pour-soup"),
+        shac_preset: shac_daxbench,
+    },
 ];
+
+/// A registered pouring task (`sim_deformable::tasks::pour`) by name.
+fn pour(name: &str) -> Result<Arc<dyn Task>, CoreError> {
+    Ok(Arc::new(sim_deformable::tasks::RowEnv(
+        sim_deformable::tasks::Pour::new(name)?,
+    )))
+}
 
 /// A registered cloth task (`sim_deformable::tasks::cloth_tasks`) by name.
 fn cloth(name: &str) -> Result<Arc<dyn Task>, CoreError> {
@@ -258,27 +277,31 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         // 1e-5, gradient norm ≤ 0.3, normalised observations, whole episodes; 2000
         // iterations. The policy network is not specified there: DiffRL's [128, 64, 32].
         // The window is the whole episode (the cloth tasks' horizons: 3, 4, 15, 15, 5;
-        // whip-rope 70).
+        // whip-rope 70; pour-water 100, pour-soup 120).
         "push-rope" | "push-rope-hard" | "fold-cloth1" | "fold-cloth3" | "unfold-cloth1"
-        | "unfold-cloth3" | "fold-tshirt" | "whip-rope" => BpttConfig {
-            num_envs: 4,
-            horizon: match task {
-                "push-rope" => 6,
-                "push-rope-hard" => 20,
-                "fold-cloth1" => 3,
-                "fold-cloth3" => 4,
-                "fold-tshirt" => 5,
-                "whip-rope" => 70,
-                _ => 15, // unfold-cloth1, unfold-cloth3
-            },
-            max_epochs: 2000,
-            actor_units: vec![128, 64, 32],
-            actor_lr: 1e-4,
-            lr_final: 1e-5,
-            grad_norm: 0.3,
-            obs_rms: true,
-            ..BpttConfig::default()
-        },
+        | "unfold-cloth3" | "fold-tshirt" | "whip-rope" | "pour-water" | "pour-soup" => {
+            BpttConfig {
+                num_envs: 4,
+                horizon: match task {
+                    "push-rope" => 6,
+                    "push-rope-hard" => 20,
+                    "fold-cloth1" => 3,
+                    "fold-cloth3" => 4,
+                    "fold-tshirt" => 5,
+                    "whip-rope" => 70,
+                    "pour-water" => 100,
+                    "pour-soup" => 120,
+                    _ => 15, // unfold-cloth1, unfold-cloth3
+                },
+                max_epochs: 2000,
+                actor_units: vec![128, 64, 32],
+                actor_lr: 1e-4,
+                lr_final: 1e-5,
+                grad_norm: 0.3,
+                obs_rms: true,
+                ..BpttConfig::default()
+            }
+        }
         // `bptt/cartpole_swing_up.yaml` is the default.
         _ => BpttConfig::default(),
     }

@@ -7,11 +7,14 @@
 //!   [`ClothTaskConfig::expert_folds`] (the unfold tasks' goal is the flat cloth, made
 //!   in code);
 //! - `whip-rope/goal.json`: the straight rope after the scripted whip of
-//!   [`WhipRopeConfig::goal_actions`].
+//!   [`WhipRopeConfig::goal_actions`];
+//! - `pour-water/goal.json`, `pour-soup/goal.json`: the particles after the scripted pour
+//!   of [`PourConfig::goal_actions`].
 //!
 //! `cargo run --release -p sim-deformable --example make_goals [task…]` (default: all).
 
 use sim_deformable::tasks::cloth_tasks::{ClothGoal, ClothTask, ClothTaskConfig};
+use sim_deformable::tasks::pour::{Pour, PourConfig, PourGoal};
 use sim_deformable::tasks::push_rope::{GoalSource, PushRope, PushRopeConfig};
 use sim_deformable::tasks::whip_rope::{WhipGoal, WhipRope, WhipRopeConfig};
 use std::path::{Path, PathBuf};
@@ -63,6 +66,20 @@ fn main() -> anyhow::Result<()> {
             ..WhipRopeConfig::default()
         })?;
         write_goal(&root, "whip-rope", task.goal(), t.elapsed().as_secs_f64())?;
+    }
+    for name in ["pour-water", "pour-soup"].into_iter().filter(|t| want(t)) {
+        let t = std::time::Instant::now();
+        let base = PourConfig::by_name(name).expect("a registered pouring task");
+        let cfg = PourConfig {
+            goal: PourGoal::Actions(base.goal_actions()),
+            ..base
+        };
+        let task = Pour::with_config(cfg)?;
+        println!(
+            "{name}: {:.1} % of the particles end in the target bowl",
+            100.0 * task.fraction_in_target(task.goal())
+        );
+        write_goal(&root, name, task.goal(), t.elapsed().as_secs_f64())?;
     }
     for name in CLOTH_GOALS.into_iter().filter(|t| want(t)) {
         let t = std::time::Instant::now();

@@ -1,7 +1,8 @@
 //! Differentiable deformable-body simulators (`../shared/reference/tasks.md` §7):
 //! - [`mpm`]: 3-D MLS-MPM with quadratic B-splines and APIC, fixed-corotated elasticity,
 //!   an elasto-plastic clamp and a weakly compressible liquid, kinematic primitives
-//!   coupled through their signed distance, ground friction and box boundaries;
+//!   (boxes, and bowls that rotate) coupled through their signed distance, ground
+//!   friction and box boundaries;
 //! - [`mat3`] and [`svd`]: the 3×3 linear algebra under the constitutive model, with the
 //!   derivative of the singular-value functions that stays finite for repeated singular
 //!   values;
@@ -9,7 +10,8 @@
 //!   the pick-and-place macro;
 //! - [`checkpoint`]: reverse sweeps over thousands of substeps in bounded memory;
 //! - [`tasks`]: the DaXBench-like tasks (`push-rope`, `push-rope-hard`, `fold-cloth1`,
-//!   `fold-cloth3`, `unfold-cloth1`, `unfold-cloth3`, `fold-tshirt`).
+//!   `fold-cloth3`, `unfold-cloth1`, `unfold-cloth3`, `fold-tshirt`, `whip-rope`,
+//!   `pour-water`, `pour-soup`).
 //!
 //! As in `sim-rigid`, forward code is generic over [`diff_core::Real`] (`f32` for
 //! training, `f64` for the finite-difference oracle, [`diff_core::Dual`] for JVPs) and

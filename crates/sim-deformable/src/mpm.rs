@@ -15,11 +15,13 @@
 //! `n_grid`-cell unit cube (DaXBench's focus box), so a rope on a 128-grid needs only
 //! 64×6×64 nodes.
 //!
-//! **Liquid.** DaXBench tracks `J ← J·(1 + dt·tr C)` for liquid particles; here every
-//! particle carries `F`, and the liquid stress uses `J = det F`, which follows the same
-//! update to first order in `dt` (and exactly the mapped volume). With `μ = 0` the shear
-//! part of `F` never enters the stress.
-//!
+//! **Liquid.** DaXBench tracks only `J ← J·(1 + dt·tr C)` for liquid particles. Here a
+//! liquid particle's `F` is projected after every update onto the isotropic
+//! `J^(1/3)·I` with `J = det((I + dt·C)·F)`, which follows the same update to first order
+//! in `dt` (exactly the mapped volume) and keeps the shear that a liquid never resists from
+//! accumulating in `F` (unprojected, `F` grows without bound under sustained flow, and
+//! `det F` then loses all precision: a pour-soup episode overflowed).
+
 //! Derivatives: forward code is generic over [`Real`]; each stage's VJP replays what it
 //! needs from its inputs. Kinks (the clamp of plastic singular values, ground friction
 //! onset, boundary walls, the primitive's influence threshold) branch on primal values and
@@ -75,6 +77,10 @@ pub struct MpmParams {
     pub ground_layers: usize,
     /// Nodes from each window wall inside which velocity into the wall is zeroed (3).
     pub boundary: usize,
+    /// λ of liquid particles, not scaled by hardness (DaXBench hard-codes 1 for its pour
+    /// tasks, whose E and ν then go unused); `None`: from E and ν like the other materials.
+    #[serde(default)]
+    pub liquid_lambda: Option<f64>,
 }
 
 impl Default for MpmParams {
@@ -93,6 +99,7 @@ impl Default for MpmParams {
             ground_friction: 0.9,
             ground_layers: 3,
             boundary: 3,
+            liquid_lambda: None,
         }
     }
 }
@@ -374,6 +381,11 @@ impl MpmModel {
         if p.ground_friction.is_nan() || p.ground_friction < 0.0 {
             return Err(bad("ground_friction", format!("{} < 0", p.ground_friction)));
         }
+        if let Some(l) = p.liquid_lambda {
+            if !(l.is_finite() && l > 0.0) {
+                return Err(bad("liquid_lambda", format!("{l} is not positive")));
+            }
+        }
         for (i, m) in particles.iter().enumerate() {
             if !(m.hardness.is_finite() && m.hardness > 0.0) {
                 return Err(bad(
@@ -388,13 +400,10 @@ impl MpmModel {
         let la0 = e * nu / ((1.0 + nu) * (1.0 - 2.0 * nu));
         let lame = particles
             .iter()
-            .map(|m| {
-                let mu = if m.material == Material::Liquid {
-                    0.0
-                } else {
-                    mu0
-                };
-                (mu * m.hardness, la0 * m.hardness)
+            .map(|m| match (m.material, p.liquid_lambda) {
+                (Material::Liquid, Some(l)) => (0.0, l),
+                (Material::Liquid, None) => (0.0, la0 * m.hardness),
+                _ => (mu0 * m.hardness, la0 * m.hardness),
             })
             .collect();
         let p_vol = (0.5 * dx).powi(3);
@@ -602,6 +611,9 @@ impl MpmModel {
             fnew = g.apply(&fnew);
             svd = Some(g.value_svd());
         }
+        if self.particles[p].material == Material::Liquid {
+            fnew = liquid_projection(&fnew);
+        }
         let tau = self.kirchhoff(p, &fnew, svd);
         let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
         let a = mat3::add(&mat3::scale(&tau, ks), &mat3::scale(c, T::cst(self.p_mass)));
@@ -670,8 +682,10 @@ impl MpmModel {
         let clamp = d
             .filter(|_| plastic)
             .map(|d| SvFn::clamp_of(d, self.params.plastic_lo, self.params.plastic_hi));
+        let liquid = self.particles[p].material == Material::Liquid;
         let fnew = match &clamp {
             Some(g) => g.apply(&ftmp),
+            None if liquid => liquid_projection(&ftmp),
             None => ftmp,
         };
         let d_new = clamp.map(|g| g.value_svd()).or(d);
@@ -696,6 +710,7 @@ impl MpmModel {
         mat3::add_assign(&mut adj_fn, &mat3::scale(&mat3::cofactor(&fnew), adj_j));
         let adj_ftmp = match &clamp {
             Some(g) => g.linear(&adj_fn),
+            None if liquid => liquid_projection_vjp(&ftmp, &adj_fn),
             None => adj_fn,
         };
         // F_tmp = F + dt·C·F
@@ -1379,6 +1394,28 @@ fn for_stencil(mut f: impl FnMut([usize; 3])) {
             }
         }
     }
+}
+
+/// A liquid particle's deformation gradient `F` replaced by the isotropic `J^(1/3)·I` of
+/// the same `J = det F` (left unchanged if `J ≤ 0`, an inverted particle).
+pub fn liquid_projection<T: Real>(f: &M3<T>) -> M3<T> {
+    let j = mat3::det(f);
+    if j.re() <= 0.0 {
+        return *f;
+    }
+    let s = (j.ln() / T::cst(3.0)).exp();
+    mat3::scale(&mat3::eye(), s)
+}
+
+/// VJP of [`liquid_projection`] at `f`: `d(J^(1/3))/dF = J^(1/3)/(3J)·cof F`, so the
+/// adjoint is `tr(adj)·J^(1/3)/(3J)·cof F`.
+pub fn liquid_projection_vjp<T: Real>(f: &M3<T>, adj: &M3<T>) -> M3<T> {
+    let j = mat3::det(f);
+    if j.re() <= 0.0 {
+        return *adj;
+    }
+    let s = (j.ln() / T::cst(3.0)).exp();
+    mat3::scale(&mat3::cofactor(f), mat3::trace(adj) * s / (T::cst(3.0) * j))
 }
 
 /// DaXBench's ground friction on a node moving down (`v_y ≤ 0`): the tangential velocity

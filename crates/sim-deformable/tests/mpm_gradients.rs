@@ -12,7 +12,7 @@ use sim_deformable::mpm::{
     ground_friction, ground_friction_vjp, Material, MpmModel, MpmParams, MpmRun, MpmState,
     ParticleMaterial,
 };
-use sim_deformable::primitive::{Primitive, PrimitiveState, Shape};
+use sim_deformable::primitive::{quat_rotate, Primitive, PrimitiveState, Shape};
 use sim_deformable::svd::svd3;
 
 const TOL: StageTol = StageTol {
@@ -324,19 +324,19 @@ struct NodeUpdate {
 
 impl Stage for NodeUpdate {
     fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let ps = [PrimitiveState {
-            pos: [x[4], x[5], x[6]],
-            vel: [x[7], x[8], x[9]],
-        }];
+        let ps = [PrimitiveState::translating(
+            [x[4], x[5], x[6]],
+            [x[7], x[8], x[9]],
+        )];
         self.model
             .node_update(self.node, x[0], &[x[1], x[2], x[3]], &ps)
             .to_vec()
     }
     fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
-        let ps = [PrimitiveState {
-            pos: [x[4], x[5], x[6]],
-            vel: [x[7], x[8], x[9]],
-        }];
+        let ps = [PrimitiveState::translating(
+            [x[4], x[5], x[6]],
+            [x[7], x[8], x[9]],
+        )];
         let mut adj_p = [PrimitiveState::zero()];
         let (am, amv) = self.model.node_update_vjp(
             self.node,
@@ -364,13 +364,20 @@ fn pusher_model() -> MpmModel {
 /// Whether the node update takes the same branches throughout the finite-difference
 /// stencil of its inputs `[m, mv, pusher position, pusher velocity]`.
 fn node_smooth_within(m: &MpmModel, node: usize, x: &[f64], h: f64) -> bool {
-    let br = |x: &[f64]| {
-        let ps = PrimitiveState {
-            pos: [x[4], x[5], x[6]],
-            vel: [x[7], x[8], x[9]],
-        };
-        node_branches(m, node, x[0], &[x[1], x[2], x[3]], &ps)
-    };
+    node_smooth(m, node, x, h, |x| {
+        PrimitiveState::translating([x[0], x[1], x[2]], [x[3], x[4], x[5]])
+    })
+}
+
+/// [`node_smooth_within`] for inputs `[m, mv, primitive]` read by `parse`.
+fn node_smooth(
+    m: &MpmModel,
+    node: usize,
+    x: &[f64],
+    h: f64,
+    parse: impl Fn(&[f64]) -> PrimitiveState<f64>,
+) -> bool {
+    let br = |x: &[f64]| node_branches(m, node, x[0], &[x[1], x[2], x[3]], &parse(&x[4..]));
     let b0 = br(x);
     let mut y = x.to_vec();
     for i in 0..x.len() {
@@ -383,6 +390,38 @@ fn node_smooth_within(m: &MpmModel, node: usize, x: &[f64], h: f64) -> bool {
         y[i] = x[i];
     }
     true
+}
+
+/// One node's update with a rotating primitive: inputs m, mv (3) and the primitive's 13
+/// numbers (position, velocity, orientation, angular velocity).
+struct NodeUpdateRotating {
+    model: MpmModel,
+    node: usize,
+}
+
+impl Stage for NodeUpdateRotating {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let ps = [PrimitiveState::from_array(&x[4..])];
+        self.model
+            .node_update(self.node, x[0], &[x[1], x[2], x[3]], &ps)
+            .to_vec()
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let ps = [PrimitiveState::from_array(&x[4..])];
+        let mut adj_p = [PrimitiveState::zero()];
+        let (am, amv) = self.model.node_update_vjp(
+            self.node,
+            x[0],
+            &[x[1], x[2], x[3]],
+            &ps,
+            &[u[0], u[1], u[2]],
+            &mut adj_p,
+        );
+        let mut out = vec![am];
+        out.extend_from_slice(&amv);
+        out.extend_from_slice(&adj_p[0].to_array());
+        out
+    }
 }
 
 proptest! {
@@ -400,6 +439,31 @@ proptest! {
         x.extend(&w);
         prop_assume!(node_smooth_within(&model, node, &x, TOL_PRIMITIVE.h));
         check_stage(&NodeUpdate { model, node }, &x, &u, &v, TOL_PRIMITIVE, "grid node update");
+    }
+
+    #[test]
+    fn bowl_node_update_adjoint(coords in (2usize..14, 2usize..14, 2usize..14), m in 0.2f64..3.0, mv in vec_in(-3.0, 3.0, 3), dir in vec_in(-1.0, 1.0, 3), rho in -0.02f64..0.02, q in vec_in(-1.0, 1.0, 4), w in vec_in(-1.0, 1.0, 3), ang in vec_in(-5.0, 5.0, 3), u in direction(3), v in direction(17)) {
+        // a tilted, spinning bowl (radius 0.2, half thickness 0.01) whose shell passes
+        // within ±0.02 of the node: inside the wall, in its influence band or beyond,
+        // on the spherical part or past the rim
+        let model = model(&[Material::Liquid], vec![Primitive::bowl(0.2, 0.03, 0.01)]);
+        let node = (coords.0 * 16 + coords.1) * 16 + coords.2;
+        let pos = model.node_position(node);
+        let dn = (dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]).sqrt();
+        let qn = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]).sqrt();
+        prop_assume!(dn > 0.1 && qn > 0.1);
+        // q scaled to norm 1.3: the coupling normalises it
+        let q: Vec<f64> = q.iter().map(|c| 1.3 * c / qn).collect();
+        let local: [f64; 3] = std::array::from_fn(|k| (0.2 + rho) * dir[k] / dn);
+        let off = quat_rotate(&[q[0], q[1], q[2], q[3]], &local, false);
+        let mut x = vec![m];
+        x.extend(&mv);
+        x.extend((0..3).map(|k| pos[k] - off[k]));
+        x.extend(&w);
+        x.extend(&q);
+        x.extend(&ang);
+        prop_assume!(node_smooth(&model, node, &x, TOL_PRIMITIVE.h, PrimitiveState::from_array));
+        check_stage(&NodeUpdateRotating { model, node }, &x, &u, &v, TOL_PRIMITIVE, "bowl node update");
     }
 
     #[test]
@@ -427,10 +491,8 @@ struct Substeps {
 
 fn run_prims<T: Real>(x: &[T], n_sub: usize, n: usize) -> Vec<Vec<PrimitiveState<T>>> {
     let o = 24 * n;
-    let ps = PrimitiveState {
-        pos: [x[o], x[o + 1], x[o + 2]],
-        vel: [x[o + 3], x[o + 4], x[o + 5]],
-    };
+    let ps =
+        PrimitiveState::translating([x[o], x[o + 1], x[o + 2]], [x[o + 3], x[o + 4], x[o + 5]]);
     vec![vec![ps]; n_sub]
 }
 
@@ -540,28 +602,42 @@ fn node_branches(
 ) -> Vec<i64> {
     let prim = &m.primitives[0];
     let pos = m.node_position(node);
-    let (d, nrm) = prim.sdf(&pos, &ps.pos);
+    let (d, nrm) = prim.sdf(&pos, ps);
     let infl = (-d * prim.softness).exp();
-    let Shape::Box { half } = prim.shape;
-    let q: Vec<f64> = (0..3)
-        .map(|k| (pos[k] - ps.pos[k]).abs() - half[k])
-        .collect();
-    let mut b: Vec<i64> = q.iter().map(|&a| (a > 0.0) as i64).collect();
-    b.extend((0..3).map(|k| (pos[k] < ps.pos[k]) as i64));
-    b.push(
-        q.iter()
-            .enumerate()
-            .max_by(|a, c| a.1.total_cmp(c.1))
-            .unwrap()
-            .0 as i64,
-    );
+    let mut b: Vec<i64> = match prim.shape {
+        Shape::Box { half } => {
+            let q: Vec<f64> = (0..3)
+                .map(|k| (pos[k] - ps.pos[k]).abs() - half[k])
+                .collect();
+            let mut b: Vec<i64> = q.iter().map(|&a| (a > 0.0) as i64).collect();
+            b.extend((0..3).map(|k| (pos[k] < ps.pos[k]) as i64));
+            b.push(
+                q.iter()
+                    .enumerate()
+                    .max_by(|a, c| a.1.total_cmp(c.1))
+                    .unwrap()
+                    .0 as i64,
+            );
+            b
+        }
+        Shape::Bowl { radius, cut, .. } => {
+            let r: [f64; 3] = std::array::from_fn(|k| pos[k] - ps.pos[k]);
+            let l = quat_rotate(&ps.rot, &r, true);
+            let rim = (radius * radius - cut * cut).sqrt();
+            let qx = (l[0] * l[0] + l[2] * l[2]).sqrt();
+            let upper = cut * qx < rim * l[1];
+            let norm = (l[0] * l[0] + l[1] * l[1] + l[2] * l[2]).sqrt();
+            vec![upper as i64, (norm < radius) as i64]
+        }
+    };
     b.push((infl >= 1.0) as i64);
     let coupled = infl > 0.1 || d <= 0.0;
     b.push(coupled as i64);
     let dt = m.params.dt;
     let v0: [f64; 3] = std::array::from_fn(|k| mv[k] / mass + dt * m.params.gravity[k]);
     let v = if coupled {
-        let r: Vec<f64> = (0..3).map(|k| v0[k] - ps.vel[k]).collect();
+        let w = prim.velocity_at(&pos, ps);
+        let r: Vec<f64> = (0..3).map(|k| v0[k] - w[k]).collect();
         let rn: f64 = (0..3).map(|k| r[k] * nrm[k]).sum();
         let t: Vec<f64> = (0..3).map(|k| r[k] - rn.min(0.0) * nrm[k]).collect();
         let tn = (t[0] * t[0] + t[1] * t[1] + t[2] * t[2]).sqrt();
@@ -738,10 +814,7 @@ fn parallel_path_vjp_matches_dual_jvp() {
         let n_sub = 2;
         let ps = vec![
             vec![
-                PrimitiveState {
-                    pos: [0.42, 0.42, 0.42],
-                    vel: [0.3, -0.2, 0.1]
-                };
+                PrimitiveState::translating([0.42, 0.42, 0.42], [0.3, -0.2, 0.1]);
                 model.primitives.len()
             ];
             n_sub
@@ -755,9 +828,11 @@ fn parallel_path_vjp_matches_dual_jvp() {
             .iter()
             .map(|row| {
                 row.iter()
-                    .map(|p| PrimitiveState {
-                        pos: p.pos.map(|c| Dual::new(c, 0.0)),
-                        vel: p.vel.map(|c| Dual::new(c, 0.0)),
+                    .map(|p| {
+                        PrimitiveState::translating(
+                            p.pos.map(|c| Dual::new(c, 0.0)),
+                            p.vel.map(|c| Dual::new(c, 0.0)),
+                        )
                     })
                     .collect()
             })
@@ -782,10 +857,10 @@ fn parallel_path_vjp_matches_dual_jvp() {
 #[test]
 fn parallel_path_does_not_depend_on_the_thread_count() {
     let (model, s) = big_scene(true);
-    let ps = vec![PrimitiveState {
-        pos: [0.42, 0.42, 0.42],
-        vel: [0.3, -0.2, 0.1],
-    }];
+    let ps = vec![PrimitiveState::translating(
+        [0.42, 0.42, 0.42],
+        [0.3, -0.2, 0.1],
+    )];
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -820,10 +895,7 @@ fn node_adjoint_stays_finite_for_tiny_f32_masses() {
     let node = (8 * 16 + 8) * 16 + 8;
     let m = 1e-23f32;
     let mv = [0.3 * m, -0.2 * m, 0.1 * m];
-    let ps = [PrimitiveState {
-        pos: [0.9f32, 0.9, 0.9],
-        vel: [0.0; 3],
-    }];
+    let ps = [PrimitiveState::translating([0.9f32, 0.9, 0.9], [0.0; 3])];
     let mut ap = [PrimitiveState::zero()];
     let a = [1e-12f32, -2e-12, 3e-12];
     let (am, amv) = model.node_update_vjp(node, m, &mv, &ps, &a, &mut ap);
@@ -836,10 +908,7 @@ fn node_adjoint_stays_finite_for_tiny_f32_masses() {
         node,
         m as f64,
         &mv.map(|x| x as f64),
-        &[PrimitiveState {
-            pos: [0.9, 0.9, 0.9],
-            vel: [0.0; 3],
-        }],
+        &[PrimitiveState::translating([0.9, 0.9, 0.9], [0.0; 3])],
         &a.map(|x| x as f64),
         &mut [PrimitiveState::zero()],
     );

@@ -305,10 +305,10 @@ impl PushRope {
         (0..k_all)
             .map(|k| {
                 let f = T::cst(k as f64 / k_all as f64);
-                vec![PrimitiveState {
-                    pos: std::array::from_fn(|d| start[d] + (end[d] - start[d]) * f),
+                vec![PrimitiveState::translating(
+                    std::array::from_fn(|d| start[d] + (end[d] - start[d]) * f),
                     vel,
-                }]
+                )]
             })
             .collect()
     }

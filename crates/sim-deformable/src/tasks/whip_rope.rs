@@ -178,6 +178,7 @@ impl WhipRope {
             friction: 0.0,
             softness: 0.0,
             coupling: Coupling::PositionControl,
+            rotating: false,
         };
         let model = MpmModel::new(cfg.mpm.clone(), mats, vec![gripper])?;
         let n = cfg.n_particles;
@@ -289,10 +290,10 @@ impl WhipRope {
         (0..k_all)
             .map(|k| {
                 let f = T::cst(k as f64 / k_all as f64);
-                vec![PrimitiveState {
-                    pos: std::array::from_fn(|d| g[d] + disp[d] * f),
+                vec![PrimitiveState::translating(
+                    std::array::from_fn(|d| g[d] + disp[d] * f),
                     vel,
-                }]
+                )]
             })
             .collect()
     }
