@@ -414,6 +414,28 @@ mod tests {
     }
 
     #[test]
+    fn critic_train_on_is_parsed_and_checked() {
+        let mbmix = Overrides {
+            algo: Some("mbmix".into()),
+            ..cartpole_shac()
+        };
+        let (_dir, path) = write_config("[mbmix.critic]\ntrain_on = \"sim_and_model\"\n");
+        let cfg = RunConfig::resolve(Some(&path), &mbmix).expect("valid");
+        assert_eq!(
+            cfg.mbmix.expect("mbmix section").critic.train_on,
+            mbmix_policy::CriticData::SimAndModel
+        );
+        let (_dir, path) = write_config("[mbmix.critic]\ntrain_on = \"model\"\n");
+        let msg = RunConfig::resolve(Some(&path), &mbmix)
+            .expect_err("unknown value")
+            .to_string();
+        assert!(
+            msg.contains("train_on") && msg.contains("my-config.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn wrong_type_names_field_and_file() {
         let (_dir, path) = write_config("[shac]\nnum_envs = \"eight\"\n");
         let err = RunConfig::resolve(Some(&path), &cartpole_shac()).expect_err("wrong type");

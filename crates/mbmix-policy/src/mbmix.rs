@@ -16,8 +16,8 @@
 //!    adjoints for the simulator window, model VJPs for the model rollout ([`ModelTask`]),
 //!    model VJPs on the simulator's tape for reading C ([`ModelAdjoint`]), a
 //!    [`HandoverAdjoint`] for B's chain; SHAC's NaN rule, clipping and Adam;
-//! 6. the critic exactly as SHAC on the simulator window (`critic.train_on = sim`), and the
-//!    target critic;
+//! 6. the critic as SHAC on the simulator window (`critic.train_on = sim`, default), or on
+//!    the simulator window and the model rollout (`sim_and_model`), and the target critic;
 //! 7. the newest window's transitions (`Done::NonFinite` rows left out) with their Sobolev
 //!    targets into the model's buffer, then one model training epoch. The buffer is filled
 //!    after the actor step so that the model of steps 3–5 is the one trained until the last
@@ -33,12 +33,12 @@
 //! simulator window, from G disjoint groups of envs (see [`MbMixEpochStats::grad_var_mix`]).
 
 use crate::error::Result;
-use crate::mbmix_config::{MbMixConfig, Reading};
+use crate::mbmix_config::{CriticData, MbMixConfig, Reading};
 use crate::mix::mix_seeds;
 use crate::model::{ModelAdjoint, ModelTask};
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
-use crate::shac::{EpochStats, EvalEpisode, EvalStats, Shac};
+use crate::shac::{CriticRollout, EpochStats, EvalEpisode, EvalStats, Shac};
 use crate::window::{
     shac_seeds, HandoverAdjoint, SimulatorAdjoint, StepAdjoint, WindowEngine, WindowSeeds,
 };
@@ -299,8 +299,17 @@ impl MbMix {
         }
         let norm = self.shac.apply_actor_gradient(&mut grad)?;
 
-        // 6. Critic and target critic, exactly as SHAC.
-        let critic_loss = self.shac.fit_critics();
+        // 6. Critic and target critic, as SHAC, on the simulator window (and with
+        // `critic.train_on = sim_and_model` the model rollout's states).
+        let critic_loss = match (self.cfg.critic.train_on, model_task.is_some()) {
+            (CriticData::SimAndModel, true) => self.shac.fit_critics_with(Some(CriticRollout {
+                obs: &self.model_engine.obs,
+                rewards: &self.model_engine.tape.rewards,
+                next_values: &self.model_values,
+                done: &self.model_engine.tape.done,
+            })),
+            _ => self.shac.fit_critics(),
+        };
 
         // 7. The model: held-out errors on the newest window, then it joins the buffer.
         let (s_rows, a_rows) = window_transitions(&self.shac.engine.tape);
@@ -658,6 +667,40 @@ pub(crate) mod tests {
             assert_eq!(agent.epoch(), 4);
             assert_eq!(agent.env_steps(), 4 * 16 * 16);
         }
+    }
+
+    #[test]
+    fn critic_fits_the_model_rollout_only_when_asked() {
+        let with = |train_on| MbMixConfig {
+            critic: crate::mbmix_config::CriticConfig { train_on },
+            ..toy_mbmix(Reading::A)
+        };
+        let mut sim = MbMix::new(with(CriticData::Sim), toy_task(), 5).unwrap();
+        let mut both = MbMix::new(with(CriticData::SimAndModel), toy_task(), 5).unwrap();
+        // warm-up (2 epochs): no model rollout, so the same critic
+        for _ in 0..2 {
+            let (a, b) = (sim.train_epoch().unwrap(), both.train_epoch().unwrap());
+            assert_eq!(a.critic_loss.to_bits(), b.critic_loss.to_bits());
+        }
+        assert_eq!(sim.shac().critic().params(), both.shac().critic().params());
+        // the first epoch with a model rollout: same actor step, different critic data
+        let (a, b) = (sim.train_epoch().unwrap(), both.train_epoch().unwrap());
+        assert_eq!(sim.actor().params_flat(), both.actor().params_flat());
+        assert_ne!(a.critic_loss.to_bits(), b.critic_loss.to_bits());
+        assert_ne!(sim.shac().critic().params(), both.shac().critic().params());
+        assert!(b.critic_loss.is_finite());
+        // a reading without a model rollout ignores the knob
+        let c_cfg = |train_on| MbMixConfig {
+            critic: crate::mbmix_config::CriticConfig { train_on },
+            ..toy_mbmix(Reading::C)
+        };
+        let mut c1 = MbMix::new(c_cfg(CriticData::Sim), toy_task(), 5).unwrap();
+        let mut c2 = MbMix::new(c_cfg(CriticData::SimAndModel), toy_task(), 5).unwrap();
+        for _ in 0..3 {
+            c1.train_epoch().unwrap();
+            c2.train_epoch().unwrap();
+        }
+        assert_eq!(c1.shac().critic().params(), c2.shac().critic().params());
     }
 
     #[test]

@@ -108,17 +108,21 @@ impl Default for RolloutConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CriticData {
-    /// The simulator window's states with TD(λ) targets, exactly as SHAC (default, and the
-    /// only choice: adding model-rollout states is not implemented).
+    /// The simulator window's states with TD(λ) targets, exactly as SHAC (default).
     #[default]
     Sim,
+    /// Also the states of the epoch's rollout with model steps (readings A, B and
+    /// `model_only` after the warm-up), with TD(λ) targets from the model's rewards and
+    /// the target critic's values of its predicted states; rows that are not finite are
+    /// left out. Epochs without such a rollout fit the simulator window alone.
+    SimAndModel,
 }
 
 /// The critic's MB-MIX knobs; everything else about the critic is SHAC's (`shac`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CriticConfig {
-    /// Default `sim`.
+    /// `sim` (default) or `sim_and_model`.
     pub train_on: CriticData,
 }
 

@@ -55,6 +55,41 @@ pub struct EpochStats {
     pub mbmix: Option<crate::mbmix::MbMixEpochStats>,
 }
 
+/// A rollout whose states the critic is fitted on: normalised observations of the start
+/// states `[h, N, O]`, rewards `[h, N]`, target-critic values of the next states (0 where
+/// no bootstrap applies) and the done flags.
+pub(crate) struct CriticRollout<'a> {
+    pub obs: &'a ndarray::Array3<f32>,
+    pub rewards: &'a Array2<f32>,
+    pub next_values: &'a Array2<f32>,
+    pub done: &'a [Vec<Done>],
+}
+
+impl CriticRollout<'_> {
+    /// TD(λ) targets (SHAC §1.4): every episode end and the window's last step cut the
+    /// return.
+    fn targets(&self, rew_scale: f32, gamma: f32, lambda: f32, out: &mut Array2<f32>) {
+        let (h, n) = self.rewards.dim();
+        let rewards = self.rewards.mapv(|r| r * rew_scale);
+        let mut done_mask = Array2::<f32>::zeros((h, n));
+        for t in 0..h {
+            for i in 0..n {
+                if t + 1 == h || self.done[t][i] != Done::No {
+                    done_mask[[t, i]] = 1.0;
+                }
+            }
+        }
+        td_lambda_targets(
+            rewards.view(),
+            self.next_values.view(),
+            done_mask.view(),
+            gamma,
+            lambda,
+            out,
+        );
+    }
+}
+
 /// A SHAC agent training on one task.
 pub struct Shac {
     pub(crate) cfg: ShacConfig,
@@ -256,7 +291,13 @@ impl Shac {
     /// the target-critic update ψ′ ← αψ′ + (1 − α)ψ (§1.5), and the epoch count. Returns
     /// the critic loss.
     pub(crate) fn fit_critics(&mut self) -> f32 {
-        let critic_loss = self.train_critic();
+        self.fit_critics_with(None)
+    }
+
+    /// [`Self::fit_critics`] on the simulator window plus the states of `extra`, a second
+    /// rollout (MB-MIX's `critic.train_on = sim_and_model`).
+    pub(crate) fn fit_critics_with(&mut self, extra: Option<CriticRollout<'_>>) -> f32 {
+        let critic_loss = self.train_critic(extra);
         let alpha = self.cfg.target_critic_alpha as f32;
         for (t, p) in self
             .target_critic
@@ -272,35 +313,43 @@ impl Shac {
 
     /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches over the
     /// window's h·N states (in window order, or a fresh permutation per pass with
-    /// `critic_shuffle`). Returns the mean minibatch loss
-    /// of the last pass.
-    fn train_critic(&mut self) -> f32 {
+    /// `critic_shuffle`), and over the states of `extra` after them (rows whose observation
+    /// or target is not finite left out). Returns the mean minibatch loss of the last pass.
+    fn train_critic(&mut self, extra: Option<CriticRollout<'_>>) -> f32 {
         let cfg = &self.cfg;
         let (h, n) = (cfg.horizon, cfg.num_envs);
         let od = self.task.spec().obs_dim;
+        let (gamma, lambda) = (cfg.gamma as f32, cfg.lambda_td as f32);
         let rew_scale = cfg.rew_scale as f32;
-        let rewards = self.engine.tape.rewards.mapv(|r| r * rew_scale);
-        let mut done_mask = Array2::<f32>::zeros((h, n));
-        for t in 0..h {
-            for i in 0..n {
-                if t + 1 == h || self.engine.tape.done[t][i] != Done::No {
-                    done_mask[[t, i]] = 1.0;
+        let sim = CriticRollout {
+            obs: &self.engine.obs,
+            rewards: &self.engine.tape.rewards,
+            next_values: &self.next_values,
+            done: &self.engine.tape.done,
+        };
+        sim.targets(rew_scale, gamma, lambda, &mut self.targets);
+        let mut obs: Vec<f32> = self.engine.obs.as_slice().expect("contiguous obs").to_vec();
+        let mut targets: Vec<f32> = self
+            .targets
+            .as_slice()
+            .expect("contiguous targets")
+            .to_vec();
+        debug_assert_eq!(obs.len(), h * n * od);
+        if let Some(x) = extra {
+            let mut t = Array2::zeros(x.rewards.dim());
+            x.targets(rew_scale, gamma, lambda, &mut t);
+            let xo = x.obs.as_slice().expect("contiguous obs");
+            for (k, &y) in t.iter().enumerate() {
+                let row = &xo[k * od..(k + 1) * od];
+                if y.is_finite() && row.iter().all(|v| v.is_finite()) {
+                    obs.extend_from_slice(row);
+                    targets.push(y);
                 }
             }
         }
-        td_lambda_targets(
-            rewards.view(),
-            self.next_values.view(),
-            done_mask.view(),
-            cfg.gamma as f32,
-            cfg.lambda_td as f32,
-            &mut self.targets,
-        );
-        let total = h * n;
-        let batch = total / cfg.critic_batches;
+        let total = targets.len();
+        let batch = (total / cfg.critic_batches).max(1);
         let num_batches = total.div_ceil(batch);
-        let obs = self.engine.obs.as_slice().expect("contiguous obs");
-        let targets = self.targets.as_slice().expect("contiguous targets");
         let mut perm: Vec<usize> = Vec::with_capacity(total);
         let mut x = Vec::with_capacity(batch * od);
         let mut y = Vec::with_capacity(batch);
