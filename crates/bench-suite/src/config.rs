@@ -414,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn critic_train_on_is_parsed_and_checked() {
+    fn mbmix_critic_and_per_step_source_are_parsed_and_checked() {
         let mbmix = Overrides {
             algo: Some("mbmix".into()),
             ..cartpole_shac()
@@ -425,6 +425,14 @@ mod tests {
             cfg.mbmix.expect("mbmix section").critic.train_on,
             mbmix_policy::CriticData::SimAndModel
         );
+        let (_dir, path) = write_config(
+            "[[mbmix.rollout.per_step_source]]\nsegments = [{ source = \"sim_fwd_model_bwd\", steps = 8 }, { source = \"model\", steps = 24 }]\nweight = 0.5\n",
+        );
+        let cfg = RunConfig::resolve(Some(&path), &mbmix).expect("valid");
+        let list = cfg.mbmix.expect("mbmix section").rollout.per_step_source;
+        let list = list.expect("per_step_source");
+        assert_eq!(list[0].segments[1].steps, 24);
+        assert_eq!(list[0].weight, 0.5);
         let (_dir, path) = write_config("[mbmix.critic]\ntrain_on = \"model\"\n");
         let msg = RunConfig::resolve(Some(&path), &mbmix)
             .expect_err("unknown value")

@@ -33,7 +33,7 @@
 //! simulator window, from G disjoint groups of envs (see [`MbMixEpochStats::grad_var_mix`]).
 
 use crate::error::Result;
-use crate::mbmix_config::{CriticData, MbMixConfig, Reading};
+use crate::mbmix_config::{CriticData, MbMixConfig, Plan};
 use crate::mix::mix_seeds;
 use crate::model::{ModelAdjoint, ModelTask};
 use crate::policy::StochasticActor;
@@ -103,11 +103,19 @@ pub struct MbMix {
     pub(crate) shac: Shac,
     pub(crate) trainer: SobolevTrainer,
     pub(crate) model_rng: SeededRng,
-    /// Rollouts with model steps: A's and `model_only`'s model rollout, B's chain.
-    model_engine: WindowEngine,
-    model_values: Array2<f32>,
-    model_seeds: WindowSeeds,
-    /// Reading B: the simulator envs of the chain's prefix.
+    /// The actor loss's objectives after the warm-up.
+    plans: Vec<Plan>,
+    /// One buffer per [`Plan::Rollout`], in order.
+    rollouts: Vec<RolloutBuf>,
+}
+
+/// A rollout with model steps (A's and `model_only`'s model rollout, B's chain) and its
+/// buffers.
+struct RolloutBuf {
+    engine: WindowEngine,
+    values: Array2<f32>,
+    seeds: WindowSeeds,
+    /// The simulator envs of a chain's prefix.
     chain_env: Option<BatchEnv>,
 }
 
@@ -123,22 +131,25 @@ impl MbMix {
             ..cfg.model.clone()
         };
         let trainer = SobolevTrainer::new(model_cfg, spec.state_dim, spec.act_dim)?;
-        let (mh, n) = (cfg.model_horizon(), cfg.shac.num_envs);
-        let chain_env = match cfg.rollout.reading {
-            Reading::B => Some(BatchEnv::new(
-                task.clone(),
-                n,
-                seed,
-                cfg.shac.stochastic_init,
-            )?),
-            _ => None,
-        };
+        let n = cfg.shac.num_envs;
+        let plans = cfg.plans()?;
+        let mut rollouts = Vec::new();
+        for p in &plans {
+            if let Plan::Rollout { prefix, len, .. } = *p {
+                rollouts.push(RolloutBuf {
+                    engine: WindowEngine::new(task.as_ref(), len, n),
+                    values: Array2::zeros((len, n)),
+                    seeds: WindowSeeds::zeros(len, n),
+                    chain_env: (prefix > 0)
+                        .then(|| BatchEnv::new(task.clone(), n, seed, cfg.shac.stochastic_init))
+                        .transpose()?,
+                });
+            }
+        }
         Ok(MbMix {
-            model_engine: WindowEngine::new(task.as_ref(), mh, n),
-            model_values: Array2::zeros((mh, n)),
-            model_seeds: WindowSeeds::zeros(mh, n),
             model_rng: seeded(seed, MODEL_STREAM),
-            chain_env,
+            plans,
+            rollouts,
             trainer,
             shac,
             cfg,
@@ -218,10 +229,14 @@ impl MbMix {
             self.cfg.model.lr
         };
         self.trainer.set_lr(model_lr);
-        let reading = if e < self.cfg.rollout.model_warmup_epochs {
-            Reading::SimOnly
+        let warm = e < self.cfg.rollout.model_warmup_epochs;
+        let plans = if warm {
+            vec![Plan::Window {
+                model_grad: false,
+                weight: 1.0,
+            }]
         } else {
-            self.cfg.rollout.reading
+            self.plans.clone()
         };
         let diagnose = (e + 1).is_multiple_of(self.cfg.diagnostics.every);
 
@@ -230,65 +245,95 @@ impl MbMix {
         let noise_start = self.shac.noise_rng.clone();
         let frozen = self.shac.simulate_window()?;
 
-        // 3–5. Objectives and the actor gradient.
+        // 3–5. Objectives and the actor gradient: the window's first, then the rollouts.
+        let uses_model = plans.iter().any(|p| match p {
+            Plan::Window { model_grad, .. } => *model_grad,
+            Plan::Rollout { .. } => true,
+        });
         let mut stats = MbMixEpochStats {
-            model_used: reading != Reading::SimOnly,
+            model_used: uses_model,
             ..MbMixEpochStats::default()
         };
         let mut grad = vec![0.0f32; self.shac.actor.num_params()];
         let task = self.shac.task.clone();
-        let model_task: Option<Arc<ModelTask>> = match reading {
-            Reading::A | Reading::B | Reading::ModelOnly => Some(Arc::new(ModelTask::new(
-                task.clone(),
-                self.trainer.model().clone(),
-            )?)),
-            Reading::C | Reading::SimOnly => None,
-        };
+        let model_task: Option<Arc<ModelTask>> = plans
+            .iter()
+            .any(|p| matches!(p, Plan::Rollout { .. }))
+            .then(|| ModelTask::new(task.clone(), self.trainer.model().clone()).map(Arc::new))
+            .transpose()?;
         let sim_loss = self.sim_mix_seeds();
         let mut actor_loss = 0.0f32;
-        match reading {
-            Reading::SimOnly | Reading::A => {
-                sweep_sim(
-                    &mut self.shac,
-                    &SimulatorAdjoint(task.as_ref()),
+        for p in &plans {
+            if let Plan::Window { model_grad, weight } = *p {
+                let sim_adj = SimulatorAdjoint(task.as_ref());
+                let through_model;
+                let dynamics: &dyn StepAdjoint = if model_grad {
+                    through_model = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
+                    &through_model
+                } else {
+                    &sim_adj
+                };
+                let sh = &mut self.shac;
+                // the unweighted seeds stay in SHAC's buffer (the diagnostics read them)
+                let scaled;
+                let seeds = if weight != 1.0 {
+                    let mut c = sh.seeds.clone();
+                    c.reward.mapv_inplace(|v| v * weight as f32);
+                    c.value.mapv_inplace(|v| v * weight as f32);
+                    scaled = c;
+                    &scaled
+                } else {
+                    &sh.seeds
+                };
+                sh.engine.reverse_sweep(
+                    task.as_ref(),
+                    dynamics,
+                    &sh.actor,
+                    &sh.target_critic,
                     frozen.as_ref(),
+                    seeds,
                     &mut grad,
                 );
-                actor_loss += sim_loss;
+                actor_loss += weight as f32 * sim_loss;
                 stats.sim_actor_loss = Some(sim_loss);
             }
-            Reading::C => {
-                let adj = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
-                sweep_sim(&mut self.shac, &adj, frozen.as_ref(), &mut grad);
-                actor_loss += sim_loss;
-                stats.sim_actor_loss = Some(sim_loss);
-            }
-            Reading::B | Reading::ModelOnly => {}
         }
         if let Some(mt) = &model_task {
-            let weight = match reading {
-                Reading::A => self.cfg.rollout.model_weight as f32,
-                _ => 1.0,
-            };
-            let model_loss = self.model_rollout(
-                reading,
-                mt,
-                &start,
-                noise_start,
-                frozen.as_ref(),
-                weight,
-                &mut grad,
-            )?;
+            let mut r = 0;
+            let mut model_loss = 0.0f32;
+            for p in &plans {
+                if let Plan::Rollout {
+                    prefix,
+                    model_grad,
+                    weight,
+                    ..
+                } = *p
+                {
+                    let loss = self.model_rollout(
+                        r,
+                        prefix,
+                        model_grad,
+                        mt,
+                        &start,
+                        noise_start.clone(),
+                        frozen.as_ref(),
+                        weight as f32,
+                        &mut grad,
+                    )?;
+                    model_loss += loss;
+                    actor_loss += weight as f32 * loss;
+                    stats.model_nonfinite += self.rollouts[r]
+                        .engine
+                        .tape
+                        .done
+                        .iter()
+                        .flatten()
+                        .filter(|d| **d == Done::NonFinite)
+                        .count();
+                    r += 1;
+                }
+            }
             stats.model_actor_loss = Some(model_loss);
-            actor_loss += weight * model_loss;
-            stats.model_nonfinite = self
-                .model_engine
-                .tape
-                .done
-                .iter()
-                .flatten()
-                .filter(|d| **d == Done::NonFinite)
-                .count();
         }
 
         // Diagnostics that need the pre-update actor.
@@ -302,12 +347,19 @@ impl MbMix {
         // 6. Critic and target critic, as SHAC, on the simulator window (and with
         // `critic.train_on = sim_and_model` the model rollout's states).
         let critic_loss = match (self.cfg.critic.train_on, model_task.is_some()) {
-            (CriticData::SimAndModel, true) => self.shac.fit_critics_with(Some(CriticRollout {
-                obs: &self.model_engine.obs,
-                rewards: &self.model_engine.tape.rewards,
-                next_values: &self.model_values,
-                done: &self.model_engine.tape.done,
-            })),
+            (CriticData::SimAndModel, true) => {
+                let extra: Vec<CriticRollout<'_>> = self
+                    .rollouts
+                    .iter()
+                    .map(|b| CriticRollout {
+                        obs: &b.engine.obs,
+                        rewards: &b.engine.tape.rewards,
+                        next_values: &b.values,
+                        done: &b.engine.tape.done,
+                    })
+                    .collect();
+                self.shac.fit_critics_with(&extra)
+            }
             _ => self.shac.fit_critics(),
         };
 
@@ -377,14 +429,17 @@ impl MbMix {
         )
     }
 
-    /// The rollout with model steps of `reading` (A / `model_only`: the model from the
-    /// window's start states; B: the simulator for k steps, then the model), its mixed
-    /// objective with the seeds scaled by `weight`, and its reverse sweep added into `grad`.
-    /// Returns the (unweighted) loss.
+    /// Rollout `r` (of a [`Plan::Rollout`]): the model from the window's start states
+    /// (`prefix = 0`: A, `model_only`), or `prefix` simulator steps then the model (B's
+    /// chain; with `model_grad`, the prefix's gradients through the model); its mixed
+    /// objective with the seeds scaled by `weight`, and its reverse sweep added into
+    /// `grad`. Returns the (unweighted) loss.
     #[allow(clippy::too_many_arguments)]
     fn model_rollout(
         &mut self,
-        reading: Reading,
+        r: usize,
+        prefix: usize,
+        model_grad: bool,
         model_task: &Arc<ModelTask>,
         start: &BatchEnvSnapshot,
         mut noise: SeededRng,
@@ -396,68 +451,70 @@ impl MbMix {
         let mt: Arc<dyn Task> = model_task.clone();
         let mut model_env = BatchEnv::new(mt.clone(), n, 0, self.cfg.shac.stochastic_init)?;
         let actor = &self.shac.actor;
-        let k = self.cfg.sim_prefix();
-        match (reading, self.chain_env.as_mut()) {
-            (Reading::B, Some(chain)) => {
+        let buf = &mut self.rollouts[r];
+        match buf.chain_env.as_mut() {
+            Some(chain) => {
                 chain.restore(start)?;
-                self.model_engine.rollout_handover(
+                buf.engine.rollout_handover(
                     chain,
-                    Some((k, &mut model_env)),
+                    Some((prefix, &mut model_env)),
                     actor,
                     frozen,
                     None,
                     Some(&mut noise),
                 )?;
             }
-            _ => {
+            None => {
                 model_env.restore(start)?;
-                self.model_engine
+                buf.engine
                     .rollout(&mut model_env, actor, frozen, None, Some(&mut noise))?;
             }
         }
         let target = &self.shac.target_critic;
-        self.model_engine
-            .terminal_values(target, &mut self.model_values);
+        buf.engine.terminal_values(target, &mut buf.values);
         let sh = &self.shac.cfg;
         let loss = mix_seeds(
-            &self.model_engine.tape.done,
-            self.model_engine.bootstrap.view(),
-            self.model_engine.tape.rewards.view(),
-            self.model_values.view(),
+            &buf.engine.tape.done,
+            buf.engine.bootstrap.view(),
+            buf.engine.tape.rewards.view(),
+            buf.values.view(),
             sh.gamma as f32,
             self.cfg.mix.lambda as f32,
             sh.rew_scale as f32,
             self.cfg.mix.starts,
             self.cfg.mix.loss_scale,
-            &mut self.model_seeds,
+            &mut buf.seeds,
         );
         if weight == 0.0 {
             return Ok(loss);
         }
         if weight != 1.0 {
-            self.model_seeds.reward.mapv_inplace(|v| v * weight);
-            self.model_seeds.value.mapv_inplace(|v| v * weight);
+            buf.seeds.reward.mapv_inplace(|v| v * weight);
+            buf.seeds.value.mapv_inplace(|v| v * weight);
         }
         let task = self.shac.task.clone();
         let sim_adj = SimulatorAdjoint(task.as_ref());
         let model_adj = SimulatorAdjoint(mt.as_ref());
+        let through_model;
+        let before: &dyn StepAdjoint = if model_grad {
+            through_model = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
+            &through_model
+        } else {
+            &sim_adj
+        };
         let chain = HandoverAdjoint {
-            at: k,
-            before: &sim_adj,
+            at: prefix,
+            before,
             after: &model_adj,
         };
-        let dynamics: &dyn StepAdjoint = if reading == Reading::B {
-            &chain
-        } else {
-            &model_adj
-        };
-        self.model_engine.reverse_sweep(
+        let dynamics: &dyn StepAdjoint = if prefix > 0 { &chain } else { &model_adj };
+        buf.engine.reverse_sweep(
             task.as_ref(),
             dynamics,
             actor,
             target,
             frozen,
-            &self.model_seeds,
+            &buf.seeds,
             grad,
         );
         Ok(loss)
@@ -514,25 +571,6 @@ impl MbMix {
     }
 }
 
-/// Adds the reverse sweep of the simulator window with the seeds in SHAC's seed buffer and
-/// the step adjoint `dynamics` into `grad`.
-fn sweep_sim(
-    sh: &mut Shac,
-    dynamics: &dyn StepAdjoint,
-    frozen: Option<&RunningMeanStd>,
-    grad: &mut [f32],
-) {
-    sh.engine.reverse_sweep(
-        sh.task.as_ref(),
-        dynamics,
-        &sh.actor,
-        &sh.target_critic,
-        frozen,
-        &sh.seeds,
-        grad,
-    );
-}
-
 /// `Σ_k ‖G·g_k − g‖² / (G(G − 1))` with g = Σ_k g_k (see
 /// [`MbMixEpochStats::grad_var_mix`]), in f64.
 pub(crate) fn group_variance(per_group: &[Vec<f32>]) -> f64 {
@@ -583,9 +621,28 @@ fn window_transitions(tape: &WindowTape) -> (Array2<f32>, Array2<f32>) {
 pub(crate) mod tests {
     use super::*;
     use crate::config::NonFiniteGradPolicy;
-    use crate::mbmix_config::{DiagnosticsConfig, MixConfig, RolloutConfig};
+    use crate::mbmix_config::{DiagnosticsConfig, MixConfig, Reading, RolloutConfig};
     use crate::shac::tests::{toy_config, toy_task};
     use crate::testing::PointMass;
+
+    /// Adds the reverse sweep of the simulator window with the seeds in SHAC's seed buffer
+    /// and the step adjoint `dynamics` into `grad`.
+    fn sweep_sim(
+        sh: &mut Shac,
+        dynamics: &dyn StepAdjoint,
+        frozen: Option<&RunningMeanStd>,
+        grad: &mut [f32],
+    ) {
+        sh.engine.reverse_sweep(
+            sh.task.as_ref(),
+            dynamics,
+            &sh.actor,
+            &sh.target_critic,
+            frozen,
+            &sh.seeds,
+            grad,
+        );
+    }
 
     /// The toy SHAC setting with a small, cheap model, two warm-up epochs and diagnostics
     /// every second epoch.
@@ -619,6 +676,126 @@ pub(crate) mod tests {
 
     fn bits(s: &[EpochStats]) -> String {
         serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn per_step_source_reproduces_the_readings_and_combines_sources() {
+        use crate::mbmix_config::{Objective, Segment, StepSource};
+        let seg = |source, steps| Segment { source, steps };
+        let obj = |segments: Vec<Segment>, weight| Objective { segments, weight };
+        let run = |cfg: MbMixConfig| {
+            let mut agent = MbMix::new(cfg, toy_task(), 9).unwrap();
+            let stats: Vec<EpochStats> = (0..4).map(|_| agent.train_epoch().unwrap()).collect();
+            (bits(&stats), agent.actor().params_flat())
+        };
+        let with = |reading: Reading, list: Vec<Objective>| {
+            let mut c = toy_mbmix(reading);
+            c.rollout.per_step_source = Some(list);
+            c
+        };
+        let base = toy_mbmix(Reading::A);
+        let (h, k) = (base.shac.horizon, base.sim_prefix());
+        let c = 0.7;
+        use StepSource::{Model, Sim, SimFwdModelBwd};
+        let cases = vec![
+            (
+                MbMixConfig {
+                    rollout: RolloutConfig {
+                        model_weight: c,
+                        ..toy_mbmix(Reading::A).rollout
+                    },
+                    ..toy_mbmix(Reading::A)
+                },
+                // the window split in two segments of one source is the window
+                vec![
+                    obj(vec![seg(Sim, k), seg(Sim, h - k)], 1.0),
+                    obj(vec![seg(Model, h)], c),
+                ],
+            ),
+            (
+                toy_mbmix(Reading::B),
+                vec![obj(vec![seg(Sim, k), seg(Model, h - k)], 1.0)],
+            ),
+            (
+                toy_mbmix(Reading::C),
+                vec![obj(vec![seg(SimFwdModelBwd, h)], 1.0)],
+            ),
+            (
+                toy_mbmix(Reading::ModelOnly),
+                vec![obj(vec![seg(Model, h)], 1.0)],
+            ),
+            (
+                toy_mbmix(Reading::SimOnly),
+                vec![obj(vec![seg(Sim, h)], 1.0)],
+            ),
+        ];
+        for (preset, list) in cases {
+            let reading = preset.rollout.reading;
+            // the list decides, whatever `reading` says
+            let general = with(Reading::SimOnly, list);
+            assert_eq!(run(preset), run(general), "{reading:?}");
+        }
+        // combinations no reading offers: a chain whose prefix takes the model's gradients,
+        // and the window twice (simulator and model gradients) with weights
+        let chain_c = with(
+            Reading::A,
+            vec![obj(vec![seg(SimFwdModelBwd, k), seg(Model, h - k)], 1.0)],
+        );
+        let chain_b = with(
+            Reading::A,
+            vec![obj(vec![seg(Sim, k), seg(Model, h - k)], 1.0)],
+        );
+        assert_ne!(run(chain_c).1, run(chain_b).1);
+        let both = with(
+            Reading::A,
+            vec![
+                obj(vec![seg(Sim, h)], 0.5),
+                obj(vec![seg(SimFwdModelBwd, h)], 0.5),
+            ],
+        );
+        let (stats, params) = run(both);
+        assert!(params.iter().all(|p| p.is_finite()));
+        assert!(stats.contains("\"model_used\":true"));
+    }
+
+    #[test]
+    fn per_step_source_rejects_unsupported_shapes() {
+        use crate::mbmix_config::{Objective, Segment, StepSource};
+        let h = toy_mbmix(Reading::A).shac.horizon;
+        let check = |list: Vec<Objective>, needle: &str| {
+            let mut c = toy_mbmix(Reading::A);
+            c.rollout.per_step_source = Some(list);
+            let msg = MbMix::new(c, toy_task(), 1)
+                .err()
+                .expect("invalid")
+                .to_string();
+            assert!(msg.contains(needle), "{msg}");
+        };
+        let seg = |source, steps| Segment { source, steps };
+        let one = |segments| Objective {
+            segments,
+            weight: 1.0,
+        };
+        check(vec![], "rollout.per_step_source");
+        check(
+            vec![one(vec![seg(StepSource::Sim, h - 1)])],
+            "rollout.per_step_source[0]",
+        );
+        check(
+            vec![
+                one(vec![seg(StepSource::Sim, h)]),
+                one(vec![seg(StepSource::Model, 4), seg(StepSource::Sim, 4)]),
+            ],
+            "rollout.per_step_source[1]",
+        );
+        check(vec![one(vec![seg(StepSource::Model, 0)])], "steps");
+        check(
+            vec![Objective {
+                segments: vec![seg(StepSource::Model, 4)],
+                weight: -1.0,
+            }],
+            "weight",
+        );
     }
 
     #[test]

@@ -71,6 +71,58 @@ impl Reading {
     }
 }
 
+/// Where the steps of a rollout come from (§3.4 `rollout.per_step_source`, §3.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepSource {
+    /// The simulator: values and gradients.
+    Sim,
+    /// The learned model: values and gradients.
+    Model,
+    /// Values from the simulator, gradients through the model's Jacobians (reading C's
+    /// straight-through step).
+    SimFwdModelBwd,
+}
+
+/// Consecutive steps of one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub source: StepSource,
+    pub steps: usize,
+}
+
+/// One term of the actor loss: `weight` × J^mix on a rollout made of `segments` from the
+/// window's start states. Supported shapes: the simulator window alone (`sim` or
+/// `sim_fwd_model_bwd` for h steps), a model rollout (`model`), or a simulator prefix
+/// (`sim` or `sim_fwd_model_bwd`) handing over to the model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    pub segments: Vec<Segment>,
+    #[serde(default = "unit_weight")]
+    pub weight: f64,
+}
+
+fn unit_weight() -> f64 {
+    1.0
+}
+
+/// An objective resolved against the window length.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Plan {
+    /// The simulator window itself; `model_grad`: its gradients through the model.
+    Window { model_grad: bool, weight: f64 },
+    /// A rollout of `len` steps from the window's start states: `prefix` simulator steps
+    /// (gradients through the model if `model_grad`), then the model.
+    Rollout {
+        prefix: usize,
+        model_grad: bool,
+        len: usize,
+        weight: f64,
+    },
+}
+
 /// Rollout sources (§3.4 "Rollout sources").
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,6 +142,13 @@ pub struct RolloutConfig {
     /// Epochs of simulator-only updates (λ-mixed) before the model's rollouts or gradients
     /// are used; the model is trained from the first epoch on. Default 20.
     pub model_warmup_epochs: usize,
+    /// The general mechanism of which the readings are presets: a list of objectives, each
+    /// a rollout with its per-step sources and a weight. When present it replaces
+    /// `reading`, `model_weight`, `model_horizon` and `sim_prefix`. Default (absent):
+    /// derived from `reading` (A: `[{sim h}, c × {model H}]`; B: `[{sim k, model H − k}]`;
+    /// C: `[{sim_fwd_model_bwd h}]`; `sim_only`: `[{sim h}]`; `model_only`: `[{model H}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_step_source: Option<Vec<Objective>>,
 }
 
 impl Default for RolloutConfig {
@@ -100,6 +159,7 @@ impl Default for RolloutConfig {
             model_horizon: None,
             sim_prefix: None,
             model_warmup_epochs: 20,
+            per_step_source: None,
         }
     }
 }
@@ -208,6 +268,89 @@ impl MbMixConfig {
         self.rollout.sim_prefix.unwrap_or(self.shac.horizon / 2)
     }
 
+    /// The actor loss's objectives after the warm-up (see `rollout.per_step_source`).
+    pub(crate) fn plans(&self) -> Result<Vec<Plan>> {
+        let h = self.shac.horizon;
+        let Some(list) = &self.rollout.per_step_source else {
+            let (mh, k, c) = (
+                self.model_horizon(),
+                self.sim_prefix(),
+                self.rollout.model_weight,
+            );
+            let window = |model_grad| Plan::Window {
+                model_grad,
+                weight: 1.0,
+            };
+            let rollout = |prefix, weight| Plan::Rollout {
+                prefix,
+                model_grad: false,
+                len: mh,
+                weight,
+            };
+            return Ok(match self.rollout.reading {
+                Reading::A => vec![window(false), rollout(0, c)],
+                Reading::B => vec![rollout(k, 1.0)],
+                Reading::C => vec![window(true)],
+                Reading::SimOnly => vec![window(false)],
+                Reading::ModelOnly => vec![rollout(0, 1.0)],
+            });
+        };
+        if list.is_empty() {
+            return Err(Error::config(
+                "rollout.per_step_source",
+                "needs at least one objective",
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let field = format!("rollout.per_step_source[{i}]");
+                in_range(&format!("{field}.weight"), o.weight, 0.0, f64::MAX, false, false)?;
+                // consecutive segments of one source merge
+                let mut runs: Vec<(StepSource, usize)> = Vec::new();
+                for seg in &o.segments {
+                    positive_count(&format!("{field}.steps"), seg.steps)?;
+                    match runs.last_mut() {
+                        Some((src, n)) if *src == seg.source => *n += seg.steps,
+                        _ => runs.push((seg.source, seg.steps)),
+                    }
+                }
+                let prefix_grad = |s: StepSource| s == StepSource::SimFwdModelBwd;
+                match runs.as_slice() {
+                    [(StepSource::Model, len)] => Ok(Plan::Rollout {
+                        prefix: 0,
+                        model_grad: false,
+                        len: *len,
+                        weight: o.weight,
+                    }),
+                    [(src, n)] if *n == h => Ok(Plan::Window {
+                        model_grad: prefix_grad(*src),
+                        weight: o.weight,
+                    }),
+                    [(_, n)] => Err(Error::config(
+                        field,
+                        format!(
+                            "a simulator-only objective is the window: {n} steps, the window has shac.horizon = {h}"
+                        ),
+                    )),
+                    [(src, k), (StepSource::Model, m)] => Ok(Plan::Rollout {
+                        prefix: *k,
+                        model_grad: prefix_grad(*src),
+                        len: k + m,
+                        weight: o.weight,
+                    }),
+                    _ => Err(Error::config(
+                        field,
+                        format!(
+                            "unsupported shape {:?}: use the simulator window, a model rollout, or a simulator prefix then the model",
+                            runs
+                        ),
+                    )),
+                }
+            })
+            .collect()
+    }
+
     /// Checks every field; the error names the first offending field with its section
     /// (`shac.horizon`, `mix.lambda`, `model.sobolev.beta_s`, …).
     pub fn validate(&self) -> Result<()> {
@@ -241,6 +384,7 @@ impl MbMixConfig {
                 ),
             ));
         }
+        self.plans()?;
         self.model.validate().map_err(|e| match e {
             sobolev_model::Error::InvalidConfig { field, reason } => Error::InvalidConfig {
                 field: format!("model.{field}"),

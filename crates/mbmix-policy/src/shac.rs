@@ -291,12 +291,12 @@ impl Shac {
     /// the target-critic update ψ′ ← αψ′ + (1 − α)ψ (§1.5), and the epoch count. Returns
     /// the critic loss.
     pub(crate) fn fit_critics(&mut self) -> f32 {
-        self.fit_critics_with(None)
+        self.fit_critics_with(&[])
     }
 
-    /// [`Self::fit_critics`] on the simulator window plus the states of `extra`, a second
-    /// rollout (MB-MIX's `critic.train_on = sim_and_model`).
-    pub(crate) fn fit_critics_with(&mut self, extra: Option<CriticRollout<'_>>) -> f32 {
+    /// [`Self::fit_critics`] on the simulator window plus the states of the rollouts
+    /// `extra` (MB-MIX's `critic.train_on = sim_and_model`).
+    pub(crate) fn fit_critics_with(&mut self, extra: &[CriticRollout<'_>]) -> f32 {
         let critic_loss = self.train_critic(extra);
         let alpha = self.cfg.target_critic_alpha as f32;
         for (t, p) in self
@@ -313,9 +313,9 @@ impl Shac {
 
     /// TD(λ) targets and `critic_iterations` passes of `critic_batches` minibatches over the
     /// window's h·N states (in window order, or a fresh permutation per pass with
-    /// `critic_shuffle`), and over the states of `extra` after them (rows whose observation
+    /// `critic_shuffle`), and over the states of the `extra` rollouts after them (rows whose observation
     /// or target is not finite left out). Returns the mean minibatch loss of the last pass.
-    fn train_critic(&mut self, extra: Option<CriticRollout<'_>>) -> f32 {
+    fn train_critic(&mut self, extra: &[CriticRollout<'_>]) -> f32 {
         let cfg = &self.cfg;
         let (h, n) = (cfg.horizon, cfg.num_envs);
         let od = self.task.spec().obs_dim;
@@ -335,7 +335,7 @@ impl Shac {
             .expect("contiguous targets")
             .to_vec();
         debug_assert_eq!(obs.len(), h * n * od);
-        if let Some(x) = extra {
+        for x in extra {
             let mut t = Array2::zeros(x.rewards.dim());
             x.targets(rew_scale, gamma, lambda, &mut t);
             let xo = x.obs.as_slice().expect("contiguous obs");
