@@ -45,7 +45,7 @@ pub use mbmix::{MbMix, MbMixEpochStats};
 pub use mbmix_config::{
     CriticConfig, CriticData, DiagnosticsConfig, MbMixConfig, MixConfig, Reading, RolloutConfig,
 };
-pub use mix::{mix_seeds, LossScale, MixStarts};
+pub use mix::{mix_seeds, Bootstrap, LossScale, MixStarts};
 pub use nn::NetworkBackend;
 pub use ppo::{LrSchedule, Ppo, PpoConfig};
 pub use shac::{EpochStats, EvalEpisode, EvalStats, Shac};

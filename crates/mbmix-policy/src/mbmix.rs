@@ -19,10 +19,12 @@
 //! 6. the critic as SHAC on the simulator window (`critic.train_on = sim`, default), or on
 //!    the simulator window and the model rollout (`sim_and_model`), and the target critic;
 //! 7. the newest window's transitions (`Done::NonFinite` rows left out) with their Sobolev
-//!    targets into the model's buffer, then one model training epoch. The buffer is filled
-//!    after the actor step so that the model of steps 3–5 is the one trained until the last
-//!    epoch (adding data moves the model's normalisation statistics), and an aborted epoch
-//!    leaves the model untouched.
+//!    targets into the model's buffer, then one model training epoch. By default
+//!    (`model.update_order = after`) the buffer is filled after the actor step so that the
+//!    model of steps 3–5 is the one trained until the last epoch (adding data moves the
+//!    model's normalisation statistics), and an aborted epoch leaves the model untouched;
+//!    with `before`, step 7 runs right after step 2 and the objectives use the model
+//!    trained on the newest window too.
 //!
 //! During the first `rollout.model_warmup_epochs` epochs (and always with `sim_only`) the
 //! actor uses the simulator window alone.
@@ -34,7 +36,7 @@
 
 use crate::error::Result;
 use crate::mbmix_config::{CriticData, MbMixConfig, Plan};
-use crate::mix::mix_seeds;
+use crate::mix::{mix_seeds, Bootstrap};
 use crate::model::{ModelAdjoint, ModelTask};
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
@@ -44,7 +46,7 @@ use crate::window::{
 };
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
-use sobolev_model::{SobolevForm, SobolevTrainer, TargetSpec};
+use sobolev_model::{SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder};
 use std::sync::Arc;
 
 /// RNG stream of the model (projection directions and minibatches), after SHAC's streams.
@@ -107,6 +109,8 @@ pub struct MbMix {
     plans: Vec<Plan>,
     /// One buffer per [`Plan::Rollout`], in order.
     rollouts: Vec<RolloutBuf>,
+    /// The online critic's values of the window's next states (`mix.bootstrap = online`).
+    online_values: Array2<f32>,
 }
 
 /// A rollout with model steps (A's and `model_only`'s model rollout, B's chain) and its
@@ -148,6 +152,7 @@ impl MbMix {
         }
         Ok(MbMix {
             model_rng: seeded(seed, MODEL_STREAM),
+            online_values: Array2::zeros((cfg.shac.horizon, n)),
             plans,
             rollouts,
             trainer,
@@ -244,6 +249,19 @@ impl MbMix {
         let start = self.shac.env.snapshot();
         let noise_start = self.shac.noise_rng.clone();
         let frozen = self.shac.simulate_window()?;
+        if self.online() {
+            let sh = &mut self.shac;
+            sh.engine
+                .terminal_values(&sh.critic, &mut self.online_values);
+        }
+
+        // 7 first, with `model.update_order = before`: the objectives use the model trained
+        // on the newest window too.
+        let model_first = self.cfg.model.update_order == UpdateOrder::Before;
+        let mut early = MbMixEpochStats::default();
+        if model_first {
+            self.update_model(&self.shac.task.clone(), diagnose, &mut early)?;
+        }
 
         // 3–5. Objectives and the actor gradient: the window's first, then the rollouts.
         let uses_model = plans.iter().any(|p| match p {
@@ -252,16 +270,20 @@ impl MbMix {
         });
         let mut stats = MbMixEpochStats {
             model_used: uses_model,
-            ..MbMixEpochStats::default()
+            ..early
         };
         let mut grad = vec![0.0f32; self.shac.actor.num_params()];
         let task = self.shac.task.clone();
         let model_task: Option<Arc<ModelTask>> = plans
             .iter()
             .any(|p| matches!(p, Plan::Rollout { .. }))
-            .then(|| ModelTask::new(task.clone(), self.trainer.model().clone()).map(Arc::new))
+            .then(|| {
+                ModelTask::new(task.clone(), self.trainer.model().clone())
+                    .map(|m| Arc::new(m.with_done(self.cfg.model.done)))
+            })
             .transpose()?;
         let sim_loss = self.sim_mix_seeds();
+        let online = self.online();
         let mut actor_loss = 0.0f32;
         for p in &plans {
             if let Plan::Window { model_grad, weight } = *p {
@@ -285,11 +307,16 @@ impl MbMix {
                 } else {
                     &sh.seeds
                 };
+                let value_net = if online {
+                    &sh.critic
+                } else {
+                    &sh.target_critic
+                };
                 sh.engine.reverse_sweep(
                     task.as_ref(),
                     dynamics,
                     &sh.actor,
-                    &sh.target_critic,
+                    value_net,
                     frozen.as_ref(),
                     seeds,
                     &mut grad,
@@ -348,6 +375,13 @@ impl MbMix {
         // `critic.train_on = sim_and_model` the model rollout's states).
         let critic_loss = match (self.cfg.critic.train_on, model_task.is_some()) {
             (CriticData::SimAndModel, true) => {
+                // the critic's TD targets bootstrap from the target critic
+                if online {
+                    for b in self.rollouts.iter_mut() {
+                        b.engine
+                            .terminal_values(&self.shac.target_critic, &mut b.values);
+                    }
+                }
                 let extra: Vec<CriticRollout<'_>> = self
                     .rollouts
                     .iter()
@@ -363,7 +397,34 @@ impl MbMix {
             _ => self.shac.fit_critics(),
         };
 
-        // 7. The model: held-out errors on the newest window, then it joins the buffer.
+        // 7. The model (with `model.update_order = after`, the default).
+        if !model_first {
+            self.update_model(&task, diagnose, &mut stats)?;
+        }
+        stats.model_lr = model_lr;
+        stats.model_buffer_len = self.trainer.buffer().len();
+
+        Ok(EpochStats {
+            epoch: self.shac.epoch(),
+            env_steps: self.shac.env_steps(),
+            mean_train_return: self.shac.recent_returns.mean(),
+            actor_loss,
+            critic_loss,
+            actor_grad_norm: norm as f32,
+            actor_lr: actor_lr as f32,
+            critic_lr: critic_lr as f32,
+            mbmix: Some(stats),
+        })
+    }
+
+    /// Step 7: the model's held-out errors on the newest window (diagnostic epochs), then
+    /// the window joins the buffer and the model trains one epoch.
+    fn update_model(
+        &mut self,
+        task: &Arc<dyn Task>,
+        diagnose: bool,
+        stats: &mut MbMixEpochStats,
+    ) -> Result<()> {
         let (s_rows, a_rows) = window_transitions(&self.shac.engine.tape);
         let samples = self.cfg.diagnostics.model_error_samples;
         if diagnose && samples > 0 && s_rows.nrows() > 0 {
@@ -395,31 +456,30 @@ impl MbMix {
             stats.model_jacobian_loss = ms.jacobian_loss;
             stats.model_grad_norm = ms.grad_norm;
         }
-        stats.model_lr = model_lr;
-        stats.model_buffer_len = self.trainer.buffer().len();
 
-        Ok(EpochStats {
-            epoch: self.shac.epoch(),
-            env_steps: self.shac.env_steps(),
-            mean_train_return: self.shac.recent_returns.mean(),
-            actor_loss,
-            critic_loss,
-            actor_grad_norm: norm as f32,
-            actor_lr: actor_lr as f32,
-            critic_lr: critic_lr as f32,
-            mbmix: Some(stats),
-        })
+        Ok(())
+    }
+
+    /// Whether the objective bootstraps from the online critic.
+    fn online(&self) -> bool {
+        self.cfg.mix.bootstrap == Bootstrap::Online
     }
 
     /// The mixed objective's seeds of the simulator window into SHAC's seed buffer;
     /// returns its loss.
     fn sim_mix_seeds(&mut self) -> f32 {
+        let online = self.online();
         let sh = &mut self.shac;
+        let values = if online {
+            self.online_values.view()
+        } else {
+            sh.next_values.view()
+        };
         mix_seeds(
             &sh.engine.tape.done,
             sh.engine.bootstrap.view(),
             sh.engine.tape.rewards.view(),
-            sh.next_values.view(),
+            values,
             sh.cfg.gamma as f32,
             self.cfg.mix.lambda as f32,
             sh.cfg.rew_scale as f32,
@@ -470,7 +530,11 @@ impl MbMix {
                     .rollout(&mut model_env, actor, frozen, None, Some(&mut noise))?;
             }
         }
-        let target = &self.shac.target_critic;
+        let target = if self.cfg.mix.bootstrap == Bootstrap::Online {
+            &self.shac.critic
+        } else {
+            &self.shac.target_critic
+        };
         buf.engine.terminal_values(target, &mut buf.values);
         let sh = &self.shac.cfg;
         let loss = mix_seeds(
@@ -540,7 +604,8 @@ impl MbMix {
         let mix = sh.seeds.clone();
         let task = sh.task.clone();
         let adj = SimulatorAdjoint(task.as_ref());
-        let mut variance = |seeds: &WindowSeeds| -> f64 {
+        let mix_online = self.cfg.mix.bootstrap == Bootstrap::Online;
+        let mut variance = |seeds: &WindowSeeds, online: bool| -> f64 {
             let per_group: Vec<Vec<f32>> = (0..groups)
                 .map(|k| {
                     let mut masked = seeds.clone();
@@ -551,11 +616,16 @@ impl MbMix {
                         }
                     }
                     let mut g = vec![0.0f32; sh.actor.num_params()];
+                    let value_net = if online {
+                        &sh.critic
+                    } else {
+                        &sh.target_critic
+                    };
                     sh.engine.reverse_sweep(
                         task.as_ref(),
                         &adj,
                         &sh.actor,
-                        &sh.target_critic,
+                        value_net,
                         frozen,
                         &masked,
                         &mut g,
@@ -565,8 +635,8 @@ impl MbMix {
                 .collect();
             group_variance(&per_group)
         };
-        let v_mix = variance(&mix);
-        let v_shac = variance(&shac);
+        let v_mix = variance(&mix, mix_online);
+        let v_shac = variance(&shac, false);
         (v_mix, v_shac)
     }
 }
@@ -759,6 +829,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn online_bootstrap_uses_the_critic() {
+        let cfg = |bootstrap, alpha: f64| {
+            let mut c = toy_mbmix(Reading::A);
+            c.mix.bootstrap = bootstrap;
+            c.shac.target_critic_alpha = alpha;
+            c
+        };
+        let run = |c: MbMixConfig| {
+            let mut agent = MbMix::new(c, toy_task(), 4).unwrap();
+            let stats: Vec<EpochStats> = (0..4).map(|_| agent.train_epoch().unwrap()).collect();
+            (bits(&stats), agent.actor().params_flat())
+        };
+        // with α = 0 the target critic is the critic after every update: the two agree
+        assert_eq!(
+            run(cfg(Bootstrap::Online, 0.0)),
+            run(cfg(Bootstrap::Target, 0.0))
+        );
+        // with SHAC's Polyak averaging they do not
+        let (stats, params) = run(cfg(Bootstrap::Online, 0.2));
+        assert_ne!(params, run(cfg(Bootstrap::Target, 0.2)).1);
+        assert!(params.iter().all(|p| p.is_finite()) && !stats.contains("NaN"));
+    }
+
+    #[test]
     fn per_step_source_rejects_unsupported_shapes() {
         use crate::mbmix_config::{Objective, Segment, StepSource};
         let h = toy_mbmix(Reading::A).shac.horizon;
@@ -795,6 +889,52 @@ pub(crate) mod tests {
                 weight: -1.0,
             }],
             "weight",
+        );
+    }
+
+    #[test]
+    fn model_done_none_never_terminates_in_the_model() {
+        let task: Arc<dyn Task> = Arc::new(PointMass::new(48));
+        let trainer = SobolevTrainer::new(toy_mbmix(Reading::A).model, 2, 1).unwrap();
+        let s_next = ndarray::arr2(&[[5.0f32, 0.0], [0.5, 0.0], [-4.5, 1.0]]);
+        let mut out = [false; 3];
+        let analytic = ModelTask::new(task.clone(), trainer.model().clone()).unwrap();
+        analytic.terminated(s_next.view(), &mut out);
+        assert_eq!(out, [true, false, true]);
+        let none = ModelTask::new(task, trainer.model().clone())
+            .unwrap()
+            .with_done(sobolev_model::ModelDone::None);
+        none.terminated(s_next.view(), &mut out);
+        assert_eq!(out, [false; 3]);
+    }
+
+    #[test]
+    fn model_update_before_the_actor_changes_only_model_using_epochs() {
+        let run = |order| {
+            let mut c = toy_mbmix(Reading::A);
+            c.model.update_order = order;
+            let mut agent = MbMix::new(c, toy_task(), 6).unwrap();
+            let mut actors = Vec::new();
+            let mut stats = Vec::new();
+            for _ in 0..4 {
+                stats.push(agent.train_epoch().unwrap());
+                actors.push(agent.actor().params_flat());
+            }
+            (actors, stats)
+        };
+        let (after, sa) = run(UpdateOrder::After);
+        let (before, sb) = run(UpdateOrder::Before);
+        // warm-up (epochs 1–2): the actor never sees the model
+        assert_eq!(after[..2], before[..2]);
+        // then the objectives use a model trained one more epoch
+        assert_ne!(after[2], before[2]);
+        for s in sb.iter().chain(&sa) {
+            let m = s.mbmix.as_ref().unwrap();
+            assert!(m.model_loss > 0.0 && s.actor_grad_norm.is_finite());
+        }
+        assert_eq!(
+            sb[3].mbmix.as_ref().unwrap().model_buffer_len,
+            sa[3].mbmix.as_ref().unwrap().model_buffer_len
         );
     }
 

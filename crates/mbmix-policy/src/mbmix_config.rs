@@ -5,7 +5,7 @@
 
 use crate::config::{in_range, positive_count, ShacConfig};
 use crate::error::{Error, Result};
-use crate::mix::{LossScale, MixStarts};
+use crate::mix::{Bootstrap, LossScale, MixStarts};
 use sobolev_model::ModelConfig;
 
 /// The λ-mixed objective (§3.4 "Mixed objective", §3.6).
@@ -20,6 +20,9 @@ pub struct MixConfig {
     pub starts: MixStarts,
     /// Loss normalisation: `per_step` 1/(h·N) (default, SHAC parity) or `per_env` 1/N.
     pub loss_scale: LossScale,
+    /// The values the objective bootstraps from: `target` critic V′ (default, SHAC) or
+    /// `online` critic V.
+    pub bootstrap: Bootstrap,
 }
 
 impl Default for MixConfig {
@@ -28,6 +31,7 @@ impl Default for MixConfig {
             lambda: 0.95,
             starts: MixStarts::First,
             loss_scale: LossScale::PerStep,
+            bootstrap: Bootstrap::Target,
         }
     }
 }

@@ -45,6 +45,17 @@ pub enum MixStarts {
     All,
 }
 
+/// Which critic values the mixed objective bootstraps from (`mix.bootstrap`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bootstrap {
+    /// The target critic V′, as SHAC (default).
+    #[default]
+    Target,
+    /// The online critic V (the critic's own TD targets still use V′).
+    Online,
+}
+
 /// The normalisation of the actor loss (`mix.loss_scale`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

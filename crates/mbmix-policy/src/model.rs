@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::window::StepAdjoint;
 use diff_core::{Scene, SeededRng, Task, TaskSpec};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
-use sobolev_model::SobolevModel;
+use sobolev_model::{ModelDone, SobolevModel};
 use std::sync::Arc;
 
 fn check_dims(model: &SobolevModel<f32>, spec: &TaskSpec) -> Result<()> {
@@ -61,6 +61,7 @@ fn model_vjp(
 pub struct ModelTask {
     inner: Arc<dyn Task>,
     model: SobolevModel<f32>,
+    done: ModelDone,
 }
 
 impl ModelTask {
@@ -68,7 +69,18 @@ impl ModelTask {
     /// does not change this task). The model's widths must be the task's.
     pub fn new(inner: Arc<dyn Task>, model: SobolevModel<f32>) -> Result<Self> {
         check_dims(&model, inner.spec())?;
-        Ok(ModelTask { inner, model })
+        Ok(ModelTask {
+            inner,
+            model,
+            done: ModelDone::Analytic,
+        })
+    }
+
+    /// The same task with early termination `done` (`model.done`): the task's rule on the
+    /// predicted states (`analytic`, the default) or `none`.
+    pub fn with_done(mut self, done: ModelDone) -> Self {
+        self.done = done;
+        self
     }
     /// The wrapped task.
     pub fn inner(&self) -> &Arc<dyn Task> {
@@ -133,7 +145,10 @@ impl Task for ModelTask {
         self.inner.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a);
     }
     fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
-        self.inner.terminated(s_next, out);
+        match self.done {
+            ModelDone::Analytic => self.inner.terminated(s_next, out),
+            ModelDone::None => out.fill(false),
+        }
     }
     fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
         self.inner.reset_state(rng, stochastic, s);

@@ -107,7 +107,7 @@ impl TargetSpec {
     /// [`crate::SobolevModel::target_spec`] for the model's current scales).
     pub fn from_config(cfg: &SobolevConfig) -> Self {
         TargetSpec {
-            beta: (cfg.beta_s, cfg.beta_a),
+            beta: cfg.betas(),
             filter: cfg.target_filter,
             ..TargetSpec::unit(cfg.form, cfg.directions)
         }

@@ -80,6 +80,29 @@ pub enum TargetFilter {
     DropNonFinite,
 }
 
+/// Which Jacobian blocks the Sobolev loss matches (`sobolev.wrt`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wrt {
+    /// ∂f/∂s and ∂f/∂a (default: the policy gradient flows through both).
+    #[default]
+    StateAction,
+    /// ∂f/∂a only (β_s taken as 0).
+    Action,
+}
+
+/// How the model's own Jacobian products are differentiated
+/// (`sobolev.model_derivative`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelDerivative {
+    /// Tangents propagated through every layer with ordinary ops, so the loss needs only
+    /// first-order reverse mode (default, and the only choice: dfdx has no double backward,
+    /// `rust-stack.md`; the alternative `double_backward` computes the same loss).
+    #[default]
+    ForwardTangent,
+}
+
 /// The Sobolev-loss knobs (§3.4 "Sobolev loss").
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,6 +120,20 @@ pub struct SobolevConfig {
     pub beta_a: f64,
     /// Handling of non-finite targets. Default `drop_non_finite`.
     pub target_filter: TargetFilter,
+    /// Jacobian blocks matched: `state_action` (default) or `action`.
+    pub wrt: Wrt,
+    /// Default (and only) `forward_tangent`.
+    pub model_derivative: ModelDerivative,
+}
+
+impl SobolevConfig {
+    /// The weights (β_s, β_a) in effect: β_s is 0 with `wrt = action`.
+    pub fn betas(&self) -> (f64, f64) {
+        match self.wrt {
+            Wrt::StateAction => (self.beta_s, self.beta_a),
+            Wrt::Action => (0.0, self.beta_a),
+        }
+    }
 }
 
 impl Default for SobolevConfig {
@@ -107,8 +144,32 @@ impl Default for SobolevConfig {
             beta_s: 1.0,
             beta_a: 1.0,
             target_filter: TargetFilter::default(),
+            wrt: Wrt::default(),
+            model_derivative: ModelDerivative::default(),
         }
     }
+}
+
+/// Episode ends in model rollouts (`model.done`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelDone {
+    /// The task's termination rule on the predicted states (default).
+    #[default]
+    Analytic,
+    /// No early termination in the model (the time limit still applies).
+    None,
+}
+
+/// When the model trains within an MB-MIX epoch (`model.update_order`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOrder {
+    /// On the newest window before the actor's objectives use the model.
+    Before,
+    /// After the actor and critic steps (default, §3.9).
+    #[default]
+    After,
 }
 
 /// The dynamics model and its training (§3.4 "Dynamics model", §3.5).
@@ -133,6 +194,11 @@ pub struct ModelConfig {
     pub betas: [f64; 2],
     /// Gradient-norm clip (`inf` disables it). Default 1.0.
     pub grad_clip: f64,
+    /// Early termination in model rollouts: `analytic` (default) or `none`.
+    pub done: ModelDone,
+    /// When the model trains in an MB-MIX epoch: `after` the actor and critic (default) or
+    /// `before` the actor's objectives.
+    pub update_order: UpdateOrder,
     /// Transitions per minibatch. Default 512 (the SHAC critic's minibatch at N = 64,
     /// h = 32, 4 minibatches; the table gives none).
     pub batch_size: usize,
@@ -160,6 +226,8 @@ impl Default for ModelConfig {
             lr: 1e-3,
             betas: [0.9, 0.999],
             grad_clip: 1.0,
+            done: ModelDone::default(),
+            update_order: UpdateOrder::default(),
             batch_size: 512,
             iterations: 16,
             minibatches: 4,

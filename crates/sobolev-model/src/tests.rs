@@ -681,6 +681,18 @@ fn config_defaults_parsing_and_validation() {
     assert!(err.to_string().contains("learning_rate"), "{err}");
     assert!(toml::from_str::<ModelConfig>("[sobolev]\nform = \"sparse\"\n").is_err());
     assert!(toml::from_str::<ModelConfig>("activation = \"relu\"\n").is_err());
+    assert_eq!(
+        (d.sobolev.wrt, d.sobolev.model_derivative),
+        (
+            crate::Wrt::StateAction,
+            crate::ModelDerivative::ForwardTangent
+        )
+    );
+    let parsed: ModelConfig = toml::from_str("[sobolev]\nwrt = \"action\"\n").unwrap();
+    assert_eq!(parsed.sobolev.betas(), (0.0, 1.0));
+    let err = toml::from_str::<ModelConfig>("[sobolev]\nmodel_derivative = \"double_backward\"\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("forward_tangent"), "{err}");
 
     type Edit = Box<dyn Fn(&mut ModelConfig)>;
     let bad: Vec<(&str, Edit)> = vec![
@@ -844,4 +856,52 @@ fn training_learns_the_toy_jacobians() {
         sob.jacobian_delta_rel_err < mse.jacobian_delta_rel_err,
         "sobolev {sob:?} vs mse {mse:?}"
     );
+}
+
+/// `sobolev.wrt = action` trains exactly as β_s = 0 (for every form), and differently from
+/// the default `state_action`.
+#[test]
+fn wrt_action_is_beta_s_zero() {
+    let toy = Toy::new();
+    let mut rng = seeded(12, 0);
+    let (s, a) = random_inputs(&mut rng, 128);
+    let train = |sobolev: SobolevConfig| {
+        let cfg = ModelConfig {
+            hidden: vec![8, 8],
+            batch_size: 32,
+            iterations: 2,
+            minibatches: 2,
+            sobolev,
+            ..ModelConfig::default()
+        };
+        let mut tr = SobolevTrainer::new(cfg, 3, 2).unwrap();
+        tr.collect(&toy, s.view(), a.view(), &mut seeded(13, 0))
+            .unwrap();
+        tr.train_epoch(&mut seeded(14, 0)).unwrap();
+        tr.model().params().to_vec()
+    };
+    for form in [
+        SobolevForm::Full,
+        SobolevForm::VjpProj,
+        SobolevForm::JvpProj,
+        SobolevForm::Bilinear,
+    ] {
+        let base = SobolevConfig {
+            form,
+            directions: 2,
+            beta_s: 0.7,
+            beta_a: 1.6,
+            ..SobolevConfig::default()
+        };
+        let action_only = train(SobolevConfig {
+            wrt: crate::Wrt::Action,
+            ..base.clone()
+        });
+        let zero = train(SobolevConfig {
+            beta_s: 0.0,
+            ..base.clone()
+        });
+        assert_eq!(action_only, zero, "{form:?}");
+        assert_ne!(action_only, train(base), "{form:?}");
+    }
 }

@@ -320,7 +320,7 @@ impl SobolevTrainer {
     /// One optimiser step on a minibatch: returns the loss parts and the gradient norm
     /// before clipping, or `None` for the norm when the gradient was not finite (no update).
     pub fn train_step(&mut self, batch: &Transitions) -> Result<(LossParts, Option<f64>)> {
-        let beta = (self.config.sobolev.beta_s, self.config.sobolev.beta_a);
+        let beta = self.config.sobolev.betas();
         let prepared = self.model.prepare(batch, beta)?;
         let mut grad = vec![0.0f32; self.model.num_params()];
         let parts = self.model.sobolev_loss_grad(&prepared, &mut grad)?;
