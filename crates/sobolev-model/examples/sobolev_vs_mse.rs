@@ -22,8 +22,8 @@ use ndarray::{concatenate, Array2, Axis};
 use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
 use sim_rigid::CartPoleSwingUp;
 use sobolev_model::{
-    collect, evaluate, ModelConfig, SobolevConfig, SobolevForm, SobolevTrainer, TargetLayout,
-    TargetSpec, Transitions,
+    collect, evaluate, ModelConfig, SobolevConfig, SobolevForm, SobolevTrainer, TargetFilter,
+    TargetLayout, TargetSpec, Transitions,
 };
 use std::time::Instant;
 
@@ -66,6 +66,12 @@ struct Args {
     /// Seed of the data and the weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// `sobolev.target_filter = { clip_norm = C }`: Jacobian targets rescaled to norm ≤ C.
+    #[arg(long, conflicts_with = "huber")]
+    clip_norm: Option<f64>,
+    /// `sobolev.target_filter = { huber = D }`: Huber penalty on the Jacobian residual.
+    #[arg(long)]
+    huber: Option<f64>,
 }
 
 /// Transitions of `envs` random-action rollouts of `steps` steps from stochastic resets,
@@ -134,6 +140,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         directions: args.directions,
         beta_s: args.beta,
         beta_a: args.beta,
+        target_filter: match (args.clip_norm, args.huber) {
+            (Some(c), _) => TargetFilter::ClipNorm(c),
+            (_, Some(d)) => TargetFilter::Huber(d),
+            _ => TargetFilter::DropNonFinite,
+        },
         ..SobolevConfig::default()
     };
     let task = task.as_ref();

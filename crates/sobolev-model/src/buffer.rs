@@ -317,16 +317,12 @@ pub fn collect<T: Task + ?Sized>(
     }
 
     let finite = |row: ndarray::ArrayView1<f32>| row.iter().all(|x| x.is_finite());
-    let keep: Vec<usize> = match spec.filter {
-        TargetFilter::DropNonFinite => (0..n)
-            .filter(|&r| {
-                finite(s.row(r))
-                    && finite(a.row(r))
-                    && finite(s_next.row(r))
-                    && finite(targets.row(r))
-            })
-            .collect(),
-    };
+    // every filter drops the non-finite transitions; clipping and Huber act in the loss
+    let keep: Vec<usize> = (0..n)
+        .filter(|&r| {
+            finite(s.row(r)) && finite(a.row(r)) && finite(s_next.row(r)) && finite(targets.row(r))
+        })
+        .collect();
     let dropped = n - keep.len();
     let pick = |m: &Array2<f32>| {
         if dropped == 0 {

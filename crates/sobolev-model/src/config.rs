@@ -69,15 +69,24 @@ impl SobolevForm {
     }
 }
 
-/// What happens to transitions whose simulator targets are unusable
-/// (`sobolev.target_filter`). Contact can make simulator Jacobians huge or non-finite.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What happens to transitions whose simulator targets are unusable or extreme
+/// (`sobolev.target_filter`). Contact can make simulator Jacobians huge (penalty stiffness
+/// up to 4e4) or non-finite. Every option drops the non-finite transitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetFilter {
     /// Drop a transition whose next state or any Sobolev target is NaN or ±∞, and count it
-    /// (default). The "clip norm" and "Huber" options of §3.4 are not implemented yet.
+    /// (default).
     #[default]
     DropNonFinite,
+    /// Also rescale each Jacobian target, in normalised coordinates, to Euclidean norm at
+    /// most this value: per transition the `full` block, per direction the projected
+    /// targets (`u_nᵀJ*`, `J*·v_n`, `u_nᵀJ*v_n`). `{ clip_norm = 10.0 }`.
+    ClipNorm(f64),
+    /// Also penalise the Jacobian residual r elementwise with the Huber function of this
+    /// δ, `r²` for |r| ≤ δ and `2δ|r| − δ²` beyond (quadratic near zero, linear in the
+    /// outliers). `{ huber = 1.0 }`.
+    Huber(f64),
 }
 
 /// Which Jacobian blocks the Sobolev loss matches (`sobolev.wrt`).
@@ -272,6 +281,11 @@ impl ModelConfig {
         at_least_one("minibatches", self.minibatches)?;
         at_least_one("buffer_capacity", self.buffer_capacity)?;
         at_least_one("sobolev.directions", self.sobolev.directions)?;
+        match self.sobolev.target_filter {
+            TargetFilter::DropNonFinite => {}
+            TargetFilter::ClipNorm(c) => positive_finite("sobolev.target_filter.clip_norm", c)?,
+            TargetFilter::Huber(d) => positive_finite("sobolev.target_filter.huber", d)?,
+        }
         for (name, b) in [
             ("sobolev.beta_s", self.sobolev.beta_s),
             ("sobolev.beta_a", self.sobolev.beta_a),

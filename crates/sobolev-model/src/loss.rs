@@ -15,11 +15,33 @@
 //! - `none`: the value term only.
 
 use crate::buffer::{TargetLayout, TargetSpec, Transitions};
-use crate::config::{SobolevConfig, SobolevForm};
+use crate::config::{SobolevConfig, SobolevForm, TargetFilter};
 use crate::error::{Error, Result};
 use crate::model::{DfdxLayer, InputTangent, SobolevModel};
 use crate::tangent::{Cube, Float, Mat};
 use dfdx::prelude::*;
+
+/// The Jacobian residual's penalty, elementwise: `r²`, or with a Huber δ `min(|r|, δ)² +
+/// 2δ(|r| − min(|r|, δ))` (`r²` up to δ, `2δ|r| − δ²` beyond, C¹). Tape discipline as in
+/// [`crate::tangent`]: the clamp runs on a retaped copy of `|r|`, whose tape stays on the
+/// path that reaches the loss.
+fn penalty<S: Shape, E: Float, T: Tape<E, Cpu> + Merge<T>>(
+    r: Tensor<S, E, Cpu, T>,
+    huber: Option<f64>,
+) -> Tensor<S, E, Cpu, T>
+where
+    Cpu: dfdx::tensor_ops::Device<E>,
+{
+    match huber {
+        None => r.square(),
+        Some(d) => {
+            let a = r.abs();
+            let m = a.retaped::<T>().clamp(0.0, d);
+            let linear = (a - m.retaped::<T>()) * E::from_f64(2.0 * d).unwrap();
+            m.square() + linear
+        }
+    }
+}
 
 /// The Jacobian-side data of a prepared minibatch (normalised coordinates).
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +82,8 @@ pub struct Prepared<E> {
     /// Column weights `[in]` (β_s / β_a) for `full` and `vjp_proj`.
     pub(crate) weights: Vec<E>,
     pub(crate) jac: PreparedJac<E>,
+    /// δ of the Huber penalty on the Jacobian residual (`target_filter = huber`).
+    pub(crate) huber: Option<f64>,
 }
 
 impl<E> Prepared<E> {
@@ -101,6 +125,71 @@ where
     /// Converts `batch` to normalised coordinates with the current statistics; `beta` =
     /// (β_s, β_a) weights the Jacobian columns of the `full` and `vjp_proj` forms.
     pub fn prepare(&self, batch: &Transitions, beta: (f64, f64)) -> Result<Prepared<E>> {
+        self.prepare_filtered(batch, beta, TargetFilter::DropNonFinite)
+    }
+
+    /// [`Self::prepare`] with a target filter: `clip_norm` rescales each Jacobian target
+    /// (the `full` block of a transition, the projected targets of one direction) to norm
+    /// at most its value; `huber` makes the loss penalise the Jacobian residual with the
+    /// Huber function.
+    pub fn prepare_filtered(
+        &self,
+        batch: &Transitions,
+        beta: (f64, f64),
+        filter: TargetFilter,
+    ) -> Result<Prepared<E>> {
+        let mut p = self.prepare_raw(batch, beta)?;
+        match filter {
+            TargetFilter::DropNonFinite => {}
+            TargetFilter::Huber(d) => p.huber = Some(d),
+            TargetFilter::ClipNorm(c) => {
+                let (n, k, ds, din) = (p.n, p.k, self.state_dim, self.input_dim());
+                // rescales the elements `idx` of `v` to norm ≤ c
+                let clip = |v: &mut Vec<E>, idx: &mut dyn Iterator<Item = usize>| {
+                    let idx: Vec<usize> = idx.collect();
+                    let norm = idx
+                        .iter()
+                        .map(|&i| v[i].to_f64().unwrap().powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    if norm > c {
+                        let f = E::from_f64(c / norm).unwrap();
+                        for i in idx {
+                            v[i] *= f;
+                        }
+                    }
+                };
+                match &mut p.jac {
+                    PreparedJac::None => {}
+                    PreparedJac::Full { t } => {
+                        for r in 0..n {
+                            clip(t, &mut (r * din * ds..(r + 1) * din * ds));
+                        }
+                    }
+                    PreparedJac::VjpProj { w, .. } => {
+                        for r in 0..n {
+                            for j in 0..k {
+                                clip(w, &mut (0..din).map(|i| (r * din + i) * k + j));
+                            }
+                        }
+                    }
+                    PreparedJac::JvpProj { z, .. } => {
+                        for rj in 0..n * k {
+                            clip(z, &mut (rj * ds..(rj + 1) * ds));
+                        }
+                    }
+                    PreparedJac::Bilinear { b, .. } => {
+                        for rj in 0..n * k {
+                            clip(b, &mut std::iter::once(rj));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn prepare_raw(&self, batch: &Transitions, beta: (f64, f64)) -> Result<Prepared<E>> {
         let l: TargetLayout = batch.layout;
         if l.state_dim != self.state_dim || l.action_dim != self.action_dim {
             return Err(Error::Incompatible(format!(
@@ -210,6 +299,7 @@ where
             y,
             weights,
             jac,
+            huber: None,
         })
     }
 
@@ -247,20 +337,20 @@ where
             PreparedJac::None => unreachable!("no tangent without a Jacobian term"),
             PreparedJac::Full { t: target } => {
                 let shape = (n, din, ds);
-                ((t - cube(target, shape)).square() * weights(shape)).sum::<(), _>() * inv_n
+                (penalty(t - cube(target, shape), p.huber) * weights(shape)).sum::<(), _>() * inv_n
             }
             PreparedJac::VjpProj { u, w } => {
                 let proj = t.matmul(cube(u, (n, ds, k)));
                 let shape = (n, din, k);
-                ((proj - cube(w, shape)).square() * weights(shape)).sum::<(), _>() * inv_nk
+                (penalty(proj - cube(w, shape), p.huber) * weights(shape)).sum::<(), _>() * inv_nk
             }
             PreparedJac::JvpProj { z, .. } => {
-                (t - cube(z, (n, k, ds))).square().sum::<(), _>() * inv_nk
+                penalty(t - cube(z, (n, k, ds)), p.huber).sum::<(), _>() * inv_nk
             }
             PreparedJac::Bilinear { u, b, .. } => {
                 let ujv = (t * cube(u, (n, k, ds))).sum::<(usize, usize), Axis<2>>();
                 let b: Mat<E, T> = dev.tensor_from_vec(b.clone(), (n, k)).retaped::<T>();
-                (ujv - b).square().sum::<(), _>() * inv_nk
+                penalty(ujv - b, p.huber).sum::<(), _>() * inv_nk
             }
         });
         match jac {

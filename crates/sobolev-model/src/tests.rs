@@ -4,6 +4,7 @@
 // The derivative checks index Jacobians by (output, input), as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
+use crate::loss::PreparedJac;
 use crate::testing::{random_inputs, Toy};
 use crate::*;
 use diff_core::gradcheck::{fd_gradient, rel_err};
@@ -688,6 +689,18 @@ fn config_defaults_parsing_and_validation() {
             crate::ModelDerivative::ForwardTangent
         )
     );
+    let parsed: ModelConfig =
+        toml::from_str("[sobolev]\ntarget_filter = { clip_norm = 10.0 }\n").unwrap();
+    assert_eq!(parsed.sobolev.target_filter, TargetFilter::ClipNorm(10.0));
+    let parsed: ModelConfig =
+        toml::from_str("[sobolev]\ntarget_filter = { huber = 0.5 }\n").unwrap();
+    assert_eq!(parsed.sobolev.target_filter, TargetFilter::Huber(0.5));
+    for bad in [TargetFilter::ClipNorm(0.0), TargetFilter::Huber(f64::NAN)] {
+        let mut c = ModelConfig::default();
+        c.sobolev.target_filter = bad;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("sobolev.target_filter"), "{err}");
+    }
     let parsed: ModelConfig = toml::from_str("[sobolev]\nwrt = \"action\"\n").unwrap();
     assert_eq!(parsed.sobolev.betas(), (0.0, 1.0));
     let err = toml::from_str::<ModelConfig>("[sobolev]\nmodel_derivative = \"double_backward\"\n")
@@ -903,5 +916,102 @@ fn wrt_action_is_beta_s_zero() {
         });
         assert_eq!(action_only, zero, "{form:?}");
         assert_ne!(action_only, train(base), "{form:?}");
+    }
+}
+
+/// The filtered losses: with `huber` the parameter gradient still matches finite
+/// differences (δ inside the residuals' range, so both branches occur) and the penalty is
+/// below the squared one; with `clip_norm` every Jacobian target is rescaled to norm ≤ c
+/// (direction kept), and a bound above every target changes nothing.
+#[test]
+fn huber_and_clip_norm_filters() {
+    let mut rng = seeded(21, 0);
+    for form in [
+        SobolevForm::Full,
+        SobolevForm::VjpProj,
+        SobolevForm::JvpProj,
+        SobolevForm::Bilinear,
+    ] {
+        let cfg = tiny_cfg(form);
+        let beta = cfg.sobolev.betas();
+        let m = model64(&cfg, &mut rng);
+        let b = toy_batch(&m, &cfg, 5, &mut rng);
+        let plain = m.prepare(&b, beta).unwrap();
+        let sq = m.sobolev_loss(&plain).unwrap();
+        // δ small enough that some residual entries are beyond it
+        let p = m
+            .prepare_filtered(&b, beta, TargetFilter::Huber(0.05))
+            .unwrap();
+        let hub = m.sobolev_loss(&p).unwrap();
+        assert!(hub.jacobian < sq.jacobian && hub.jacobian > 0.0, "{form:?}");
+        assert_eq!(hub.value, sq.value);
+        let mut grad = vec![0.0; m.num_params()];
+        m.sobolev_loss_grad(&p, &mut grad).unwrap();
+        let p0 = m.params().to_vec();
+        let mut probe = m.clone();
+        let fd = fd_gradient(
+            &mut |q| {
+                probe.params_mut().copy_from_slice(q);
+                probe.sobolev_loss(&p).unwrap().total
+            },
+            &p0,
+            1e-4,
+        );
+        let e = rel_err(&grad, &fd, 1e-10);
+        assert!(e < 1e-7, "{form:?}: Huber gradient vs fd {e:.2e}");
+
+        // clipping: per-target norms
+        let norms = |p: &Prepared<f64>| -> Vec<f64> {
+            let (n, k, ds, din) = (p.n, p.k, 3, 5);
+            match &p.jac {
+                PreparedJac::Full { t } => (0..n)
+                    .map(|r| {
+                        t[r * din * ds..(r + 1) * din * ds]
+                            .iter()
+                            .map(|x| x * x)
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .collect(),
+                PreparedJac::VjpProj { w, .. } => (0..n * k)
+                    .map(|rj| {
+                        let (r, j) = (rj / k, rj % k);
+                        (0..din)
+                            .map(|i| w[(r * din + i) * k + j].powi(2))
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .collect(),
+                PreparedJac::JvpProj { z, .. } => (0..n * k)
+                    .map(|rj| {
+                        z[rj * ds..(rj + 1) * ds]
+                            .iter()
+                            .map(|x| x * x)
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .collect(),
+                PreparedJac::Bilinear { b, .. } => b.iter().map(|x| x.abs()).collect(),
+                PreparedJac::None => vec![],
+            }
+        };
+        let before = norms(&plain);
+        let c = 0.5 * before.iter().cloned().fold(0.0, f64::max);
+        let clipped = m
+            .prepare_filtered(&b, beta, TargetFilter::ClipNorm(c))
+            .unwrap();
+        let after = norms(&clipped);
+        assert!(before.iter().any(|&x| x > c), "{form:?}: nothing to clip");
+        for (x, y) in before.iter().zip(&after) {
+            let want = x.min(c);
+            assert!(
+                (y - want).abs() <= 1e-12 * want.max(1.0),
+                "{form:?}: {x} → {y}"
+            );
+        }
+        let loose = m
+            .prepare_filtered(&b, beta, TargetFilter::ClipNorm(1e12))
+            .unwrap();
+        assert_eq!(loose, plain);
     }
 }

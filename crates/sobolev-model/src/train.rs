@@ -321,7 +321,9 @@ impl SobolevTrainer {
     /// before clipping, or `None` for the norm when the gradient was not finite (no update).
     pub fn train_step(&mut self, batch: &Transitions) -> Result<(LossParts, Option<f64>)> {
         let beta = self.config.sobolev.betas();
-        let prepared = self.model.prepare(batch, beta)?;
+        let prepared =
+            self.model
+                .prepare_filtered(batch, beta, self.config.sobolev.target_filter)?;
         let mut grad = vec![0.0f32; self.model.num_params()];
         let parts = self.model.sobolev_loss_grad(&prepared, &mut grad)?;
         let norm = clip_grad_norm(&mut grad, self.config.grad_clip);
