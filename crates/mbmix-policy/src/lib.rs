@@ -30,6 +30,7 @@ pub mod nn;
 pub mod optim;
 pub mod policy;
 pub mod ppo;
+pub mod reward_head;
 pub mod rms;
 pub mod shac;
 pub mod td;

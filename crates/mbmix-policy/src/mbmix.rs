@@ -39,6 +39,7 @@ use crate::mbmix_config::{CriticData, MbMixConfig, Plan};
 use crate::mix::{mix_seeds, Bootstrap};
 use crate::model::{ModelAdjoint, ModelTask};
 use crate::policy::StochasticActor;
+use crate::reward_head::RewardHead;
 use crate::rms::RunningMeanStd;
 use crate::shac::{CriticRollout, EpochStats, EvalEpisode, EvalStats, Shac};
 use crate::window::{
@@ -46,7 +47,7 @@ use crate::window::{
 };
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
-use sobolev_model::{SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder};
+use sobolev_model::{RewardSource, SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder};
 use std::sync::Arc;
 
 /// RNG stream of the model (projection directions and minibatches), after SHAC's streams.
@@ -80,6 +81,10 @@ pub struct MbMixEpochStats {
     pub model_lr: f64,
     /// Transitions in the model's buffer.
     pub model_buffer_len: usize,
+    /// Mean normalised MSE of the learned reward's last training pass
+    /// (`model.reward = learned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_head_loss: Option<f64>,
     /// Held-out next-state error ‖ŝ′ − s′‖/‖s′ − s‖ of the model (diagnostic epochs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_next_state_err: Option<f64>,
@@ -111,6 +116,8 @@ pub struct MbMix {
     rollouts: Vec<RolloutBuf>,
     /// The online critic's values of the window's next states (`mix.bootstrap = online`).
     online_values: Array2<f32>,
+    /// The learned reward of model rollouts (`model.reward = learned`).
+    pub(crate) reward_head: Option<RewardHead>,
 }
 
 /// A rollout with model steps (A's and `model_only`'s model rollout, B's chain) and its
@@ -150,8 +157,20 @@ impl MbMix {
                 });
             }
         }
+        let mut model_rng = seeded(seed, MODEL_STREAM);
+        let reward_head = (cfg.model.reward == RewardSource::Learned).then(|| {
+            RewardHead::new(
+                spec.state_dim,
+                spec.act_dim,
+                &cfg.model.reward_hidden,
+                cfg.model.buffer_capacity,
+                cfg.model.betas,
+                &mut model_rng,
+            )
+        });
         Ok(MbMix {
-            model_rng: seeded(seed, MODEL_STREAM),
+            model_rng,
+            reward_head,
             online_values: Array2::zeros((cfg.shac.horizon, n)),
             plans,
             rollouts,
@@ -260,7 +279,7 @@ impl MbMix {
         let model_first = self.cfg.model.update_order == UpdateOrder::Before;
         let mut early = MbMixEpochStats::default();
         if model_first {
-            self.update_model(&self.shac.task.clone(), diagnose, &mut early)?;
+            self.update_model(&self.shac.task.clone(), diagnose, model_lr, &mut early)?;
         }
 
         // 3–5. Objectives and the actor gradient: the window's first, then the rollouts.
@@ -278,8 +297,13 @@ impl MbMix {
             .iter()
             .any(|p| matches!(p, Plan::Rollout { .. }))
             .then(|| {
-                ModelTask::new(task.clone(), self.trainer.model().clone())
-                    .map(|m| Arc::new(m.with_done(self.cfg.model.done)))
+                ModelTask::new(task.clone(), self.trainer.model().clone()).map(|m| {
+                    let m = m.with_done(self.cfg.model.done);
+                    Arc::new(match &self.reward_head {
+                        Some(h) => m.with_reward(h.snapshot()),
+                        None => m,
+                    })
+                })
             })
             .transpose()?;
         let sim_loss = self.sim_mix_seeds();
@@ -399,7 +423,7 @@ impl MbMix {
 
         // 7. The model (with `model.update_order = after`, the default).
         if !model_first {
-            self.update_model(&task, diagnose, &mut stats)?;
+            self.update_model(&task, diagnose, model_lr, &mut stats)?;
         }
         stats.model_lr = model_lr;
         stats.model_buffer_len = self.trainer.buffer().len();
@@ -423,6 +447,7 @@ impl MbMix {
         &mut self,
         task: &Arc<dyn Task>,
         diagnose: bool,
+        model_lr: f64,
         stats: &mut MbMixEpochStats,
     ) -> Result<()> {
         let (s_rows, a_rows) = window_transitions(&self.shac.engine.tape);
@@ -456,7 +481,18 @@ impl MbMix {
             stats.model_jacobian_loss = ms.jacobian_loss;
             stats.model_grad_norm = ms.grad_norm;
         }
-
+        if let Some(head) = self.reward_head.as_mut() {
+            let (sn, a, r) = window_rewards(&self.shac.engine.tape);
+            head.add(sn.view(), a.view(), &r);
+            let m = &self.cfg.model;
+            stats.reward_head_loss = Some(head.train_epoch(
+                m.iterations,
+                m.minibatches,
+                m.batch_size,
+                model_lr,
+                &mut self.model_rng,
+            ));
+        }
         Ok(())
     }
 
@@ -666,6 +702,29 @@ pub(crate) fn group_variance(per_group: &[Vec<f32>]) -> f64 {
     sum / (gf * (gf - 1.0))
 }
 
+/// The window's `(s′, a, r)` (next state before any reset) as rows, leaving out the steps
+/// that produced a non-finite state.
+fn window_rewards(tape: &WindowTape) -> (Array2<f32>, Array2<f32>, Vec<f32>) {
+    let (h, n) = (tape.horizon(), tape.rewards.ncols());
+    let (sd, ad) = (
+        tape.next_states.len_of(ndarray::Axis(2)),
+        tape.actions.len_of(ndarray::Axis(2)),
+    );
+    let keep: Vec<(usize, usize)> = (0..h)
+        .flat_map(|t| (0..n).map(move |i| (t, i)))
+        .filter(|&(t, i)| tape.done[t][i] != Done::NonFinite)
+        .collect();
+    let mut sn = Array2::<f32>::zeros((keep.len(), sd));
+    let mut a = Array2::<f32>::zeros((keep.len(), ad));
+    let mut r = Vec::with_capacity(keep.len());
+    for (k, &(t, i)) in keep.iter().enumerate() {
+        sn.row_mut(k).assign(&tape.next_states.slice(s![t, i, ..]));
+        a.row_mut(k).assign(&tape.actions.slice(s![t, i, ..]));
+        r.push(tape.rewards[[t, i]]);
+    }
+    (sn, a, r)
+}
+
 /// The window's transitions `(s_t, a_t)` as rows `[k, S]`, `[k, A]`, leaving out the steps
 /// that produced a non-finite state.
 fn window_transitions(tape: &WindowTape) -> (Array2<f32>, Array2<f32>) {
@@ -850,6 +909,35 @@ pub(crate) mod tests {
         let (stats, params) = run(cfg(Bootstrap::Online, 0.2));
         assert_ne!(params, run(cfg(Bootstrap::Target, 0.2)).1);
         assert!(params.iter().all(|p| p.is_finite()) && !stats.contains("NaN"));
+    }
+
+    #[test]
+    fn a_learned_reward_drives_the_model_rollouts() {
+        let run = |reward| {
+            let mut c = toy_mbmix(Reading::A);
+            c.model.reward = reward;
+            let mut agent = MbMix::new(c, toy_task(), 3).unwrap();
+            let stats: Vec<EpochStats> = (0..4).map(|_| agent.train_epoch().unwrap()).collect();
+            (stats, agent.actor().params_flat())
+        };
+        let (sl, pl) = run(RewardSource::Learned);
+        let (sa, pa) = run(RewardSource::Analytic);
+        let losses: Vec<f64> = sl
+            .iter()
+            .map(|s| s.mbmix.as_ref().unwrap().reward_head_loss.unwrap())
+            .collect();
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0),
+            "{losses:?}"
+        );
+        assert!(losses[3] < losses[0], "the head learns: {losses:?}");
+        assert!(sa
+            .iter()
+            .all(|s| s.mbmix.as_ref().unwrap().reward_head_loss.is_none()));
+        // the model rollout's loss differs once the model is used
+        let ml = |s: &[EpochStats]| s[3].mbmix.as_ref().unwrap().model_actor_loss.unwrap();
+        assert_ne!(ml(&sl), ml(&sa));
+        assert_ne!(pl, pa);
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct MbMixCheckpointState {
     pub model_rng: SeededRng,
     /// The saved transition buffer's length and counters (`checkpoint_buffer`), if saved.
     pub model_buffer: Option<BufferState>,
+    /// The learned reward's optimiser step count (`model.reward = learned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_head_adam_step: Option<u64>,
+    /// Rows of the learned reward's training buffer saved (`checkpoint_buffer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_head_rows: Option<usize>,
 }
 
 /// The non-tensor part of a saved transition buffer.
@@ -124,7 +130,43 @@ impl MbMix {
         }
         let counts = [norm.state.count, norm.action.count, norm.output.count];
         t.insert("model_norm.counts".into(), Blob::f64(vec![3], &counts));
+        if let Some(h) = &self.reward_head {
+            let p = h.f.net.params();
+            t.insert("reward_head.params".into(), Blob::f32(vec![p.len()], p));
+            t.insert(
+                "reward_head.adam.m".into(),
+                Blob::f32(vec![p.len()], &h.opt.m),
+            );
+            t.insert(
+                "reward_head.adam.v".into(),
+                Blob::f32(vec![p.len()], &h.opt.v),
+            );
+            for (side, st) in [("input", &h.f.input), ("output", &h.f.output)] {
+                t.insert(
+                    format!("reward_head.{side}.mean"),
+                    Blob::f64(vec![st.dim()], &st.mean),
+                );
+                t.insert(
+                    format!("reward_head.{side}.var"),
+                    Blob::f64(vec![st.dim()], &st.var),
+                );
+            }
+            let counts = [h.f.input.count, h.f.output.count];
+            t.insert("reward_head.counts".into(), Blob::f64(vec![2], &counts));
+        }
         t
+    }
+
+    /// The learned reward's training rows as one tensor `[len, S + A + 1]`, when buffers
+    /// are saved.
+    fn reward_rows_checkpoint(&self) -> Option<(usize, Blob)> {
+        let h = self
+            .reward_head
+            .as_ref()
+            .filter(|_| self.cfg.checkpoint_buffer)?;
+        let width = h.f.input.dim() + 1;
+        let data: Vec<f32> = h.rows.iter().flatten().copied().collect();
+        Some((h.len(), Blob::f32(vec![h.len(), width], &data)))
     }
 
     /// Writes everything but the model's transition buffer (see the module docs):
@@ -136,6 +178,12 @@ impl MbMix {
             tensors.extend(blobs);
             state
         });
+        let reward_rows = self.reward_rows_checkpoint().map(|(len, blob)| {
+            if len > 0 {
+                tensors.insert("reward_head.rows".into(), blob);
+            }
+            len
+        });
         let state = MbMixCheckpointState {
             shac: self.shac.checkpoint_state(),
             config: self.cfg.clone(),
@@ -144,6 +192,8 @@ impl MbMix {
             model_adam_step: self.trainer.adam().step,
             model_rng: self.model_rng.clone(),
             model_buffer: buffer,
+            reward_head_adam_step: self.reward_head.as_ref().map(|h| h.opt.step),
+            reward_head_rows: reward_rows,
         };
         write_checkpoint(path, FORMAT, &state_json(&state)?, &tensors)
     }
@@ -189,6 +239,19 @@ impl MbMix {
                     Blob::expected(safetensors::Dtype::F32, vec![b.len, width]),
                 );
             }
+        }
+        if self.reward_head.is_some() != state.reward_head_adam_step.is_some() {
+            return Err(bad(
+                "model.reward differs between the checkpoint and the agent".into(),
+            ));
+        }
+        let reward_width = self.reward_head.as_ref().map(|h| h.f.input.dim() + 1);
+        if let (Some(len), Some(width)) = (state.reward_head_rows.filter(|&l| l > 0), reward_width)
+        {
+            expected.insert(
+                "reward_head.rows".into(),
+                Blob::expected(safetensors::Dtype::F32, vec![len, width]),
+            );
         }
         let loaded = raw.tensors(&expected)?;
         let restore = self.shac.prepare_restore(&raw, state.shac, &loaded)?;
@@ -261,10 +324,40 @@ impl MbMix {
                 .restore_buffer(&kept, b.pushed, b.dropped)
                 .map_err(|e| bad(e.to_string()))?;
         }
+        let reward_head = match (&self.reward_head, state.reward_head_adam_step) {
+            (Some(h), Some(step)) => {
+                let mut h = h.clone();
+                h.f.net
+                    .params_mut()
+                    .copy_from_slice(&f32s["reward_head.params"]);
+                h.opt.m = f32s["reward_head.adam.m"].clone();
+                h.opt.v = f32s["reward_head.adam.v"].clone();
+                h.opt.step = step;
+                let counts = &f64s["reward_head.counts"];
+                for (k, (side, st)) in [("input", &mut h.f.input), ("output", &mut h.f.output)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    st.mean = f64s[&format!("reward_head.{side}.mean")].clone();
+                    st.var = f64s[&format!("reward_head.{side}.var")].clone();
+                    st.count = counts[k];
+                }
+                h.rows.clear();
+                if let (Some(len), Some(width)) = (state.reward_head_rows, reward_width) {
+                    if len > 0 {
+                        h.rows
+                            .extend(f32s["reward_head.rows"].chunks(width).map(|c| c.to_vec()));
+                    }
+                }
+                Some(h)
+            }
+            _ => None,
+        };
         // Commit.
         self.shac.commit_restore(restore);
         self.trainer = trainer;
         self.model_rng = state.model_rng;
+        self.reward_head = reward_head;
         Ok(())
     }
 }
@@ -356,6 +449,42 @@ mod tests {
         let mut d = MbMix::new(lean, toy_task(), 1).unwrap();
         d.load_checkpoint(&path).unwrap();
         assert_ne!(next(&mut c), next(&mut d));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_learned_reward_is_checkpointed() {
+        let dir = std::env::temp_dir().join(format!("mbmix-mbckpt-rew-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.safetensors");
+        let mut cfg = crate::MbMixConfig {
+            checkpoint_buffer: true,
+            ..toy_mbmix(Reading::A)
+        };
+        cfg.model.reward = sobolev_model::RewardSource::Learned;
+        let mut a = MbMix::new(cfg.clone(), toy_task(), 8).unwrap();
+        for _ in 0..3 {
+            a.train_epoch().unwrap();
+        }
+        a.save_checkpoint(&path).unwrap();
+        let mut b = MbMix::new(cfg, toy_task(), 1).unwrap();
+        b.load_checkpoint(&path).unwrap();
+        let (ha, hb) = (
+            a.reward_head.as_ref().unwrap(),
+            b.reward_head.as_ref().unwrap(),
+        );
+        assert_eq!(ha.f.net.params(), hb.f.net.params());
+        assert_eq!(ha.rows, hb.rows);
+        assert_eq!(ha.len(), 3 * 16 * 16);
+        let next = |x: &mut MbMix| -> String {
+            let s: Vec<_> = (0..2).map(|_| x.train_epoch().unwrap()).collect();
+            serde_json::to_string(&s).unwrap()
+        };
+        assert_eq!(next(&mut a), next(&mut b));
+        // an agent with the analytic reward refuses it, and the reverse
+        let mut analytic = MbMix::new(toy_mbmix(Reading::A), toy_task(), 1).unwrap();
+        let err = analytic.load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("model.reward"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

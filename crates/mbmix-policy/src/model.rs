@@ -15,6 +15,7 @@
 //! the envs `NonFinite`, and a NaN gradient is caught by the trainer's gradient check).
 
 use crate::error::{Error, Result};
+use crate::reward_head::RewardFn;
 use crate::window::StepAdjoint;
 use diff_core::{Scene, SeededRng, Task, TaskSpec};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
@@ -62,6 +63,7 @@ pub struct ModelTask {
     inner: Arc<dyn Task>,
     model: SobolevModel<f32>,
     done: ModelDone,
+    reward: Option<RewardFn>,
 }
 
 impl ModelTask {
@@ -73,7 +75,15 @@ impl ModelTask {
             inner,
             model,
             done: ModelDone::Analytic,
+            reward: None,
         })
+    }
+
+    /// The same task with a learned reward (`model.reward = learned`) in place of the
+    /// task's reward function.
+    pub fn with_reward(mut self, reward: RewardFn) -> Self {
+        self.reward = Some(reward);
+        self
     }
 
     /// The same task with early termination `done` (`model.done`): the task's rule on the
@@ -131,8 +141,15 @@ impl Task for ModelTask {
     fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>) {
         self.inner.observe_vjp(s, adj_obs, adj_s);
     }
-    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>) {
-        self.inner.reward(s_next, a, r);
+    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, mut r: ArrayViewMut1<f32>) {
+        match &self.reward {
+            None => self.inner.reward(s_next, a, r),
+            Some(f) => {
+                for (o, v) in r.iter_mut().zip(f.predict(s_next, a)) {
+                    *o = v;
+                }
+            }
+        }
     }
     fn reward_vjp(
         &self,
@@ -142,7 +159,10 @@ impl Task for ModelTask {
         adj_s_next: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        self.inner.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a);
+        match &self.reward {
+            None => self.inner.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a),
+            Some(f) => f.vjp(s_next, a, adj_r, adj_s_next, adj_a),
+        }
     }
     fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
         match self.done {

@@ -170,6 +170,18 @@ pub enum ModelDone {
     None,
 }
 
+/// Where model rollouts take their rewards from (`model.reward`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardSource {
+    /// The task's differentiable reward function on the predicted states (default).
+    #[default]
+    Analytic,
+    /// A learned head r_ψ(s′, a) fitted to the simulator's rewards (MB-MIX's
+    /// `reward_head`), of widths `reward_hidden`.
+    Learned,
+}
+
 /// When the model trains within an MB-MIX epoch (`model.update_order`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +217,10 @@ pub struct ModelConfig {
     pub grad_clip: f64,
     /// Early termination in model rollouts: `analytic` (default) or `none`.
     pub done: ModelDone,
+    /// Rewards in model rollouts: `analytic` (default) or `learned`.
+    pub reward: RewardSource,
+    /// Hidden widths of the learned reward head. Default [64, 64].
+    pub reward_hidden: Vec<usize>,
     /// When the model trains in an MB-MIX epoch: `after` the actor and critic (default) or
     /// `before` the actor's objectives.
     pub update_order: UpdateOrder,
@@ -236,6 +252,8 @@ impl Default for ModelConfig {
             betas: [0.9, 0.999],
             grad_clip: 1.0,
             done: ModelDone::default(),
+            reward: RewardSource::default(),
+            reward_hidden: vec![64, 64],
             update_order: UpdateOrder::default(),
             batch_size: 512,
             iterations: 16,
@@ -275,6 +293,14 @@ impl ModelConfig {
                     self.grad_clip
                 ),
             ));
+        }
+        for (k, &w) in self.reward_hidden.iter().enumerate() {
+            if w == 0 {
+                return Err(Error::config(
+                    format!("reward_hidden[{k}]"),
+                    "a layer needs at least 1 unit",
+                ));
+            }
         }
         at_least_one("batch_size", self.batch_size)?;
         at_least_one("iterations", self.iterations)?;

@@ -37,8 +37,8 @@ pub mod train;
 
 pub use buffer::{collect, TargetLayout, TargetSpec, TransitionBuffer, TransitionRef, Transitions};
 pub use config::{
-    Activation, ModelConfig, ModelDerivative, ModelDone, PredictionTarget, SobolevConfig,
-    SobolevForm, TargetFilter, UpdateOrder, Wrt,
+    Activation, ModelConfig, ModelDerivative, ModelDone, PredictionTarget, RewardSource,
+    SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
 };
 pub use error::{Error, Result};
 pub use loss::{LossParts, Prepared};
