@@ -53,6 +53,9 @@ use std::sync::Arc;
 /// RNG stream of the model (projection directions and minibatches), after SHAC's streams.
 pub(crate) const MODEL_STREAM: u64 = 5;
 
+/// Multiplier that spreads the ensemble members' weight seeds.
+const MEMBER_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// MB-MIX's part of an epoch's statistics (in [`EpochStats::mbmix`]).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MbMixEpochStats {
@@ -118,6 +121,8 @@ pub struct MbMix {
     online_values: Array2<f32>,
     /// The learned reward of model rollouts (`model.reward = learned`).
     pub(crate) reward_head: Option<RewardHead>,
+    /// Ensemble members 2…K (`model.ensemble`), trained like `trainer` on the same data.
+    pub(crate) members: Vec<SobolevTrainer>,
 }
 
 /// A rollout with model steps (A's and `model_only`'s model rollout, B's chain) and its
@@ -141,6 +146,18 @@ impl MbMix {
             seed: seed.rotate_left(32) ^ cfg.model.seed,
             ..cfg.model.clone()
         };
+        let members = (1..cfg.model.ensemble)
+            .map(|k| {
+                SobolevTrainer::new(
+                    sobolev_model::ModelConfig {
+                        seed: model_cfg.seed ^ MEMBER_SEED.wrapping_mul(k as u64),
+                        ..model_cfg.clone()
+                    },
+                    spec.state_dim,
+                    spec.act_dim,
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let trainer = SobolevTrainer::new(model_cfg, spec.state_dim, spec.act_dim)?;
         let n = cfg.shac.num_envs;
         let plans = cfg.plans()?;
@@ -171,6 +188,7 @@ impl MbMix {
         Ok(MbMix {
             model_rng,
             reward_head,
+            members,
             online_values: Array2::zeros((cfg.shac.horizon, n)),
             plans,
             rollouts,
@@ -253,6 +271,9 @@ impl MbMix {
             self.cfg.model.lr
         };
         self.trainer.set_lr(model_lr);
+        for m in self.members.iter_mut() {
+            m.set_lr(model_lr);
+        }
         let warm = e < self.cfg.rollout.model_warmup_epochs;
         let plans = if warm {
             vec![Plan::Window {
@@ -297,13 +318,17 @@ impl MbMix {
             .iter()
             .any(|p| matches!(p, Plan::Rollout { .. }))
             .then(|| {
-                ModelTask::new(task.clone(), self.trainer.model().clone()).map(|m| {
-                    let m = m.with_done(self.cfg.model.done);
-                    Arc::new(match &self.reward_head {
-                        Some(h) => m.with_reward(h.snapshot()),
-                        None => m,
+                ModelTask::new(task.clone(), self.trainer.model().clone())
+                    .and_then(|m| {
+                        m.with_members(self.members.iter().map(|t| t.model().clone()).collect())
                     })
-                })
+                    .map(|m| {
+                        let m = m.with_done(self.cfg.model.done);
+                        Arc::new(match &self.reward_head {
+                            Some(h) => m.with_reward(h.snapshot()),
+                            None => m,
+                        })
+                    })
             })
             .transpose()?;
         let sim_loss = self.sim_mix_seeds();
@@ -314,7 +339,10 @@ impl MbMix {
                 let sim_adj = SimulatorAdjoint(task.as_ref());
                 let through_model;
                 let dynamics: &dyn StepAdjoint = if model_grad {
-                    through_model = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
+                    through_model = ModelAdjoint::ensemble(
+                        ensemble_models(&self.trainer, &self.members),
+                        task.as_ref(),
+                    )?;
                     &through_model
                 } else {
                     &sim_adj
@@ -468,18 +496,44 @@ impl MbMix {
                 stats.model_jacobian_err = Some(ev.jacobian_rel_err);
             }
         }
-        self.trainer.collect(
-            task.as_ref(),
-            s_rows.view(),
-            a_rows.view(),
-            &mut self.model_rng,
-        )?;
+        if self.members.is_empty() {
+            self.trainer.collect(
+                task.as_ref(),
+                s_rows.view(),
+                a_rows.view(),
+                &mut self.model_rng,
+            )?;
+        } else {
+            // the simulator targets once, for every member
+            let batch = sobolev_model::collect(
+                task.as_ref(),
+                s_rows.view(),
+                a_rows.view(),
+                &self.trainer.target_spec(),
+                &mut self.model_rng,
+            )?;
+            self.trainer.add(&batch)?;
+            for m in self.members.iter_mut() {
+                m.add(&batch)?;
+            }
+        }
         if !self.trainer.buffer().is_empty() {
+            // the losses are the members' means
+            let k = (self.members.len() + 1) as f64;
             let ms = self.trainer.train_epoch(&mut self.model_rng)?;
-            stats.model_loss = ms.loss;
-            stats.model_value_loss = ms.value_loss;
-            stats.model_jacobian_loss = ms.jacobian_loss;
-            stats.model_grad_norm = ms.grad_norm;
+            let (mut loss, mut value, mut jac, mut norm) =
+                (ms.loss, ms.value_loss, ms.jacobian_loss, ms.grad_norm);
+            for m in self.members.iter_mut() {
+                let ms = m.train_epoch(&mut self.model_rng)?;
+                loss += ms.loss;
+                value += ms.value_loss;
+                jac += ms.jacobian_loss;
+                norm += ms.grad_norm;
+            }
+            stats.model_loss = loss / k;
+            stats.model_value_loss = value / k;
+            stats.model_jacobian_loss = jac / k;
+            stats.model_grad_norm = norm / k;
         }
         if let Some(head) = self.reward_head.as_mut() {
             let (sn, a, r) = window_rewards(&self.shac.engine.tape);
@@ -597,7 +651,10 @@ impl MbMix {
         let model_adj = SimulatorAdjoint(mt.as_ref());
         let through_model;
         let before: &dyn StepAdjoint = if model_grad {
-            through_model = ModelAdjoint::new(self.trainer.model(), task.as_ref())?;
+            through_model = ModelAdjoint::ensemble(
+                ensemble_models(&self.trainer, &self.members),
+                task.as_ref(),
+            )?;
             &through_model
         } else {
             &sim_adj
@@ -675,6 +732,16 @@ impl MbMix {
         let v_shac = variance(&shac, false);
         (v_mix, v_shac)
     }
+}
+
+/// The ensemble's models: the trainer's, then the further members'.
+fn ensemble_models<'a>(
+    trainer: &'a SobolevTrainer,
+    members: &'a [SobolevTrainer],
+) -> Vec<&'a sobolev_model::SobolevModel<f32>> {
+    std::iter::once(trainer.model())
+        .chain(members.iter().map(|m| m.model()))
+        .collect()
 }
 
 /// `Σ_k ‖G·g_k − g‖² / (G(G − 1))` with g = Σ_k g_k (see
@@ -938,6 +1005,51 @@ pub(crate) mod tests {
         let ml = |s: &[EpochStats]| s[3].mbmix.as_ref().unwrap().model_actor_loss.unwrap();
         assert_ne!(ml(&sl), ml(&sa));
         assert_ne!(pl, pa);
+    }
+
+    #[test]
+    fn an_ensemble_steps_with_the_members_mean() {
+        let task: Arc<dyn Task> = Arc::new(PointMass::new(48));
+        let cfg = toy_mbmix(Reading::A).model;
+        let m1 = SobolevTrainer::new(cfg.clone(), 2, 1)
+            .unwrap()
+            .model()
+            .clone();
+        let m2 = SobolevTrainer::new(sobolev_model::ModelConfig { seed: 99, ..cfg }, 2, 1)
+            .unwrap()
+            .model()
+            .clone();
+        let s = ndarray::arr2(&[[0.3f32, -0.2], [1.0, 0.5]]);
+        let a = ndarray::arr2(&[[0.4f32], [-0.7]]);
+        let step = |t: &ModelTask| {
+            let mut out = Array2::zeros((2, 2));
+            t.step(s.view(), a.view(), out.view_mut());
+            out
+        };
+        let single = ModelTask::new(task.clone(), m1.clone()).unwrap();
+        // the same model twice is the model
+        let twice = ModelTask::new(task.clone(), m1.clone())
+            .unwrap()
+            .with_members(vec![m1.clone()])
+            .unwrap();
+        assert_eq!(step(&single), step(&twice));
+        // two models: the mean of their predictions, and of their VJPs
+        let pair = ModelTask::new(task.clone(), m1.clone())
+            .unwrap()
+            .with_members(vec![m2.clone()])
+            .unwrap();
+        let other = ModelTask::new(task, m2).unwrap();
+        let mean = (step(&single) + step(&other)) * 0.5;
+        assert!((step(&pair) - &mean).iter().all(|d| d.abs() < 1e-6));
+        let adj = ndarray::arr2(&[[1.0f32, -2.0], [0.5, 0.25]]);
+        let vjp = |t: &ModelTask| {
+            let (mut gs, mut ga) = (Array2::zeros((2, 2)), Array2::zeros((2, 1)));
+            t.step_vjp(s.view(), a.view(), adj.view(), gs.view_mut(), ga.view_mut());
+            (gs, ga)
+        };
+        let ((g1, a1), (g2, a2), (gp, ap)) = (vjp(&single), vjp(&other), vjp(&pair));
+        assert!((gp - (g1 + g2) * 0.5).iter().all(|d| d.abs() < 1e-6));
+        assert!((ap - (a1 + a2) * 0.5).iter().all(|d| d.abs() < 1e-6));
     }
 
     #[test]

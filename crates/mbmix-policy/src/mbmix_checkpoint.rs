@@ -54,6 +54,9 @@ pub struct MbMixCheckpointState {
     /// Rows of the learned reward's training buffer saved (`checkpoint_buffer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_head_rows: Option<usize>,
+    /// Optimiser step counts of ensemble members 2…K (`model.ensemble`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_adam_steps: Vec<u64>,
 }
 
 /// The non-tensor part of a saved transition buffer.
@@ -75,6 +78,94 @@ fn buffer_tensors(layout: sobolev_model::TargetLayout) -> [(&'static str, usize)
         ("model_buffer.s_next", layout.state_dim),
         ("model_buffer.targets", layout.width()),
     ]
+}
+
+/// Tensor prefix of ensemble member `k + 2` (the first is the trainer, prefix `model`).
+fn member_prefix(k: usize) -> String {
+    format!("model_member{}", k + 2)
+}
+
+/// A model trainer's weights (`{prefix}.<layer>`), Adam moments (`{prefix}_adam.{m,v}`) and
+/// normalisation statistics (`{prefix}_norm.*`).
+fn trainer_tensors(prefix: &str, tr: &SobolevTrainer, t: &mut Tensors) {
+    for (name, shape, data) in tr.model().named_params() {
+        t.insert(format!("{prefix}.{name}"), Blob::f32(shape, data));
+    }
+    let (m, v) = tr.adam().moments();
+    t.insert(format!("{prefix}_adam.m"), Blob::f32(vec![m.len()], m));
+    t.insert(format!("{prefix}_adam.v"), Blob::f32(vec![v.len()], v));
+    let norm = &tr.model().normalizer;
+    for (side, st) in [
+        ("state", &norm.state),
+        ("action", &norm.action),
+        ("output", &norm.output),
+    ] {
+        t.insert(
+            format!("{prefix}_norm.{side}.mean"),
+            Blob::f64(vec![st.dim()], &st.mean),
+        );
+        t.insert(
+            format!("{prefix}_norm.{side}.var"),
+            Blob::f64(vec![st.dim()], &st.var),
+        );
+    }
+    let counts = [norm.state.count, norm.action.count, norm.output.count];
+    t.insert(format!("{prefix}_norm.counts"), Blob::f64(vec![3], &counts));
+}
+
+/// A fresh trainer (empty buffer) of `config` holding the model saved under `prefix`
+/// (see [`trainer_tensors`]).
+#[allow(clippy::too_many_arguments)]
+fn restore_trainer(
+    prefix: &str,
+    config: &sobolev_model::ModelConfig,
+    state_dim: usize,
+    action_dim: usize,
+    normalise: bool,
+    adam_step: u64,
+    f32s: &std::collections::HashMap<String, Vec<f32>>,
+    f64s: &std::collections::HashMap<String, Vec<f64>>,
+    bad: &dyn Fn(String) -> crate::Error,
+) -> Result<SobolevTrainer> {
+    let mut trainer = SobolevTrainer::new(config.clone(), state_dim, action_dim)
+        .map_err(|e| bad(e.to_string()))?;
+    let params: Vec<f32> = trainer
+        .model()
+        .named_params()
+        .iter()
+        .flat_map(|(name, _, _)| f32s[&format!("{prefix}.{name}")].clone())
+        .collect();
+    trainer.model_mut().params_mut().copy_from_slice(&params);
+    let stats = |side: &str, count: f64| RunningStats {
+        mean: f64s[&format!("{prefix}_norm.{side}.mean")].clone(),
+        var: f64s[&format!("{prefix}_norm.{side}.var")].clone(),
+        count,
+    };
+    let counts = &f64s[&format!("{prefix}_norm.counts")];
+    if counts.iter().any(|c| *c <= 0.0)
+        || f64s.iter().any(|(k, v)| {
+            k.starts_with(&format!("{prefix}_norm."))
+                && k.ends_with(".var")
+                && v.iter().any(|x| *x < 0.0)
+        })
+    {
+        return Err(bad("negative model normalisation statistics".into()));
+    }
+    trainer.model_mut().normalizer = Normalizer {
+        enabled: normalise,
+        state: stats("state", counts[0]),
+        action: stats("action", counts[1]),
+        output: stats("output", counts[2]),
+    };
+    trainer
+        .adam_mut()
+        .set_state(
+            f32s[&format!("{prefix}_adam.m")].clone(),
+            f32s[&format!("{prefix}_adam.v")].clone(),
+            adam_step,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(trainer)
 }
 
 impl MbMix {
@@ -107,29 +198,10 @@ impl MbMix {
 
     fn checkpoint_tensors(&self) -> Tensors {
         let mut t = self.shac.checkpoint_tensors();
-        for (name, shape, data) in self.trainer.model().named_params() {
-            t.insert(format!("model.{name}"), Blob::f32(shape, data));
+        trainer_tensors("model", &self.trainer, &mut t);
+        for (k, m) in self.members.iter().enumerate() {
+            trainer_tensors(&member_prefix(k), m, &mut t);
         }
-        let (m, v) = self.trainer.adam().moments();
-        t.insert("model_adam.m".into(), Blob::f32(vec![m.len()], m));
-        t.insert("model_adam.v".into(), Blob::f32(vec![v.len()], v));
-        let norm = &self.trainer.model().normalizer;
-        for (side, st) in [
-            ("state", &norm.state),
-            ("action", &norm.action),
-            ("output", &norm.output),
-        ] {
-            t.insert(
-                format!("model_norm.{side}.mean"),
-                Blob::f64(vec![st.dim()], &st.mean),
-            );
-            t.insert(
-                format!("model_norm.{side}.var"),
-                Blob::f64(vec![st.dim()], &st.var),
-            );
-        }
-        let counts = [norm.state.count, norm.action.count, norm.output.count];
-        t.insert("model_norm.counts".into(), Blob::f64(vec![3], &counts));
         if let Some(h) = &self.reward_head {
             let p = h.f.net.params();
             t.insert("reward_head.params".into(), Blob::f32(vec![p.len()], p));
@@ -194,6 +266,7 @@ impl MbMix {
             model_buffer: buffer,
             reward_head_adam_step: self.reward_head.as_ref().map(|h| h.opt.step),
             reward_head_rows: reward_rows,
+            member_adam_steps: self.members.iter().map(|m| m.adam().step).collect(),
         };
         write_checkpoint(path, FORMAT, &state_json(&state)?, &tensors)
     }
@@ -240,6 +313,13 @@ impl MbMix {
                 );
             }
         }
+        if state.member_adam_steps.len() != self.members.len() {
+            return Err(bad(format!(
+                "the checkpoint's model ensemble has {} members, the agent's {}",
+                state.member_adam_steps.len() + 1,
+                self.members.len() + 1
+            )));
+        }
         if self.reward_head.is_some() != state.reward_head_adam_step.is_some() {
             return Err(bad(
                 "model.reward differs between the checkpoint and the agent".into(),
@@ -256,47 +336,38 @@ impl MbMix {
         let loaded = raw.tensors(&expected)?;
         let restore = self.shac.prepare_restore(&raw, state.shac, &loaded)?;
         let (f32s, f64s) = (&loaded.f32s, &loaded.f64s);
-        // A fresh model trainer (empty buffer) holding the checkpoint's model.
-        let mut trainer = SobolevTrainer::new(
-            self.trainer.config().clone(),
-            model.state_dim(),
-            model.action_dim(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
-        let params: Vec<f32> = trainer
-            .model()
-            .named_params()
+        // Fresh model trainers (empty buffers) holding the checkpoint's models.
+        let (sd, ad) = (model.state_dim(), model.action_dim());
+        let mut trainer = restore_trainer(
+            "model",
+            self.trainer.config(),
+            sd,
+            ad,
+            state.model_normalise,
+            state.model_adam_step,
+            f32s,
+            f64s,
+            &bad,
+        )?;
+        let mut members = Vec::with_capacity(self.members.len());
+        for (k, (m, &step)) in self
+            .members
             .iter()
-            .flat_map(|(name, _, _)| f32s[&format!("model.{name}")].clone())
-            .collect();
-        trainer.model_mut().params_mut().copy_from_slice(&params);
-        let stats = |side: &str, count: f64| RunningStats {
-            mean: f64s[&format!("model_norm.{side}.mean")].clone(),
-            var: f64s[&format!("model_norm.{side}.var")].clone(),
-            count,
-        };
-        let counts = &f64s["model_norm.counts"];
-        if counts.iter().any(|c| *c <= 0.0)
-            || f64s
-                .iter()
-                .any(|(k, v)| k.ends_with(".var") && v.iter().any(|x| *x < 0.0))
+            .zip(&state.member_adam_steps)
+            .enumerate()
         {
-            return Err(bad("negative model normalisation statistics".into()));
+            members.push(restore_trainer(
+                &member_prefix(k),
+                m.config(),
+                sd,
+                ad,
+                state.model_normalise,
+                step,
+                f32s,
+                f64s,
+                &bad,
+            )?);
         }
-        trainer.model_mut().normalizer = Normalizer {
-            enabled: state.model_normalise,
-            state: stats("state", counts[0]),
-            action: stats("action", counts[1]),
-            output: stats("output", counts[2]),
-        };
-        trainer
-            .adam_mut()
-            .set_state(
-                f32s["model_adam.m"].clone(),
-                f32s["model_adam.v"].clone(),
-                state.model_adam_step,
-            )
-            .map_err(|e| bad(e.to_string()))?;
         if let Some(b) = state.model_buffer {
             let kept = if b.len == 0 {
                 sobolev_model::Transitions::from_parts(
@@ -323,6 +394,10 @@ impl MbMix {
             trainer
                 .restore_buffer(&kept, b.pushed, b.dropped)
                 .map_err(|e| bad(e.to_string()))?;
+            for m in members.iter_mut() {
+                m.restore_buffer(&kept, b.pushed, b.dropped)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
         }
         let reward_head = match (&self.reward_head, state.reward_head_adam_step) {
             (Some(h), Some(step)) => {
@@ -356,6 +431,7 @@ impl MbMix {
         // Commit.
         self.shac.commit_restore(restore);
         self.trainer = trainer;
+        self.members = members;
         self.model_rng = state.model_rng;
         self.reward_head = reward_head;
         Ok(())
@@ -485,6 +561,47 @@ mod tests {
         let mut analytic = MbMix::new(toy_mbmix(Reading::A), toy_task(), 1).unwrap();
         let err = analytic.load_checkpoint(&path).unwrap_err().to_string();
         assert!(err.contains("model.reward"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ensemble_is_checkpointed_member_by_member() {
+        let dir = std::env::temp_dir().join(format!("mbmix-mbckpt-ens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.safetensors");
+        let mut cfg = crate::MbMixConfig {
+            checkpoint_buffer: true,
+            ..toy_mbmix(Reading::C)
+        };
+        cfg.model.ensemble = 3;
+        let mut a = MbMix::new(cfg.clone(), toy_task(), 8).unwrap();
+        for _ in 0..3 {
+            a.train_epoch().unwrap();
+        }
+        // the members differ (own initialisation and minibatches) but share the data
+        assert_eq!(a.members.len(), 2);
+        assert_ne!(a.members[0].model().params(), a.trainer.model().params());
+        assert_eq!(
+            a.members[1].buffer().to_transitions(),
+            a.trainer.buffer().to_transitions()
+        );
+        a.save_checkpoint(&path).unwrap();
+        let mut b = MbMix::new(cfg, toy_task(), 1).unwrap();
+        b.load_checkpoint(&path).unwrap();
+        for (x, y) in a.members.iter().zip(&b.members) {
+            assert_eq!(x.model(), y.model());
+            assert_eq!(x.buffer().to_transitions(), y.buffer().to_transitions());
+        }
+        let next = |x: &mut MbMix| -> String {
+            let s: Vec<_> = (0..2).map(|_| x.train_epoch().unwrap()).collect();
+            serde_json::to_string(&s).unwrap()
+        };
+        assert_eq!(next(&mut a), next(&mut b));
+        assert_eq!(a.actor().params_flat(), b.actor().params_flat());
+        // a single model refuses an ensemble's checkpoint
+        let mut single = MbMix::new(toy_mbmix(Reading::C), toy_task(), 1).unwrap();
+        let err = single.load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("ensemble"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

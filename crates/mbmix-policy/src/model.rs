@@ -58,10 +58,30 @@ fn model_vjp(
     }
 }
 
+/// [`model_vjp`] of the members' mean: each member's VJP of `adj_next / K`.
+fn ensemble_vjp(
+    models: &[&SobolevModel<f32>],
+    s: ArrayView2<f32>,
+    a: ArrayView2<f32>,
+    adj_next: ArrayView2<f32>,
+    mut adj_s: ArrayViewMut2<f32>,
+    mut adj_a: ArrayViewMut2<f32>,
+) {
+    if let [m] = models {
+        return model_vjp(m, s, a, adj_next, adj_s, adj_a);
+    }
+    let scaled = adj_next.mapv(|v| v / models.len() as f32);
+    for m in models {
+        model_vjp(m, s, a, scaled.view(), adj_s.view_mut(), adj_a.view_mut());
+    }
+}
+
 /// A task whose dynamics are a learned model (see the module docs).
 pub struct ModelTask {
     inner: Arc<dyn Task>,
     model: SobolevModel<f32>,
+    /// Further ensemble members (`model.ensemble`): the dynamics are the members' mean.
+    members: Vec<SobolevModel<f32>>,
     done: ModelDone,
     reward: Option<RewardFn>,
 }
@@ -74,9 +94,24 @@ impl ModelTask {
         Ok(ModelTask {
             inner,
             model,
+            members: Vec::new(),
             done: ModelDone::Analytic,
             reward: None,
         })
+    }
+
+    /// The same task stepping with the mean of `model` and these further ensemble members
+    /// (their widths must be the task's).
+    pub fn with_members(mut self, members: Vec<SobolevModel<f32>>) -> Result<Self> {
+        for m in &members {
+            check_dims(m, self.inner.spec())?;
+        }
+        self.members = members;
+        Ok(self)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &SobolevModel<f32>> {
+        std::iter::once(&self.model).chain(&self.members)
     }
 
     /// The same task with a learned reward (`model.reward = learned`) in place of the
@@ -107,9 +142,20 @@ impl Task for ModelTask {
         self.inner.spec()
     }
     fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, mut s_next: ArrayViewMut2<f32>) {
-        match self.model.predict(s, a) {
-            Ok(p) => s_next.assign(&p),
-            Err(_) => s_next.fill(f32::NAN),
+        if self.members.is_empty() {
+            match self.model.predict(s, a) {
+                Ok(p) => s_next.assign(&p),
+                Err(_) => s_next.fill(f32::NAN),
+            }
+            return;
+        }
+        s_next.fill(0.0);
+        let k = (self.members.len() + 1) as f32;
+        for m in self.all() {
+            match m.predict(s, a) {
+                Ok(p) => s_next.scaled_add(1.0 / k, &p),
+                Err(_) => s_next.fill(f32::NAN),
+            }
         }
     }
     fn step_vjp(
@@ -120,7 +166,8 @@ impl Task for ModelTask {
         adj_s: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        model_vjp(&self.model, s, a, adj_next, adj_s, adj_a);
+        let all: Vec<&SobolevModel<f32>> = self.all().collect();
+        ensemble_vjp(&all, s, a, adj_next, adj_s, adj_a);
     }
     fn step_jvp(
         &self,
@@ -130,9 +177,20 @@ impl Task for ModelTask {
         da: ArrayView2<f32>,
         mut ds_next: ArrayViewMut2<f32>,
     ) {
-        match self.model.jvp(s, a, ds, da) {
-            Ok(t) => ds_next.assign(&t),
-            Err(_) => ds_next.fill(f32::NAN),
+        if self.members.is_empty() {
+            match self.model.jvp(s, a, ds, da) {
+                Ok(t) => ds_next.assign(&t),
+                Err(_) => ds_next.fill(f32::NAN),
+            }
+            return;
+        }
+        ds_next.fill(0.0);
+        let k = (self.members.len() + 1) as f32;
+        for m in self.all() {
+            match m.jvp(s, a, ds, da) {
+                Ok(t) => ds_next.scaled_add(1.0 / k, &t),
+                Err(_) => ds_next.fill(f32::NAN),
+            }
         }
     }
     fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>) {
@@ -182,13 +240,20 @@ impl Task for ModelTask {
 }
 
 /// The model's VJP on a tape recorded in the simulator (reading C, see the module docs).
-pub struct ModelAdjoint<'a>(&'a SobolevModel<f32>);
+pub struct ModelAdjoint<'a>(Vec<&'a SobolevModel<f32>>);
 
 impl<'a> ModelAdjoint<'a> {
     /// The adjoint of `model` for windows of `task`; the widths must agree.
     pub fn new(model: &'a SobolevModel<f32>, task: &dyn Task) -> Result<Self> {
-        check_dims(model, task.spec())?;
-        Ok(ModelAdjoint(model))
+        Self::ensemble(vec![model], task)
+    }
+
+    /// The adjoint of the mean of `models` (an ensemble, `model.ensemble`).
+    pub fn ensemble(models: Vec<&'a SobolevModel<f32>>, task: &dyn Task) -> Result<Self> {
+        for m in &models {
+            check_dims(m, task.spec())?;
+        }
+        Ok(ModelAdjoint(models))
     }
 }
 
@@ -202,6 +267,6 @@ impl StepAdjoint for ModelAdjoint<'_> {
         adj_s: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        model_vjp(self.0, s, a, adj_next, adj_s, adj_a);
+        ensemble_vjp(&self.0, s, a, adj_next, adj_s, adj_a);
     }
 }

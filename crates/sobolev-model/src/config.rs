@@ -219,6 +219,10 @@ pub struct ModelConfig {
     pub done: ModelDone,
     /// Rewards in model rollouts: `analytic` (default) or `learned`.
     pub reward: RewardSource,
+    /// Members K of the model ensemble (`model.ensemble`): each trained on the same
+    /// transitions from its own initialisation and minibatches; rollouts step with the
+    /// members' mean prediction and its Jacobian. Default 1.
+    pub ensemble: usize,
     /// Hidden widths of the learned reward head. Default [64, 64].
     pub reward_hidden: Vec<usize>,
     /// When the model trains in an MB-MIX epoch: `after` the actor and critic (default) or
@@ -253,6 +257,7 @@ impl Default for ModelConfig {
             grad_clip: 1.0,
             done: ModelDone::default(),
             reward: RewardSource::default(),
+            ensemble: 1,
             reward_hidden: vec![64, 64],
             update_order: UpdateOrder::default(),
             batch_size: 512,
@@ -302,6 +307,7 @@ impl ModelConfig {
                 ));
             }
         }
+        at_least_one("ensemble", self.ensemble)?;
         at_least_one("batch_size", self.batch_size)?;
         at_least_one("iterations", self.iterations)?;
         at_least_one("minibatches", self.minibatches)?;
