@@ -47,7 +47,9 @@ use crate::window::{
 };
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
-use sobolev_model::{RewardSource, SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder};
+use sobolev_model::{
+    DirectionSource, RewardSource, SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder,
+};
 use std::sync::Arc;
 
 /// RNG stream of the model (projection directions and minibatches), after SHAC's streams.
@@ -300,7 +302,13 @@ impl MbMix {
         let model_first = self.cfg.model.update_order == UpdateOrder::Before;
         let mut early = MbMixEpochStats::default();
         if model_first {
-            self.update_model(&self.shac.task.clone(), diagnose, model_lr, &mut early)?;
+            self.update_model(
+                &self.shac.task.clone(),
+                diagnose,
+                model_lr,
+                None,
+                &mut early,
+            )?;
         }
 
         // 3–5. Objectives and the actor gradient: the window's first, then the rollouts.
@@ -377,6 +385,10 @@ impl MbMix {
                 stats.sim_actor_loss = Some(sim_loss);
             }
         }
+        // the window's ∂L/∂s′ (before the diagnostics' sweeps overwrite them)
+        let policy_u = (self.cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint
+            && plans.iter().any(|p| matches!(p, Plan::Window { .. })))
+        .then(|| self.shac.engine.step_adj.clone());
         if let Some(mt) = &model_task {
             let mut r = 0;
             let mut model_loss = 0.0f32;
@@ -451,7 +463,7 @@ impl MbMix {
 
         // 7. The model (with `model.update_order = after`, the default).
         if !model_first {
-            self.update_model(&task, diagnose, model_lr, &mut stats)?;
+            self.update_model(&task, diagnose, model_lr, policy_u.as_ref(), &mut stats)?;
         }
         stats.model_lr = model_lr;
         stats.model_buffer_len = self.trainer.buffer().len();
@@ -476,9 +488,12 @@ impl MbMix {
         task: &Arc<dyn Task>,
         diagnose: bool,
         model_lr: f64,
+        policy_u: Option<&ndarray::Array3<f32>>,
         stats: &mut MbMixEpochStats,
     ) -> Result<()> {
-        let (s_rows, a_rows) = window_transitions(&self.shac.engine.tape);
+        let tape = &self.shac.engine.tape;
+        let (s_rows, a_rows) = window_transitions(tape);
+        let u_rows = policy_u.map(|adj| kept_rows(tape, adj));
         let samples = self.cfg.diagnostics.model_error_samples;
         if diagnose && samples > 0 && s_rows.nrows() > 0 {
             let stride = s_rows.nrows().div_ceil(samples);
@@ -496,26 +511,18 @@ impl MbMix {
                 stats.model_jacobian_err = Some(ev.jacobian_rel_err);
             }
         }
-        if self.members.is_empty() {
-            self.trainer.collect(
-                task.as_ref(),
-                s_rows.view(),
-                a_rows.view(),
-                &mut self.model_rng,
-            )?;
-        } else {
-            // the simulator targets once, for every member
-            let batch = sobolev_model::collect(
-                task.as_ref(),
-                s_rows.view(),
-                a_rows.view(),
-                &self.trainer.target_spec(),
-                &mut self.model_rng,
-            )?;
-            self.trainer.add(&batch)?;
-            for m in self.members.iter_mut() {
-                m.add(&batch)?;
-            }
+        // the simulator targets once, for every member
+        let batch = sobolev_model::collect_with_directions(
+            task.as_ref(),
+            s_rows.view(),
+            a_rows.view(),
+            &self.trainer.target_spec(),
+            u_rows.as_ref().map(|u| u.view()),
+            &mut self.model_rng,
+        )?;
+        self.trainer.add(&batch)?;
+        for m in self.members.iter_mut() {
+            m.add(&batch)?;
         }
         if !self.trainer.buffer().is_empty() {
             // the losses are the members' means
@@ -795,22 +802,25 @@ fn window_rewards(tape: &WindowTape) -> (Array2<f32>, Array2<f32>, Vec<f32>) {
 /// The window's transitions `(s_t, a_t)` as rows `[k, S]`, `[k, A]`, leaving out the steps
 /// that produced a non-finite state.
 fn window_transitions(tape: &WindowTape) -> (Array2<f32>, Array2<f32>) {
+    (
+        kept_rows(tape, &tape.states),
+        kept_rows(tape, &tape.actions),
+    )
+}
+
+/// The rows `x[t, i, ..]` of the window's steps that did not produce a non-finite state,
+/// in (t, i) order.
+fn kept_rows(tape: &WindowTape, x: &ndarray::Array3<f32>) -> Array2<f32> {
     let (h, n) = (tape.horizon(), tape.rewards.ncols());
-    let (sd, ad) = (
-        tape.states.len_of(ndarray::Axis(2)),
-        tape.actions.len_of(ndarray::Axis(2)),
-    );
     let keep: Vec<(usize, usize)> = (0..h)
         .flat_map(|t| (0..n).map(move |i| (t, i)))
         .filter(|&(t, i)| tape.done[t][i] != Done::NonFinite)
         .collect();
-    let mut s_rows = Array2::<f32>::zeros((keep.len(), sd));
-    let mut a_rows = Array2::<f32>::zeros((keep.len(), ad));
+    let mut rows = Array2::<f32>::zeros((keep.len(), x.len_of(ndarray::Axis(2))));
     for (r, &(t, i)) in keep.iter().enumerate() {
-        s_rows.row_mut(r).assign(&tape.states.slice(s![t, i, ..]));
-        a_rows.row_mut(r).assign(&tape.actions.slice(s![t, i, ..]));
+        rows.row_mut(r).assign(&x.slice(s![t, i, ..]));
     }
-    (s_rows, a_rows)
+    rows
 }
 
 #[cfg(test)]
@@ -1050,6 +1060,34 @@ pub(crate) mod tests {
         let ((g1, a1), (g2, a2), (gp, ap)) = (vjp(&single), vjp(&other), vjp(&pair));
         assert!((gp - (g1 + g2) * 0.5).iter().all(|d| d.abs() < 1e-6));
         assert!((ap - (a1 + a2) * 0.5).iter().all(|d| d.abs() < 1e-6));
+    }
+
+    #[test]
+    fn policy_adjoint_directions_feed_the_model() {
+        let cfg = |source| {
+            let mut c = toy_mbmix(Reading::A);
+            c.model.sobolev.form = SobolevForm::VjpProj;
+            c.model.sobolev.direction_source = source;
+            c
+        };
+        let run = |c: MbMixConfig| {
+            let mut agent = MbMix::new(c, toy_task(), 2).unwrap();
+            for _ in 0..3 {
+                agent.train_epoch().unwrap();
+            }
+            agent.model_trainer().buffer().to_transitions()
+        };
+        let random = run(cfg(DirectionSource::Random));
+        let adjoint = run(cfg(DirectionSource::PolicyAdjoint));
+        // same transitions, other Jacobian targets: the first direction is the actor's
+        assert_eq!(random.s, adjoint.s);
+        assert_ne!(random.targets, adjoint.targets);
+        assert!(adjoint.targets.iter().all(|x| x.is_finite()));
+        // it needs the actor's sweep before the model trains
+        let mut before = cfg(DirectionSource::PolicyAdjoint);
+        before.model.update_order = UpdateOrder::Before;
+        let err = MbMix::new(before, toy_task(), 2).err().unwrap().to_string();
+        assert!(err.contains("model.sobolev.direction_source"), "{err}");
     }
 
     #[test]

@@ -389,6 +389,14 @@ impl MbMixConfig {
             ));
         }
         self.plans()?;
+        if self.model.sobolev.direction_source == sobolev_model::DirectionSource::PolicyAdjoint
+            && self.model.update_order == sobolev_model::UpdateOrder::Before
+        {
+            return Err(Error::config(
+                "model.sobolev.direction_source",
+                "policy_adjoint needs the actor's sweep before the model trains: model.update_order = \"after\"",
+            ));
+        }
         self.model.validate().map_err(|e| match e {
             sobolev_model::Error::InvalidConfig { field, reason } => Error::InvalidConfig {
                 field: format!("model.{field}"),

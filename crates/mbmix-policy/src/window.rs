@@ -185,6 +185,9 @@ pub struct WindowEngine {
     /// episode continues or hit the time limit ([`Done::bootstraps`]) and its raw observation
     /// is finite with |o| ≤ 1e6 (DiffRL's `obs_before_reset` check).
     pub bootstrap: Array2<bool>,
+    /// The last reverse sweep's adjoint of the state after step t, ∂L/∂s_{t+1} `[h, N, S]`
+    /// (what the step VJP received; MB-MIX's `sobolev.direction_source = policy_adjoint`).
+    pub step_adj: Array3<f32>,
     raw_obs: Array2<f32>,
     obs_adj: Array3<f32>,
     next_state_adj: Array3<f32>,
@@ -210,6 +213,7 @@ impl WindowEngine {
             raw_obs: Array2::zeros((n, od)),
             obs_adj: Array3::zeros((h, n, od)),
             next_state_adj: Array3::zeros((h, n, sd)),
+            step_adj: Array3::zeros((h, n, sd)),
             carry: Array2::zeros((n, sd)),
             adj_next: Array2::zeros((n, sd)),
             adj_s: Array2::zeros((n, sd)),
@@ -526,6 +530,9 @@ impl WindowEngine {
                     self.adj_next.row_mut(i).fill(0.0);
                 }
             }
+            self.step_adj
+                .slice_mut(s![t, .., ..])
+                .assign(&self.adj_next);
             self.adj_s.fill(0.0);
             dynamics.step_vjp(
                 t,

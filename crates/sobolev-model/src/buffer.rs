@@ -190,6 +190,23 @@ pub fn collect<T: Task + ?Sized>(
     spec: &TargetSpec,
     rng: &mut SeededRng,
 ) -> Result<Transitions> {
+    collect_with_directions(task, states, actions, spec, None, rng)
+}
+
+/// [`collect`] with given output directions for the projected forms (`vjp_proj`,
+/// `bilinear`; `sobolev.direction_source = policy_adjoint`): row r of `given_u`
+/// (physical coordinates, e.g. the actor's ∂L/∂s′) replaces the first random direction of
+/// transition r, rescaled in normalised output space to length √(state_dim) (a standard
+/// normal direction's mean square length); all-zero or non-finite rows keep the random
+/// one. The random draws happen as in [`collect`], so the other directions are unchanged.
+pub fn collect_with_directions<T: Task + ?Sized>(
+    task: &T,
+    states: ArrayView2<f32>,
+    actions: ArrayView2<f32>,
+    spec: &TargetSpec,
+    given_u: Option<ArrayView2<f32>>,
+    rng: &mut SeededRng,
+) -> Result<Transitions> {
     let (ds, da) = (task.spec().state_dim, task.spec().act_dim);
     let din = ds + da;
     let n = states.nrows();
@@ -207,6 +224,28 @@ pub fn collect<T: Task + ?Sized>(
             format!("({}, {})", out_std.len(), in_std.len()),
         ));
     }
+    if let Some(u) = &given_u {
+        check_shape("collect directions", u.shape(), n, ds)?;
+    }
+    // replaces rows of a drawn u (physical) by the given directions, rescaled
+    let use_given = |u: &mut Array2<f32>| {
+        let Some(g) = &given_u else { return };
+        for (mut row, grow) in u.rows_mut().into_iter().zip(g.rows()) {
+            let norm2: f64 = grow
+                .iter()
+                .enumerate()
+                .map(|(o, &x)| (x as f64 * out_std[o]).powi(2))
+                .sum();
+            if !(norm2.is_finite() && norm2 > 0.0) {
+                continue;
+            }
+            let k = (ds as f64 / norm2).sqrt();
+            for (o, x) in row.iter_mut().enumerate() {
+                // u_n = k·σ_out⊙g, u_phys = u_n/σ_out = k·g
+                *x = (grow[o] as f64 * k) as f32;
+            }
+        }
+    };
     let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
     let mut s_next = Array2::<f32>::zeros((n, ds));
     task.step(s.view(), a.view(), s_next.view_mut());
@@ -265,6 +304,9 @@ pub fn collect<T: Task + ?Sized>(
         SobolevForm::VjpProj => {
             for j in 0..k {
                 draw_u(rng, &mut adj_next);
+                if j == 0 {
+                    use_given(&mut adj_next);
+                }
                 vjp(&adj_next, &mut adj_s, &mut adj_a);
                 let b = j * block;
                 targets.slice_mut(s![.., b..b + ds]).assign(&adj_next);
@@ -295,6 +337,9 @@ pub fn collect<T: Task + ?Sized>(
             let mut v = Array2::<f32>::zeros((n, din));
             for j in 0..k {
                 draw_u(rng, &mut adj_next);
+                if j == 0 {
+                    use_given(&mut adj_next);
+                }
                 draw_v(rng, &mut v);
                 vjp(&adj_next, &mut adj_s, &mut adj_a);
                 let b = j * block;

@@ -100,6 +100,21 @@ pub enum Wrt {
     Action,
 }
 
+/// Where the projected forms' output directions u come from (`sobolev.direction_source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionSource {
+    /// u ~ N(0, I) in normalised output space (default: an unbiased Frobenius estimate).
+    #[default]
+    Random,
+    /// The first direction of each transition is the actor's adjoint ∂L/∂s′ from the
+    /// simulator window's reverse sweep (normalised to the length a random direction has
+    /// on average), the others random: no extra simulator cost and the directions the
+    /// policy gradient uses, but not an unbiased estimate. `vjp_proj` and `bilinear`
+    /// only; transitions without an adjoint keep a random direction.
+    PolicyAdjoint,
+}
+
 /// How the model's own Jacobian products are differentiated
 /// (`sobolev.model_derivative`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +146,8 @@ pub struct SobolevConfig {
     pub target_filter: TargetFilter,
     /// Jacobian blocks matched: `state_action` (default) or `action`.
     pub wrt: Wrt,
+    /// Output directions of the projected forms: `random` (default) or `policy_adjoint`.
+    pub direction_source: DirectionSource,
     /// Default (and only) `forward_tangent`.
     pub model_derivative: ModelDerivative,
 }
@@ -154,6 +171,7 @@ impl Default for SobolevConfig {
             beta_a: 1.0,
             target_filter: TargetFilter::default(),
             wrt: Wrt::default(),
+            direction_source: DirectionSource::default(),
             model_derivative: ModelDerivative::default(),
         }
     }
@@ -313,6 +331,20 @@ impl ModelConfig {
         at_least_one("minibatches", self.minibatches)?;
         at_least_one("buffer_capacity", self.buffer_capacity)?;
         at_least_one("sobolev.directions", self.sobolev.directions)?;
+        if self.sobolev.direction_source == DirectionSource::PolicyAdjoint
+            && !matches!(
+                self.sobolev.form,
+                SobolevForm::VjpProj | SobolevForm::Bilinear
+            )
+        {
+            return Err(Error::config(
+                "sobolev.direction_source",
+                format!(
+                    "policy_adjoint supplies output directions u: it needs form vjp_proj or bilinear, got {:?}",
+                    self.sobolev.form
+                ),
+            ));
+        }
         match self.sobolev.target_filter {
             TargetFilter::DropNonFinite => {}
             TargetFilter::ClipNorm(c) => positive_finite("sobolev.target_filter.clip_norm", c)?,

@@ -35,10 +35,13 @@ pub mod tangent;
 pub(crate) mod testing;
 pub mod train;
 
-pub use buffer::{collect, TargetLayout, TargetSpec, TransitionBuffer, TransitionRef, Transitions};
+pub use buffer::{
+    collect, collect_with_directions, TargetLayout, TargetSpec, TransitionBuffer, TransitionRef,
+    Transitions,
+};
 pub use config::{
-    Activation, ModelConfig, ModelDerivative, ModelDone, PredictionTarget, RewardSource,
-    SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
+    Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, PredictionTarget,
+    RewardSource, SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
 };
 pub use error::{Error, Result};
 pub use loss::{LossParts, Prepared};

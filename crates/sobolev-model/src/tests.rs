@@ -1015,3 +1015,60 @@ fn huber_and_clip_norm_filters() {
         assert_eq!(loose, plain);
     }
 }
+
+/// Given directions replace the first random one of each transition (rescaled to length
+/// √ds in normalised output space, direction kept), zero rows keep the random draw, and
+/// every other direction is the one `collect` draws.
+#[test]
+fn given_directions_replace_the_first_random_one() {
+    let toy = Toy::new();
+    let mut rng = seeded(31, 0);
+    let (s, a) = random_inputs(&mut rng, 6);
+    for form in [SobolevForm::VjpProj, SobolevForm::Bilinear] {
+        let spec = TargetSpec {
+            out_std: Some(vec![0.5, 2.0, 1.5]),
+            in_std: Some(vec![1.0; 5]),
+            ..TargetSpec::unit(form, 2)
+        };
+        let mut g = Array2::from_shape_fn((6, 3), |(r, o)| (r as f32 + 1.0) * (o as f32 - 0.7));
+        g.row_mut(2).fill(0.0);
+        let plain = collect(&toy, s.view(), a.view(), &spec, &mut seeded(32, 0)).unwrap();
+        let given = collect_with_directions(
+            &toy,
+            s.view(),
+            a.view(),
+            &spec,
+            Some(g.view()),
+            &mut seeded(32, 0),
+        )
+        .unwrap();
+        let block = plain.layout.block();
+        let sigma = [0.5f64, 2.0, 1.5];
+        for r in 0..6 {
+            let u: Vec<f64> = (0..3).map(|o| given.targets[[r, o]] as f64).collect();
+            if r == 2 {
+                for o in 0..3 {
+                    assert_eq!(given.targets[[r, o]], plain.targets[[r, o]]);
+                }
+            } else {
+                // parallel to g, with ‖σ⊙u‖² = ds
+                let n2: f64 = (0..3).map(|o| (u[o] * sigma[o]).powi(2)).sum();
+                assert!((n2 - 3.0).abs() < 1e-5, "{form:?} row {r}: {n2}");
+                let k = u[0] / g[[r, 0]] as f64;
+                for o in 0..3 {
+                    assert!((u[o] - k * g[[r, o]] as f64).abs() < 1e-5);
+                }
+            }
+            // the second direction is collect's
+            for c in block..2 * block {
+                assert_eq!(given.targets[[r, c]], plain.targets[[r, c]], "{form:?}");
+            }
+        }
+    }
+    // only the projected forms with output directions accept it
+    let mut c = ModelConfig::default();
+    c.sobolev.direction_source = DirectionSource::PolicyAdjoint;
+    c.sobolev.form = SobolevForm::JvpProj;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("sobolev.direction_source"), "{err}");
+}
