@@ -275,7 +275,8 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         },
         // DaXBench's APG (`algorithms/apg/apg.py`): 4 envs, lr 1e-4 decayed linearly to
         // 1e-5, gradient norm ≤ 0.3, normalised observations, whole episodes; 2000
-        // iterations. The policy network is not specified there: DiffRL's [128, 64, 32].
+        // iterations; training envs with `aux_reward=True` (exp(−contact distance) of the
+        // pick / push start, weight 1; the tasks without one ignore it). The policy network is not specified there: DiffRL's [128, 64, 32].
         // The window is the whole episode (the cloth tasks' horizons: 3, 4, 15, 15, 5;
         // whip-rope 70; pour-water 100, pour-soup 120).
         "push-rope" | "push-rope-hard" | "fold-cloth1" | "fold-cloth3" | "unfold-cloth1"
@@ -299,6 +300,7 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
                 lr_final: 1e-5,
                 grad_norm: 0.3,
                 obs_rms: true,
+                aux_reward: 1.0,
                 ..BpttConfig::default()
             }
         }

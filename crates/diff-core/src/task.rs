@@ -103,6 +103,31 @@ pub trait Task: Send + Sync {
         None
     }
 
+    /// DaXBench's auxiliary training reward (`aux_reward`, tasks.md §7.3): a differentiable
+    /// function of the **pre-step** state `s` and the action `a`, written into `out` `[N]`,
+    /// that a trainer may add to the actor's objective at each step (BPTT/APG's
+    /// `aux_reward` weight). It is not part of the reward, the returns or the evaluation.
+    /// Returns false (and leaves `out`) when the task has none.
+    fn aux_reward(
+        &self,
+        _s: ArrayView2<f32>,
+        _a: ArrayView2<f32>,
+        _out: ArrayViewMut1<f32>,
+    ) -> bool {
+        false
+    }
+
+    /// VJP of [`Task::aux_reward`]: `adj_s += (∂aux/∂s)ᵀ adj`, `adj_a += (∂aux/∂a)ᵀ adj`.
+    fn aux_reward_vjp(
+        &self,
+        _s: ArrayView2<f32>,
+        _a: ArrayView2<f32>,
+        _adj: ArrayView1<f32>,
+        _adj_s: ArrayViewMut2<f32>,
+        _adj_a: ArrayViewMut2<f32>,
+    ) {
+    }
+
     /// What the full simulator state `state` (one row, `[state_dim]`) looks like, as
     /// renderer-neutral primitives in world coordinates (metres, Y up); `None` when the
     /// task cannot be drawn. Used for visualisation only (`mbmix render`): it is not

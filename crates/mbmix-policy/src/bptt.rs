@@ -82,6 +82,12 @@ pub struct BpttConfig {
     pub on_nonfinite_grad: NonFiniteGradPolicy,
     /// Network implementation (see [`crate::ShacConfig::network_backend`]). Default dfdx.
     pub network_backend: NetworkBackend,
+    /// Weight of the task's auxiliary training reward ([`diff_core::Task::aux_reward`]),
+    /// added to each step's reward in the objective (not in the reported returns or the
+    /// evaluation); DaXBench's APG trains with it (`aux_reward=True`, weight 1). Tasks
+    /// without one ignore it. Default 0.
+    #[serde(default)]
+    pub aux_reward: f64,
 }
 
 impl Default for BpttConfig {
@@ -102,6 +108,7 @@ impl Default for BpttConfig {
             rew_scale: 1.0,
             stochastic_init: true,
             on_nonfinite_grad: NonFiniteGradPolicy::Skip,
+            aux_reward: 0.0,
             network_backend: NetworkBackend::Dfdx,
         }
     }
@@ -112,6 +119,7 @@ impl BpttConfig {
     pub fn validate(&self) -> Result<()> {
         positive_count("num_envs", self.num_envs)?;
         positive_count("horizon", self.horizon)?;
+        in_range("aux_reward", self.aux_reward, 0.0, f64::MAX, false, false)?;
         positive_count("max_epochs", self.max_epochs)?;
         in_range("gamma", self.gamma, 0.0, 1.0, true, false)?;
         if self.actor_units.contains(&0) {
@@ -250,6 +258,29 @@ impl Bptt {
             self.cfg.rew_scale as f32,
             &mut self.seeds,
         );
+        // DaXBench's auxiliary training reward, discounted like the step's reward
+        let w = self.cfg.aux_reward as f32;
+        let mut loss = loss;
+        if w != 0.0 {
+            let (h, n) = self.engine.tape.rewards.dim();
+            let mut aux = ndarray::Array1::<f32>::zeros(n);
+            for t in 0..h {
+                let has = self.task.aux_reward(
+                    self.engine.tape.states.slice(ndarray::s![t, .., ..]),
+                    self.engine.tape.actions.slice(ndarray::s![t, .., ..]),
+                    aux.view_mut(),
+                );
+                if !has {
+                    break;
+                }
+                for i in 0..n {
+                    if self.engine.tape.done[t][i] != Done::NonFinite {
+                        loss += self.seeds.reward[[t, i]] * w * aux[i];
+                    }
+                }
+            }
+        }
+        self.engine.aux_weight = w;
         let mut grad = vec![0.0f32; self.actor.num_params()];
         let task = self.task.clone();
         self.engine.reverse_sweep_rewards_only(
@@ -439,6 +470,16 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences_of_the_bptt_loss() {
+        gradient_check(0.0);
+    }
+
+    /// The auxiliary training reward (`aux_reward`) enters the loss and its gradient.
+    #[test]
+    fn gradient_with_the_aux_reward_matches_finite_differences() {
+        gradient_check(0.7);
+    }
+
+    fn gradient_check(aux_reward: f64) {
         // Three envs, window of 4, episodes of 6: env 0 hits the time limit after step 1,
         // env 1 terminates at step 0, env 2 runs through (as window.rs's test).
         let task: Arc<dyn Task> = Arc::new(PointMass::new(6));
@@ -447,6 +488,7 @@ mod tests {
             horizon: 4,
             actor_units: vec![8, 8],
             obs_rms: true,
+            aux_reward,
             ..BpttConfig::default()
         };
         let mut agent = Bptt::new(cfg, task, 21).unwrap();

@@ -176,6 +176,36 @@ impl Task for PointMass {
         let last = states.row(states.nrows() - 1);
         Some(last[0].abs() < 0.25)
     }
+
+    /// An auxiliary reward of the pre-step state and the action, `−(x − 0.5·a)²` (smooth,
+    /// for the trainers' `aux_reward` tests).
+    fn aux_reward(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        mut out: ArrayViewMut1<f32>,
+    ) -> bool {
+        for i in 0..s.nrows() {
+            let e = s[[i, 0]] - 0.5 * a[[i, 0]];
+            out[i] = -e * e;
+        }
+        true
+    }
+
+    fn aux_reward_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj: ArrayView1<f32>,
+        mut adj_s: ArrayViewMut2<f32>,
+        mut adj_a: ArrayViewMut2<f32>,
+    ) {
+        for i in 0..s.nrows() {
+            let e = s[[i, 0]] - 0.5 * a[[i, 0]];
+            adj_s[[i, 0]] += -2.0 * e * adj[i];
+            adj_a[[i, 0]] += e * adj[i];
+        }
+    }
 }
 
 /// A point mass whose dynamics VJP returns NaN action adjoints, to exercise SHAC's

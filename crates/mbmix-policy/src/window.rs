@@ -188,6 +188,10 @@ pub struct WindowEngine {
     /// The last reverse sweep's adjoint of the state after step t, ∂L/∂s_{t+1} `[h, N, S]`
     /// (what the step VJP received; MB-MIX's `sobolev.direction_source = policy_adjoint`).
     pub step_adj: Array3<f32>,
+    /// Weight of the task's auxiliary training reward ([`Task::aux_reward`], BPTT/APG's
+    /// `aux_reward`): the sweep adds its VJP at each step with the step's reward seed times
+    /// this weight. 0 (default): none.
+    pub aux_weight: f32,
     raw_obs: Array2<f32>,
     obs_adj: Array3<f32>,
     next_state_adj: Array3<f32>,
@@ -214,6 +218,7 @@ impl WindowEngine {
             obs_adj: Array3::zeros((h, n, od)),
             next_state_adj: Array3::zeros((h, n, sd)),
             step_adj: Array3::zeros((h, n, sd)),
+            aux_weight: 0.0,
             carry: Array2::zeros((n, sd)),
             adj_next: Array2::zeros((n, sd)),
             adj_s: Array2::zeros((n, sd)),
@@ -542,6 +547,17 @@ impl WindowEngine {
                 self.adj_s.view_mut(),
                 self.adj_a.view_mut(),
             );
+            if self.aux_weight != 0.0 {
+                let w = self.aux_weight;
+                let seed = seeds.reward.row(t).mapv(|v| v * w);
+                task.aux_reward_vjp(
+                    self.tape.states.slice(s![t, .., ..]),
+                    self.tape.actions.slice(s![t, .., ..]),
+                    seed.view(),
+                    self.adj_s.view_mut(),
+                    self.adj_a.view_mut(),
+                );
+            }
             for (i, d) in done.iter().enumerate() {
                 if *d == Done::NonFinite {
                     self.adj_s.row_mut(i).fill(0.0);

@@ -208,3 +208,27 @@ fn gradient_clip_bounds_the_state_cotangent_after_every_substep() {
     // a clip above every cotangent's norm changes nothing
     assert_eq!(grads(Some(1e9)), exact);
 }
+
+proptest! {
+    #![proptest_config(diff_core::gradcheck::cases(32))]
+
+    /// DaXBench's auxiliary reward exp(−contact distance) and its adjoint (to the nearest
+    /// particle and through the action mapping) against finite differences.
+    #[test]
+    fn aux_reward_adjoint(seed in 0u64..1000, a in diff_core::gradcheck::vec_in(-0.9, 0.9, 6), u in diff_core::gradcheck::direction(1), v in diff_core::gradcheck::direction(64)) {
+        let task = tiny();
+        let mut x = sim_deformable::tasks::testing::reset_row64(&task, seed, true);
+        x.extend(&a);
+        let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
+        let aux = task.aux_row(&x[..x.len() - 6], &a).unwrap();
+        prop_assert!(aux > 0.0 && aux <= 1.0);
+        diff_core::gradcheck::check_stage(
+            &sim_deformable::tasks::testing::AuxStage(tiny()),
+            &x,
+            &u,
+            &v,
+            diff_core::gradcheck::StageTol { h: 1e-5, fd: 1e-6, dot: 1e-9 },
+            "push-rope aux reward",
+        );
+    }
+}

@@ -38,7 +38,7 @@
 //!   `d(p, q) = √(mean over xyz of (p − q)²) = ‖p − q‖/√3`,
 //!   `CD = mean_i min_j d(x_i, g_j) + mean_j min_i d(g_j, x_i)` over the particles `x`
 //!   and the goal points `g`. DaXBench's optional auxiliary term `exp(−contact distance)`
-//!   is not implemented.
+//!   is [`RowTask::aux_row`], which APG adds to its objective during training (`aux_reward`).
 //! - **Episode**: 3 / 4 / 15 / 15 / 5 steps, no early termination.
 //! - **Reset.** Fold tasks: the rest cloth shifted in x and z by one `N(0, 0.05²)` draw
 //!   (DaXBench's `build_reset`); unfold tasks: every coordinate of every particle plus
@@ -63,6 +63,7 @@
 //! selected (on primal values; the first index on ties), and a pair at distance exactly 0
 //! contributes a zero (one-sided) derivative, as the push-rope loss does.
 
+use super::common::{contact_aux, contact_aux_vjp};
 use super::row::RowTask;
 use crate::cloth::{
     pick_place, pick_place_vjp, Cloth, ClothParams, ClothState, GradTreatment, StateAdj, V3,
@@ -879,6 +880,33 @@ impl RowTask for ClothTask {
         let o = 3 * self.observed.len();
         for d in 0..3 {
             adj_s[6 * n + d] += adj_obs[o + d];
+        }
+    }
+    /// DaXBench's auxiliary reward `exp(−contact distance)`: from the pick point (the
+    /// action's pick xz on the ground) to the nearest particle of the pre-step state.
+    fn aux_row<T: Real>(&self, s: &[T], a: &[T]) -> Option<T> {
+        let w = self.world_action(a);
+        Some(contact_aux(&[w[0], w[1], w[2]], s, self.n_particles(), 3))
+    }
+    /// Adjoint of [`Self::aux_row`]: to the nearest particle and, through the pick
+    /// mapping (not where clipped), to the action.
+    fn aux_row_vjp<T: Real>(&self, s: &[T], a: &[T], adj: T, adj_s: &mut [T], adj_a: &mut [T]) {
+        let w = self.world_action(a);
+        let mut adj_p = [T::zero(); 3];
+        contact_aux_vjp(
+            &[w[0], w[1], w[2]],
+            s,
+            self.n_particles(),
+            3,
+            adj,
+            &mut adj_p,
+            adj_s,
+        );
+        let h = self.cfg.action_half;
+        for (k, d, c) in [(0, 0, 0), (2, 1, 2)] {
+            if a[k].re().abs() <= 1.0 {
+                adj_a[k] += adj_p[c] * T::cst(h[d]);
+            }
         }
     }
     /// Reward `exp(−10·CD)·0.99^step` of a state row.

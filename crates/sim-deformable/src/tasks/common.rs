@@ -102,3 +102,53 @@ pub fn shape_reward_vjp<T: Real>(s: &[T], goal: &[V3<f64>], adj_r: T, adj_s: &mu
         }
     }
 }
+
+/// DaXBench's auxiliary training reward (`aux_reward`, tasks.md §7.3): `exp(−d)` with `d`
+/// the distance from the point `p` (the pick, or the push start) to the nearest of the `n`
+/// particles whose positions sit at `s[stride·i..stride·i + 3]`. The nearest particle is
+/// chosen by primal value (its derivative is that of the branch taken).
+pub fn contact_aux<T: Real>(p: &V3<T>, s: &[T], n: usize, stride: usize) -> T {
+    let (k, _) = nearest(p, s, n, stride);
+    let e: V3<T> = std::array::from_fn(|d| p[d] - s[stride * k + d]);
+    let dist = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
+    (-dist).exp()
+}
+
+/// Adjoint of [`contact_aux`]: accumulates into `adj_p` and the nearest particle's
+/// position in `adj_s`. At zero distance the derivative is taken as 0.
+pub fn contact_aux_vjp<T: Real>(
+    p: &V3<T>,
+    s: &[T],
+    n: usize,
+    stride: usize,
+    adj: T,
+    adj_p: &mut V3<T>,
+    adj_s: &mut [T],
+) {
+    let (k, _) = nearest(p, s, n, stride);
+    let e: V3<T> = std::array::from_fn(|d| p[d] - s[stride * k + d]);
+    let dist = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
+    if dist.re() <= 0.0 {
+        return;
+    }
+    // ∂exp(−‖e‖)/∂p = −exp(−‖e‖)·e/‖e‖
+    let g = -adj * (-dist).exp() / dist;
+    for d in 0..3 {
+        adj_p[d] += g * e[d];
+        adj_s[stride * k + d] -= g * e[d];
+    }
+}
+
+/// The particle nearest to `p` and its squared distance (primal values).
+fn nearest<T: Real>(p: &V3<T>, s: &[T], n: usize, stride: usize) -> (usize, f64) {
+    let mut best = (0, f64::INFINITY);
+    for i in 0..n {
+        let q: f64 = (0..3)
+            .map(|d| (p[d].re() - s[stride * i + d].re()).powi(2))
+            .sum();
+        if q < best.1 {
+            best = (i, q);
+        }
+    }
+    best
+}

@@ -28,7 +28,8 @@
 //! substeps (default 133, one move): memory ⌈3990/133⌉ + 133 = 163 states per env.
 
 use super::common::{
-    load_goal, particle_obs_names, particle_state_names, shape_loss, shape_reward, shape_reward_vjp,
+    contact_aux, contact_aux_vjp, load_goal, particle_obs_names, particle_state_names, shape_loss,
+    shape_reward, shape_reward_vjp,
 };
 use super::row::RowTask;
 use crate::checkpoint;
@@ -487,6 +488,27 @@ impl RowTask for PushRope {
     }
 
     /// Reward `exp(−10·L)` of a state row.
+    /// DaXBench's auxiliary reward `exp(−contact distance)`: from the push's start to the
+    /// nearest particle of the pre-step state.
+    fn aux_row<T: Real>(&self, s: &[T], a: &[T]) -> Option<T> {
+        let (start, _) = self.push_of_action(a);
+        Some(contact_aux(&start, s, self.cfg.n_particles, 24))
+    }
+    /// Adjoint of [`Self::aux_row`], through the push mapping.
+    fn aux_row_vjp<T: Real>(&self, s: &[T], a: &[T], adj: T, adj_s: &mut [T], adj_a: &mut [T]) {
+        let (start, _) = self.push_of_action(a);
+        let mut adj_p = [T::zero(); 3];
+        contact_aux_vjp(&start, s, self.cfg.n_particles, 24, adj, &mut adj_p, adj_s);
+        let a64: Vec<f64> = a.iter().map(|x| x.re()).collect();
+        let mut seed = [0.0; 6];
+        for d in 0..3 {
+            seed[d] = adj_p[d].re();
+        }
+        for (o, g) in adj_a.iter_mut().zip(self.push_of_action_vjp(&a64, &seed)) {
+            *o += T::cst(g);
+        }
+    }
+
     fn reward_row<T: Real>(&self, s: &[T], _a: &[T]) -> T {
         shape_reward(s, &self.goal)
     }

@@ -39,6 +39,21 @@ pub trait RowTask: Send + Sync {
         adj_s: &mut [T],
         adj_a: &mut [T],
     );
+    /// DaXBench's auxiliary training reward of the pre-step state and the action
+    /// ([`Task::aux_reward`]); `None` (default): the task has none.
+    fn aux_row<T: Real>(&self, _s: &[T], _a: &[T]) -> Option<T> {
+        None
+    }
+    /// Adjoint of [`Self::aux_row`] (accumulates).
+    fn aux_row_vjp<T: Real>(
+        &self,
+        _s: &[T],
+        _a: &[T],
+        _adj: T,
+        _adj_s: &mut [T],
+        _adj_a: &mut [T],
+    ) {
+    }
     /// Whether the batched adapter runs the step and its VJP/JVP in `f64` (converting the
     /// `f32` rows), for engines whose adjoint is `f64`-only or whose dynamics need it.
     fn step_in_f64(&self) -> bool {
@@ -225,6 +240,44 @@ impl<R: RowTask> Task for RowEnv<R> {
     fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
         for (i, d) in out.iter_mut().enumerate() {
             *d = self.0.terminated_row(row(&s_next, i));
+        }
+    }
+
+    fn aux_reward(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        mut out: ArrayViewMut1<f32>,
+    ) -> bool {
+        for (i, o) in out.iter_mut().enumerate() {
+            match self.0.aux_row(row(&s, i), row(&a, i)) {
+                Some(v) => *o = v,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn aux_reward_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj: ArrayView1<f32>,
+        mut adj_s: ArrayViewMut2<f32>,
+        mut adj_a: ArrayViewMut2<f32>,
+    ) {
+        for (i, (mut gs, mut ga)) in adj_s
+            .axis_iter_mut(Axis(0))
+            .zip(adj_a.axis_iter_mut(Axis(0)))
+            .enumerate()
+        {
+            self.0.aux_row_vjp(
+                row(&s, i),
+                row(&a, i),
+                adj[i],
+                gs.as_slice_mut().expect("contiguous rows"),
+                ga.as_slice_mut().expect("contiguous rows"),
+            );
         }
     }
 

@@ -56,6 +56,26 @@ impl<R: RowTask> Stage for StepStage<R> {
     }
 }
 
+/// The auxiliary training reward as a function of (state row, action), concatenated.
+pub struct AuxStage<R>(pub R);
+
+impl<R: RowTask> Stage for AuxStage<R> {
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let n = self.0.spec().state_dim;
+        vec![self
+            .0
+            .aux_row(&x[..n], &x[n..])
+            .expect("the task has an auxiliary reward")]
+    }
+    fn vjp(&self, x: &[f64], u: &[f64]) -> Vec<f64> {
+        let n = self.0.spec().state_dim;
+        let (mut gs, mut ga) = (vec![0.0; n], vec![0.0; x.len() - n]);
+        self.0.aux_row_vjp(&x[..n], &x[n..], u[0], &mut gs, &mut ga);
+        gs.extend(ga);
+        gs
+    }
+}
+
 /// A reset state row (seeded), in `f64`.
 pub fn reset_row64<R: RowTask>(task: &R, seed: u64, stochastic: bool) -> Vec<f64> {
     let mut row = vec![0.0f32; task.spec().state_dim];
