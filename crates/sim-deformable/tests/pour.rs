@@ -3,15 +3,13 @@
 //! dual-number JVP and against finite differences, checkpointing, the batched f32
 //! contract, the scripted pour, the particle counts and bad configs.
 
-use diff_core::gradcheck::{
-    cases, check_stage, direction, dot_product_test, vec_in, Stage, StageTol,
-};
+use diff_core::gradcheck::{cases, check_stage, direction, vec_in, Stage, StageTol};
 use diff_core::Task;
 use proptest::prelude::*;
 use sim_deformable::mpm::{Material, MpmParams};
 use sim_deformable::tasks::pour::{Pour, PourConfig, PourGoal};
 use sim_deformable::tasks::testing::{
-    batched_contract, reset_row64, ObserveStage, RewardStage, StepStage,
+    batched_contract, reset_row64, step_dot_product_error, ObserveStage, RewardStage, StepStage,
 };
 use sim_deformable::tasks::{RowEnv, RowTask};
 
@@ -58,12 +56,7 @@ proptest! {
         let step = StepStage(tiny());
         let mut x = moving_row(&step.0, seed);
         x.extend(&a);
-        let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
-        let y = step.forward::<f64>(&x);
-        let u: Vec<f64> = (0..y.len()).map(|i| u[i % u.len()] * (1.0 + 0.1 * i as f64).sin()).collect();
-        let jv = diff_core::gradcheck::dual_jvp(&step, &x, &v);
-        let ju = step.vjp(&x, &u);
-        let e = dot_product_test(&jv, &u, &ju, &v);
+        let e = step_dot_product_error(&step, &x, &u, &v);
         prop_assert!(e <= 1e-9, "dot-product test {e:e}");
     }
 }

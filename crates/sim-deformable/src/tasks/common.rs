@@ -152,3 +152,79 @@ fn nearest<T: Real>(p: &V3<T>, s: &[T], n: usize, stride: usize) -> (usize, f64)
     }
     best
 }
+
+/// The observation of the primitive-driven MPM tasks (whip-rope, the pouring tasks): x and
+/// v of the `n` particles (state rows of 24 per particle), then the primitive's positions
+/// over the last step's `steps` substeps, from `g − last` to `g`, with `g` at
+/// `s[pos..pos + 3]` and the last displacement at `s[last..last + 3]`.
+pub fn particle_path_observe<T: Real>(
+    s: &[T],
+    n: usize,
+    (pos, last): (usize, usize),
+    steps: usize,
+    obs: &mut [T],
+) {
+    for p in 0..n {
+        obs[3 * p..3 * p + 3].copy_from_slice(&s[24 * p..24 * p + 3]);
+        obs[3 * n + 3 * p..3 * n + 3 * p + 3].copy_from_slice(&s[24 * p + 3..24 * p + 6]);
+    }
+    for j in 0..steps {
+        let f = T::cst((steps - j) as f64 / steps as f64);
+        for d in 0..3 {
+            obs[6 * n + 3 * j + d] = s[pos + d] - s[last + d] * f;
+        }
+    }
+}
+
+/// Adjoint of [`particle_path_observe`] (accumulates into `adj_s`).
+pub fn particle_path_observe_vjp<T: Real>(
+    n: usize,
+    (pos, last): (usize, usize),
+    steps: usize,
+    adj_obs: &[T],
+    adj_s: &mut [T],
+) {
+    for p in 0..n {
+        for d in 0..3 {
+            adj_s[24 * p + d] += adj_obs[3 * p + d];
+            adj_s[24 * p + 3 + d] += adj_obs[3 * n + 3 * p + d];
+        }
+    }
+    for j in 0..steps {
+        let f = T::cst((steps - j) as f64 / steps as f64);
+        for d in 0..3 {
+            let g = adj_obs[6 * n + 3 * j + d];
+            adj_s[pos + d] += g;
+            adj_s[last + d] -= g * f;
+        }
+    }
+}
+
+/// A reset shift in x and z, each N(0, σ²) (zero without `stochastic` or with σ = 0).
+pub fn xz_shift(rng: &mut diff_core::SeededRng, stochastic: bool, sigma: f64) -> [f64; 2] {
+    use rand_distr::{Distribution, Normal};
+    if stochastic && sigma > 0.0 {
+        let nd = Normal::new(0.0, sigma).expect("positive standard deviation");
+        [nd.sample(rng), nd.sample(rng)]
+    } else {
+        [0.0, 0.0]
+    }
+}
+
+/// How much farther than the nearest particle the second-nearest lies from `p` (the
+/// margin by which [`contact_aux`]'s choice of particle is stable).
+pub fn contact_margin(p: &V3<f64>, s: &[f64], n: usize, stride: usize) -> f64 {
+    let mut d: Vec<f64> = (0..n)
+        .map(|i| {
+            (0..3)
+                .map(|k| (p[k] - s[stride * i + k]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    d.sort_by(f64::total_cmp);
+    if d.len() < 2 {
+        return f64::INFINITY;
+    }
+    d[1] - d[0]
+}

@@ -139,3 +139,49 @@ pub fn batched_contract<R: RowTask>(env: &RowEnv<R>, n: usize, seed: u64) -> f64
     let ga32: Vec<f64> = adj_a.row(0).iter().map(|&x| x as f64).collect();
     rel_err(&ga32, &ga, 1e-6)
 }
+
+/// Checks the auxiliary training reward's adjoint ([`AuxStage`]) against finite
+/// differences and the dot-product test, at a seeded stochastic reset state and action `a`
+/// (`v` is cycled to the input length); also that the reward lies in (0, 1].
+pub fn check_aux_adjoint<R: RowTask>(
+    task: R,
+    seed: u64,
+    a: &[f64],
+    u: &[f64],
+    v: &[f64],
+    name: &str,
+) {
+    let mut x = reset_row64(&task, seed, true);
+    let n = x.len();
+    x.extend(a);
+    let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
+    let aux = task
+        .aux_row(&x[..n], a)
+        .expect("the task has an auxiliary reward");
+    assert!(aux > 0.0 && aux <= 1.0, "{name}: aux {aux}");
+    let tol = diff_core::gradcheck::StageTol {
+        h: 1e-5,
+        fd: 1e-6,
+        dot: 1e-9,
+    };
+    diff_core::gradcheck::check_stage(&AuxStage(task), &x, u, &v, tol, name);
+}
+
+/// The dot-product test of a task step's VJP against its dual-number JVP at
+/// `x = (state row, action)`, with `u` and `v` cycled to the output and input lengths
+/// (`u` also modulated so that it is not periodic): returns the relative mismatch.
+pub fn step_dot_product_error<R: RowTask>(
+    step: &StepStage<R>,
+    x: &[f64],
+    u: &[f64],
+    v: &[f64],
+) -> f64 {
+    let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
+    let y = step.forward::<f64>(x);
+    let u: Vec<f64> = (0..y.len())
+        .map(|i| u[i % u.len()] * (1.0 + 0.1 * i as f64).sin())
+        .collect();
+    let jv = diff_core::gradcheck::dual_jvp(step, x, &v);
+    let ju = step.vjp(x, &u);
+    diff_core::gradcheck::dot_product_test(&jv, &u, &ju, &v)
+}

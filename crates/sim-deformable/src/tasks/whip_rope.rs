@@ -20,7 +20,8 @@
 //!   N(0, 0.02²) each (DaXBench shifts both; one shared shift keeps the grasp).
 
 use super::common::{
-    load_goal, particle_obs_names, particle_state_names, shape_reward, shape_reward_vjp,
+    load_goal, particle_obs_names, particle_path_observe, particle_path_observe_vjp,
+    particle_state_names, shape_reward, shape_reward_vjp, xz_shift,
 };
 use super::row::RowTask;
 use crate::checkpoint;
@@ -29,7 +30,6 @@ use crate::mpm::{Material, MpmModel, MpmParams, MpmRun, MpmState, ParticleMateri
 use crate::primitive::{Coupling, Primitive, PrimitiveState, Shape};
 use diff_core::{Error, Prim, Real, Result, Scene, SeededRng, TaskSpec};
 use ndarray::ArrayView1;
-use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 /// Where the whip-rope goal comes from.
@@ -362,37 +362,12 @@ impl RowTask for WhipRope {
 
     fn observe_row<T: Real>(&self, s: &[T], obs: &mut [T]) {
         let n = self.cfg.n_particles;
-        for p in 0..n {
-            obs[3 * p..3 * p + 3].copy_from_slice(&s[24 * p..24 * p + 3]);
-            obs[3 * n + 3 * p..3 * n + 3 * p + 3].copy_from_slice(&s[24 * p + 3..24 * p + 6]);
-        }
-        // the gripper's path over the last step: from g − last to g
-        let k_all = self.cfg.substeps;
-        for j in 0..k_all {
-            let f = T::cst((k_all - j) as f64 / k_all as f64);
-            for d in 0..3 {
-                obs[6 * n + 3 * j + d] = s[24 * n + d] - s[24 * n + 3 + d] * f;
-            }
-        }
+        particle_path_observe(s, n, (24 * n, 24 * n + 3), self.cfg.substeps, obs);
     }
 
     fn observe_row_vjp<T: Real>(&self, _s: &[T], adj_obs: &[T], adj_s: &mut [T]) {
         let n = self.cfg.n_particles;
-        for p in 0..n {
-            for d in 0..3 {
-                adj_s[24 * p + d] += adj_obs[3 * p + d];
-                adj_s[24 * p + 3 + d] += adj_obs[3 * n + 3 * p + d];
-            }
-        }
-        let k_all = self.cfg.substeps;
-        for j in 0..k_all {
-            let f = T::cst((k_all - j) as f64 / k_all as f64);
-            for d in 0..3 {
-                let g = adj_obs[6 * n + 3 * j + d];
-                adj_s[24 * n + d] += g;
-                adj_s[24 * n + 3 + d] -= g * f;
-            }
-        }
+        particle_path_observe_vjp(n, (24 * n, 24 * n + 3), self.cfg.substeps, adj_obs, adj_s);
     }
 
     fn reward_row<T: Real>(&self, s: &[T], _a: &[T]) -> T {
@@ -411,12 +386,7 @@ impl RowTask for WhipRope {
     }
 
     fn reset_row(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
-        let shift = if stochastic && self.cfg.reset_shift > 0.0 {
-            let nd = Normal::new(0.0, self.cfg.reset_shift).expect("positive standard deviation");
-            [nd.sample(rng), nd.sample(rng)]
-        } else {
-            [0.0, 0.0]
-        };
+        let shift = xz_shift(rng, stochastic, self.cfg.reset_shift);
         for (o, v) in s.iter_mut().zip(self.start_row(shift)) {
             *o = v as f32;
         }
