@@ -344,17 +344,7 @@ impl MbMix {
         let mut actor_loss = 0.0f32;
         for p in &plans {
             if let Plan::Window { model_grad, weight } = *p {
-                let sim_adj = SimulatorAdjoint(task.as_ref());
-                let through_model;
-                let dynamics: &dyn StepAdjoint = if model_grad {
-                    through_model = ModelAdjoint::ensemble(
-                        ensemble_models(&self.trainer, &self.members),
-                        task.as_ref(),
-                    )?;
-                    &through_model
-                } else {
-                    &sim_adj
-                };
+                let dynamics = sim_steps(model_grad, task.as_ref(), &self.trainer, &self.members)?;
                 let sh = &mut self.shac;
                 // the unweighted seeds stay in SHAC's buffer (the diagnostics read them)
                 let scaled;
@@ -374,7 +364,7 @@ impl MbMix {
                 };
                 sh.engine.reverse_sweep(
                     task.as_ref(),
-                    dynamics,
+                    &dynamics,
                     &sh.actor,
                     value_net,
                     frozen.as_ref(),
@@ -654,21 +644,11 @@ impl MbMix {
             buf.seeds.value.mapv_inplace(|v| v * weight);
         }
         let task = self.shac.task.clone();
-        let sim_adj = SimulatorAdjoint(task.as_ref());
         let model_adj = SimulatorAdjoint(mt.as_ref());
-        let through_model;
-        let before: &dyn StepAdjoint = if model_grad {
-            through_model = ModelAdjoint::ensemble(
-                ensemble_models(&self.trainer, &self.members),
-                task.as_ref(),
-            )?;
-            &through_model
-        } else {
-            &sim_adj
-        };
+        let before = sim_steps(model_grad, task.as_ref(), &self.trainer, &self.members)?;
         let chain = HandoverAdjoint {
             at: prefix,
-            before,
+            before: &before,
             after: &model_adj,
         };
         let dynamics: &dyn StepAdjoint = if prefix > 0 { &chain } else { &model_adj };
@@ -739,6 +719,46 @@ impl MbMix {
         let v_shac = variance(&shac, false);
         (v_mix, v_shac)
     }
+}
+
+/// The step adjoint of simulator steps: the simulator's, or with `model_grad` the model's
+/// on the simulator's tape (`sim_fwd_model_bwd`, reading C).
+enum SimSteps<'a> {
+    Sim(SimulatorAdjoint<'a>),
+    Model(ModelAdjoint<'a>),
+}
+
+impl StepAdjoint for SimSteps<'_> {
+    fn step_vjp(
+        &self,
+        t: usize,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ndarray::ArrayViewMut2<f32>,
+        adj_a: ndarray::ArrayViewMut2<f32>,
+    ) {
+        match self {
+            SimSteps::Sim(x) => x.step_vjp(t, s, a, adj_next, adj_s, adj_a),
+            SimSteps::Model(x) => x.step_vjp(t, s, a, adj_next, adj_s, adj_a),
+        }
+    }
+}
+
+fn sim_steps<'a>(
+    model_grad: bool,
+    task: &'a dyn Task,
+    trainer: &'a SobolevTrainer,
+    members: &'a [SobolevTrainer],
+) -> Result<SimSteps<'a>> {
+    Ok(if model_grad {
+        SimSteps::Model(ModelAdjoint::ensemble(
+            ensemble_models(trainer, members),
+            task,
+        )?)
+    } else {
+        SimSteps::Sim(SimulatorAdjoint(task))
+    })
 }
 
 /// The ensemble's models: the trainer's, then the further members'.
