@@ -398,10 +398,10 @@ impl Primitive {
         if !self.acts_on(p, s) {
             return *a;
         }
-        let sr = s.re();
+        let sr = s.re().to_array();
         let x0: [f64; 3 + PRIMITIVE_STATE_LEN] = std::array::from_fn(|i| match i {
             0..=2 => v[i].re(),
-            _ => sr.to_array()[i - 3],
+            _ => sr[i - 3],
         });
         // a translating primitive ignores its orientation and angular velocity
         let inputs = if self.rotating { x0.len() } else { 9 };

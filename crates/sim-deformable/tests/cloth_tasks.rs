@@ -100,12 +100,7 @@ proptest! {
         let step = StepStage(tiny());
         let mut x = start_row(&step.0, seed);
         x.extend(&a);
-        let v: Vec<f64> = (0..x.len()).map(|i| v[i % v.len()]).collect();
-        let y = step.forward::<f64>(&x);
-        let u: Vec<f64> = (0..y.len()).map(|i| u[i % u.len()] * (1.0 + 0.1 * i as f64).sin()).collect();
-        let jv = diff_core::gradcheck::dual_jvp(&step, &x, &v);
-        let ju = step.vjp(&x, &u);
-        let e = dot_product_test(&jv, &u, &ju, &v);
+        let e = sim_deformable::tasks::testing::step_dot_product_error(&step, &x, &u, &v);
         prop_assert!(e <= 1e-9, "dot-product test {e:e}");
     }
 }

@@ -241,5 +241,13 @@ fn bad_configs_fail_before_stepping() {
     cfg.target.cut = 0.3;
     let err = Pour::with_config(cfg).err().unwrap().to_string();
     assert!(err.contains("target"), "{err}");
+    let err = Pour::with_config(PourConfig {
+        reset_shift: -0.1,
+        ..PourConfig::tiny()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("reset_shift"), "{err}");
     assert!(Pour::new("pour-milk").is_err());
 }

@@ -453,6 +453,12 @@ impl Pour {
                 "must be positive".into(),
             ));
         }
+        if !(cfg.reset_shift.is_finite() && cfg.reset_shift >= 0.0) {
+            return Err(bad(
+                "reset_shift",
+                format!("{} is not a standard deviation", cfg.reset_shift),
+            ));
+        }
         for (which, b) in [("holder", &cfg.holder), ("target", &cfg.target)] {
             if !(b.radius > 0.0 && b.thickness > 0.0 && b.cut.abs() < b.radius) {
                 return Err(bad(
