@@ -111,6 +111,12 @@ pub struct MetricsLine {
     /// MB-MIX: actor-gradient variance of SHAC's objective on the same window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_var_shac: Option<f64>,
+    /// MB-MIX: wall time of the epoch's simulator Sobolev targets, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_targets_s: Option<f64>,
+    /// MB-MIX: wall time of the epoch's model training, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_train_s: Option<f64>,
 }
 
 impl MetricsLine {
@@ -127,6 +133,8 @@ impl MetricsLine {
             self.model_jacobian_err = m.model_jacobian_err;
             self.grad_var_mix = m.grad_var_mix;
             self.grad_var_shac = m.grad_var_shac;
+            self.model_targets_s = Some(m.model_targets_s);
+            self.model_train_s = Some(m.model_train_s);
         }
         self
     }

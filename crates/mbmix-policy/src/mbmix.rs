@@ -86,6 +86,15 @@ pub struct MbMixEpochStats {
     pub model_lr: f64,
     /// Transitions in the model's buffer.
     pub model_buffer_len: usize,
+    /// Wall time of this epoch's simulator Sobolev targets (the window's transitions, plus
+    /// the held-out set on diagnostic epochs), seconds. Not deterministic, so not
+    /// serialised with the statistics (the run's metrics copy it).
+    #[serde(skip)]
+    pub model_targets_s: f64,
+    /// Wall time of this epoch's model training (every member, and the reward head),
+    /// seconds. Not deterministic (as `model_targets_s`).
+    #[serde(skip)]
+    pub model_train_s: f64,
     /// Mean normalised MSE of the learned reward's last training pass
     /// (`model.reward = learned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -481,8 +490,11 @@ impl MbMix {
         policy_u: Option<&ndarray::Array3<f32>>,
         stats: &mut MbMixEpochStats,
     ) -> Result<()> {
+        let clock = std::time::Instant::now();
         let tape = &self.shac.engine.tape;
         let (s_rows, a_rows) = window_transitions(tape);
+        // the window's own next states: the targets need no second forward step
+        let next_rows = kept_rows(tape, &tape.next_states);
         let u_rows = policy_u.map(|adj| kept_rows(tape, adj));
         let samples = self.cfg.diagnostics.model_error_samples;
         if diagnose && samples > 0 && s_rows.nrows() > 0 {
@@ -506,10 +518,13 @@ impl MbMix {
             task.as_ref(),
             s_rows.view(),
             a_rows.view(),
+            Some(next_rows.view()),
             &self.trainer.target_spec(),
             u_rows.as_ref().map(|u| u.view()),
             &mut self.model_rng,
         )?;
+        stats.model_targets_s = clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
         self.trainer.add(&batch)?;
         for m in self.members.iter_mut() {
             m.add(&batch)?;
@@ -544,6 +559,7 @@ impl MbMix {
                 &mut self.model_rng,
             ));
         }
+        stats.model_train_s = clock.elapsed().as_secs_f64();
         Ok(())
     }
 

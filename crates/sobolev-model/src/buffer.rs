@@ -190,7 +190,7 @@ pub fn collect<T: Task + ?Sized>(
     spec: &TargetSpec,
     rng: &mut SeededRng,
 ) -> Result<Transitions> {
-    collect_with_directions(task, states, actions, spec, None, rng)
+    collect_with_directions(task, states, actions, None, spec, None, rng)
 }
 
 /// [`collect`] with given output directions for the projected forms (`vjp_proj`,
@@ -199,10 +199,15 @@ pub fn collect<T: Task + ?Sized>(
 /// transition r, rescaled in normalised output space to length √(state_dim) (a standard
 /// normal direction's mean square length); all-zero or non-finite rows keep the random
 /// one. The random draws happen as in [`collect`], so the other directions are unchanged.
+///
+/// `next`, when given, holds the next states `F(s, a)` already simulated for these rows
+/// (a window's tape): the forward step is then skipped. They must be what `task.step`
+/// gives (rows are independent, so a batched window gives the same values).
 pub fn collect_with_directions<T: Task + ?Sized>(
     task: &T,
     states: ArrayView2<f32>,
     actions: ArrayView2<f32>,
+    next: Option<ArrayView2<f32>>,
     spec: &TargetSpec,
     given_u: Option<ArrayView2<f32>>,
     rng: &mut SeededRng,
@@ -247,8 +252,17 @@ pub fn collect_with_directions<T: Task + ?Sized>(
         }
     };
     let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
-    let mut s_next = Array2::<f32>::zeros((n, ds));
-    task.step(s.view(), a.view(), s_next.view_mut());
+    let s_next = match next {
+        Some(next) => {
+            check_shape("collect next states", next.shape(), n, ds)?;
+            next.to_owned()
+        }
+        None => {
+            let mut s_next = Array2::<f32>::zeros((n, ds));
+            task.step(s.view(), a.view(), s_next.view_mut());
+            s_next
+        }
+    };
 
     let layout = TargetLayout::new(spec.form, ds, da, spec.directions);
     let (block, k) = (layout.block(), layout.directions);

@@ -43,6 +43,19 @@ where
     }
 }
 
+/// `[n, a, b]` → `[n, b, a]`, row-major.
+fn transpose_last<E: Copy>(v: &[E], n: usize, a: usize, b: usize) -> Vec<E> {
+    let mut out = Vec::with_capacity(v.len());
+    for r in 0..n {
+        for j in 0..b {
+            for i in 0..a {
+                out.push(v[(r * a + i) * b + j]);
+            }
+        }
+    }
+    out
+}
+
 /// The Jacobian-side data of a prepared minibatch (normalised coordinates).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum PreparedJac<E> {
@@ -323,13 +336,23 @@ where
                 .broadcast_like::<_, Axes2<0, 2>>(&shape)
         };
         let tangent = match &p.jac {
-            PreparedJac::None => None,
-            PreparedJac::Full { .. } | PreparedJac::VjpProj { .. } => Some(InputTangent::Identity),
+            PreparedJac::None | PreparedJac::VjpProj { .. } => None,
+            PreparedJac::Full { .. } => Some(InputTangent::Identity),
             PreparedJac::JvpProj { v, .. } | PreparedJac::Bilinear { v, .. } => Some(
                 InputTangent::Rows(dev.tensor_from_vec(v.clone(), (n, k, din))),
             ),
         };
-        let (y, t) = self.forward_pair(layers, x, tangent);
+        // `vjp_proj` runs the reverse-mode cotangent (k rows) instead of the identity
+        // tangent (`in` rows); both give `u_nᵀJ_y`.
+        let (y, t) = match &p.jac {
+            PreparedJac::VjpProj { u, .. } => {
+                let rows = transpose_last(u, n, ds, k);
+                let (y, c) =
+                    self.forward_cotangent(layers, x, dev.tensor_from_vec(rows, (n, k, ds)));
+                (y, Some(c))
+            }
+            _ => self.forward_pair(layers, x, tangent),
+        };
         let y_target: Mat<E, T> = dev.tensor_from_vec(p.y.clone(), (n, ds)).retaped::<T>();
         let value = (y - y_target).square().sum::<(), _>() * inv_n;
         let value_f = value.array().to_f64().unwrap();
@@ -339,10 +362,17 @@ where
                 let shape = (n, din, ds);
                 (penalty(t - cube(target, shape), p.huber) * weights(shape)).sum::<(), _>() * inv_n
             }
-            PreparedJac::VjpProj { u, w } => {
-                let proj = t.matmul(cube(u, (n, ds, k)));
-                let shape = (n, din, k);
-                (penalty(proj - cube(w, shape), p.huber) * weights(shape)).sum::<(), _>() * inv_nk
+            PreparedJac::VjpProj { w, .. } => {
+                // `t` holds the rows `u_nᵀJ_y` `[n, k, in]`.
+                let shape = (n, k, din);
+                let w_rows = dev
+                    .tensor_from_vec(transpose_last(w, n, din, k), shape)
+                    .retaped::<T>();
+                let weights = dev
+                    .tensor_from_vec(p.weights.clone(), (din,))
+                    .retaped::<T>()
+                    .broadcast_like::<_, Axes2<0, 1>>(&shape);
+                (penalty(t - w_rows, p.huber) * weights).sum::<(), _>() * inv_nk
             }
             PreparedJac::JvpProj { z, .. } => {
                 penalty(t - cube(z, (n, k, ds)), p.huber).sum::<(), _>() * inv_nk

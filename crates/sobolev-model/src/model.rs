@@ -18,8 +18,9 @@ use crate::config::{Activation, ModelConfig, PredictionTarget};
 use crate::error::{check_shape, Error, Result};
 use crate::normalizer::Normalizer;
 use crate::tangent::{
-    activate_pair, layer_norm_pair, linear, linear_identity_tangent, linear_tangent, Cube, Float,
-    Mat, Vector,
+    activate, activate_pair, activation_cotangent, layer_norm_cotangent, layer_norm_pair,
+    layer_norm_saving, linear, linear_cotangent, linear_identity_tangent, linear_tangent, Cube,
+    Float, LayerNormSaved, Mat, Vector,
 };
 use dfdx::prelude::*;
 use ndarray::{Array2, Array3, ArrayView2};
@@ -264,6 +265,52 @@ where
             };
         }
         unreachable!("the last layer is not hidden and returns above")
+    }
+
+    /// The network with a reverse-mode cotangent: returns `y = net(x)` `[n, out]` and, for
+    /// cotangent rows `u` `[n, k, out]`, `uᵀJ_y` as rows `[n, k, in]`. Written with ordinary
+    /// ops (the reverse pass of [`Self::forward_pair`]'s layers, on tape-free copies of the
+    /// primal intermediates), so a loss on `uᵀJ_y` backpropagates to the weights with one
+    /// first-order reverse pass, as the tangent does; it costs `k` rows instead of the
+    /// identity tangent's `in` rows.
+    pub(crate) fn forward_cotangent<T: Tape<E, Cpu> + Merge<T>>(
+        &self,
+        layers: &[DfdxLayer<E>],
+        x: Mat<E, T>,
+        u: Cube<E>,
+    ) -> (Mat<E, T>, Cube<E, T>) {
+        let mut h = x;
+        let mut saved: Vec<(Mat<E>, Option<LayerNormSaved<E>>)> = Vec::new();
+        let mut y = None;
+        for layer in layers {
+            let z = linear(h, &layer.w, &layer.b);
+            if !layer.hidden {
+                y = Some(z);
+                break;
+            }
+            let z_saved = z.retaped::<NoneTape>();
+            let e = activate(z, self.activation);
+            let (next, ln) = match &layer.norm {
+                Some((g, b)) => {
+                    let (v, s) = layer_norm_saving(e, g, b);
+                    (v, Some(s))
+                }
+                None => (e, None),
+            };
+            saved.push((z_saved, ln));
+            h = next;
+        }
+        let y = y.expect("the last layer is not hidden");
+        let last = layers.last().expect("a network has layers");
+        let mut c = linear_cotangent(u.retaped::<T>(), &last.w);
+        for (layer, (z, ln)) in layers.iter().zip(&saved).rev() {
+            if let (Some(s), Some((g, _))) = (ln, &layer.norm) {
+                c = layer_norm_cotangent(c, s, g);
+            }
+            c = activation_cotangent(c, z, self.activation);
+            c = linear_cotangent(c, &layer.w);
+        }
+        (y, c)
     }
 
     fn check_sa(&self, s: &ArrayView2<E>, a: &ArrayView2<E>) -> Result<usize> {

@@ -187,3 +187,97 @@ where
     });
     (value, tangent)
 }
+
+/// Cotangent of [`linear`] (reverse mode, written with ordinary ops): `c·Wᵀ` for cotangent
+/// rows `[n, c, out]`, as one `[n·c, out]` GEMM.
+pub fn linear_cotangent<E: Float, T: Tape<E, Cpu> + Merge<T>>(
+    c: Cube<E, T>,
+    weight: &Mat<E>,
+) -> Cube<E, T>
+where
+    Cpu: dfdx::tensor_ops::Device<E>,
+{
+    let (n, k, out) = *c.shape();
+    let fan_in = weight.shape().0;
+    c.reshape_like(&(n * k, out))
+        .matmul(weight.retaped::<T>().permute::<_, Axes2<1, 0>>())
+        .reshape_like(&(n, k, fan_in))
+}
+
+/// What [`layer_norm_saving`] keeps for the reverse pass: `x̂` and `s`, as tape-free copies
+/// (the tape discipline of this module: their gradient contributions flow into the primal
+/// tape's records by tensor id).
+pub struct LayerNormSaved<E: Float> {
+    /// Normalised activations `[n, d]`.
+    pub xhat: Mat<E>,
+    /// Standard deviations `[n]`.
+    pub std: Vector<E>,
+}
+
+/// [`layer_norm_pair`]'s value, also returning `x̂` and `s` for [`layer_norm_cotangent`].
+pub fn layer_norm_saving<E: Float, T: Tape<E, Cpu> + Merge<T>>(
+    x: Mat<E, T>,
+    gain: &Vector<E>,
+    bias: &Vector<E>,
+) -> (Mat<E, T>, LayerNormSaved<E>)
+where
+    Cpu: dfdx::tensor_ops::Device<E>,
+{
+    let shape = *x.shape();
+    let mean = x.retaped::<T>().mean::<(usize,), Axis<1>>();
+    let centered = x - mean.broadcast_like::<_, Axis<1>>(&shape);
+    let var = centered.retaped::<T>().square().mean::<(usize,), Axis<1>>();
+    let std = (var + E::from_f64(LAYER_NORM_EPS).unwrap()).sqrt();
+    let saved_std = std.retaped::<NoneTape>();
+    let xhat = centered / std.broadcast_like::<_, Axis<1>>(&shape);
+    let saved = LayerNormSaved {
+        xhat: xhat.retaped::<NoneTape>(),
+        std: saved_std,
+    };
+    let value = xhat * gain.retaped::<T>().broadcast_like::<_, Axis<0>>(&shape)
+        + bias.retaped::<T>().broadcast_like::<_, Axis<0>>(&shape);
+    (value, saved)
+}
+
+/// Cotangent of LayerNorm: from rows `c_h` `[n, k, d]` on `h = g ⊙ x̂ + b` to rows on its
+/// input. The Jacobian of `x̂` is symmetric (`(I − 11ᵀ/d − x̂x̂ᵀ/d)/s`), so with
+/// `t = g ⊙ c_h` the rule is the tangent's: `(t − mean t − x̂·mean(x̂ ⊙ t)) / s`.
+pub fn layer_norm_cotangent<E: Float, T: Tape<E, Cpu> + Merge<T>>(
+    c: Cube<E, T>,
+    saved: &LayerNormSaved<E>,
+    gain: &Vector<E>,
+) -> Cube<E, T>
+where
+    Cpu: dfdx::tensor_ops::Device<E>,
+{
+    let ts = *c.shape();
+    let t = c * gain.retaped::<T>().broadcast_like::<_, Axes2<0, 1>>(&ts);
+    let mean_t = t
+        .retaped::<T>()
+        .mean::<(usize, usize), Axis<2>>()
+        .broadcast_like::<_, Axis<2>>(&ts);
+    let xb = saved.xhat.retaped::<T>().broadcast_like::<_, Axis<1>>(&ts);
+    let mean_xt = (xb.retaped::<T>() * t.retaped::<T>())
+        .mean::<(usize, usize), Axis<2>>()
+        .broadcast_like::<_, Axis<2>>(&ts);
+    let num = t - mean_t - xb * mean_xt;
+    num / saved
+        .std
+        .retaped::<T>()
+        .broadcast_like::<_, Axes2<1, 2>>(&ts)
+}
+
+/// Cotangent of the activation: `c ⊙ σ′(z)` for rows `[n, k, d]` and pre-activations `z`
+/// `[n, d]` (a tape-free copy; see [`activation_derivative`]).
+pub fn activation_cotangent<E: Float, T: Tape<E, Cpu> + Merge<T>>(
+    c: Cube<E, T>,
+    z: &Mat<E>,
+    act: Activation,
+) -> Cube<E, T>
+where
+    Cpu: dfdx::tensor_ops::Device<E>,
+{
+    let shape = *c.shape();
+    let d = activation_derivative(z.retaped::<T>(), act);
+    c * d.broadcast_like::<_, Axis<1>>(&shape)
+}

@@ -329,10 +329,34 @@ fn direct_loss(m: &SobolevModel<f64>, b: &Transitions, beta: (f64, f64)) -> (f64
 fn sobolev_loss_and_gradient_match_finite_differences() {
     let mut rng = seeded(3, 0);
     for form in FORMS {
-        let cfg = tiny_cfg(form);
+        check_loss_and_gradient(&tiny_cfg(form), &mut rng);
+    }
+}
+
+/// The reverse-mode cotangent of `vjp_proj` on every network variant (tanh without
+/// LayerNorm, no normalisation, no hidden layer): the loss equals the direct computation
+/// from the model's full Jacobian and its parameter gradient matches finite differences.
+#[test]
+fn vjp_proj_cotangent_on_every_network_variant() {
+    let mut rng = seeded(31, 0);
+    for base in variants() {
+        let cfg = ModelConfig {
+            sobolev: SobolevConfig {
+                form: SobolevForm::VjpProj,
+                ..base.sobolev.clone()
+            },
+            ..base
+        };
+        check_loss_and_gradient(&cfg, &mut rng);
+    }
+}
+
+fn check_loss_and_gradient(cfg: &ModelConfig, rng: &mut SeededRng) {
+    let form = cfg.sobolev.form;
+    {
         let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
-        let m = model64(&cfg, &mut rng);
-        let b = toy_batch(&m, &cfg, 5, &mut rng);
+        let m = model64(cfg, rng);
+        let b = toy_batch(&m, cfg, 5, rng);
         let p = m.prepare(&b, beta).unwrap();
         let parts = m.sobolev_loss(&p).unwrap();
         let (value, jac) = direct_loss(&m, &b, beta);
@@ -1037,6 +1061,7 @@ fn given_directions_replace_the_first_random_one() {
             &toy,
             s.view(),
             a.view(),
+            None,
             &spec,
             Some(g.view()),
             &mut seeded(32, 0),
@@ -1071,4 +1096,43 @@ fn given_directions_replace_the_first_random_one() {
     c.sobolev.form = SobolevForm::JvpProj;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("sobolev.direction_source"), "{err}");
+}
+
+/// Next states handed in (a window's tape) give the same transitions and targets as the
+/// states `collect` simulates itself; a wrongly shaped batch of them is an error.
+#[test]
+fn given_next_states_skip_the_forward_step() {
+    let toy = Toy::new();
+    let mut rng = seeded(41, 0);
+    let (s, a) = random_inputs(&mut rng, 9);
+    let mut next = Array2::<f32>::zeros((9, 3));
+    diff_core::Task::step(&toy, s.view(), a.view(), next.view_mut());
+    for form in FORMS {
+        let spec = TargetSpec::unit(form, 2);
+        let own = collect(&toy, s.view(), a.view(), &spec, &mut seeded(42, 0)).unwrap();
+        let given = collect_with_directions(
+            &toy,
+            s.view(),
+            a.view(),
+            Some(next.view()),
+            &spec,
+            None,
+            &mut seeded(42, 0),
+        )
+        .unwrap();
+        assert_eq!(own.s_next, given.s_next, "{form:?}");
+        assert_eq!(own.targets, given.targets, "{form:?}");
+    }
+    let bad = Array2::<f32>::zeros((8, 3));
+    let err = collect_with_directions(
+        &toy,
+        s.view(),
+        a.view(),
+        Some(bad.view()),
+        &TargetSpec::unit(SobolevForm::VjpProj, 1),
+        None,
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("next states"), "{err}");
 }
