@@ -6,8 +6,10 @@
 //!
 //! with `y = net(x)`, `y* = (target − μ_out)/σ_out`, `J* = diag(1/σ_out)(J_F − [R·I, 0])diag(σ_in)`
 //! (see [`crate::model`]). The Jacobian term is computed from the model's tangent
-//! propagation, so one first-order reverse pass gives ∂J_M/∂φ. Per form (`k` directions,
-//! averaged):
+//! propagation (`full`, `jvp_proj`, `bilinear`) or, for `vjp_proj`, from its reverse-mode
+//! cotangent written with the same ordinary ops (`k` rows instead of the identity
+//! tangent's `in` rows: on Ant, 1 row instead of 45), so one first-order reverse pass gives
+//! ∂J_M/∂φ. Per form (`k` directions, averaged):
 //! - `full`: `Σ_i w_i Σ_o (J_y − J*)²_{o,i}`, `w` = β_s on state columns, β_a on action ones;
 //! - `vjp_proj`: `Σ_i w_i (u_nᵀJ_y − u_nᵀJ*)_i²` with `u_n = σ_out ⊙ u_phys`;
 //! - `jvp_proj`: `‖J_y·v_n − J*·v_n‖²` with `v_n = v_phys / σ_in` (β is inside `v`);
