@@ -153,7 +153,39 @@ fn ci() -> Result<()> {
     )?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
-    run_checked(test, "cargo test --workspace")
+    run_checked(test, "cargo test --workspace")?;
+    // the CUDA path must keep compiling; its kernel tests skip without NVRTC / a GPU
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "-p",
+        "diff-core",
+        "-p",
+        "sim-rigid",
+        "-p",
+        "bench-suite",
+        "--all-targets",
+        "--features",
+        "cuda",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run_checked(clippy, "cargo clippy ... --features cuda -- -D warnings")?;
+    let mut test = cargo();
+    test.args([
+        "test",
+        "-p",
+        "sim-rigid",
+        "--features",
+        "cuda",
+        "--test",
+        "kernels",
+    ]);
+    run_checked(
+        test,
+        "cargo test -p sim-rigid --features cuda --test kernels",
+    )
 }
 
 /// Builds `mbmix` in release and returns the path of the executable, as cargo reports it.

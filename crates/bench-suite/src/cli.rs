@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// No progress bar and no final report line.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the simulator runs: `cpu` (default) or `cuda` (builds with `--features
+    /// cuda`; checked before anything is written).
+    #[arg(long, default_value = "cpu")]
+    pub device: diff_core::Device,
 }
 
 /// `mbmix eval`.
@@ -280,7 +284,40 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Checks that the simulators can run on `device`, before anything is created.
+///
+/// The CUDA path is not complete: only the dense-solve kernels of the rigid pipeline exist
+/// (`sim_rigid::kernels`), so even with a GPU `--device cuda` stops here with a message
+/// saying so rather than silently training on the CPU.
+pub fn check_device(device: diff_core::Device) -> Result<()> {
+    let unavailable = |reason: String| {
+        Error::Core(diff_core::Error::DeviceUnavailable {
+            device: device.to_string(),
+            reason,
+        })
+    };
+    match device {
+        diff_core::Device::Cpu => Ok(()),
+        #[cfg(not(feature = "cuda"))]
+        diff_core::Device::Cuda => Err(unavailable(
+            "this mbmix was built without CUDA support; rebuild it with `cargo build \
+             --release -p bench-suite --features cuda`"
+                .into(),
+        )),
+        #[cfg(feature = "cuda")]
+        diff_core::Device::Cuda => {
+            let gpu = diff_core::cuda::Gpu::get()?;
+            Err(unavailable(format!(
+                "found {}, but the simulators' CUDA pipeline is not complete yet (only the \
+                 rigid dense-solve kernels exist); train with --device cpu",
+                gpu.describe()
+            )))
+        }
+    }
+}
+
 fn train(args: TrainArgs, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
+    check_device(args.device)?;
     let opts = TrainOptions {
         config: args.config,
         overrides: Overrides {

@@ -72,6 +72,31 @@ fn unknown_task_and_algorithm_list_the_known_ones() {
     assert!(!out.exists(), "no run directory for a failed start");
 }
 
+/// `--device cuda` without a usable CUDA path (no `cuda` feature, no GPU, or the
+/// incomplete GPU pipeline) is a clear error before anything is written.
+#[test]
+fn device_cuda_without_a_gpu_path_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("run");
+    let (result, _) = mbmix(&[
+        "train",
+        "--task",
+        "cartpole-swingup",
+        "--algo",
+        "shac",
+        "--device",
+        "cuda",
+        "--out",
+        s(&out),
+    ]);
+    let msg = result.expect_err("no CUDA path").to_string();
+    assert!(msg.contains("device `cuda` unavailable"), "{msg}");
+    assert!(!out.exists(), "no run directory for a failed start");
+    let parsed = <cli::Cli as clap::Parser>::try_parse_from(["mbmix", "train", "--device", "tpu"]);
+    let msg = parsed.expect_err("unknown device").to_string();
+    assert!(msg.contains("`tpu` is not a device"), "{msg}");
+}
+
 #[test]
 fn bad_config_file_names_field_and_file_and_creates_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");

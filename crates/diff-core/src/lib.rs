@@ -11,6 +11,8 @@
 //!   strategies.
 
 pub mod batch;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod gradcheck;

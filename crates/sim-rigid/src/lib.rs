@@ -5,6 +5,7 @@
 //! - [`model`]: the immutable articulation (links, joints, mass from shapes);
 //! - [`dynamics`]: the substep pipeline, stage by stage, each with its adjoint;
 //! - [`batch`]: the batched driver over N envs (rayon, per-thread workspaces);
+//! - [`kernels`]: the CUDA kernels (feature `cuda`) and their host-compiled twins;
 //! - [`render`]: link world transforms and the [`diff_core::Scene`] of a state;
 //! - [`tasks`]: task definitions, one file each.
 
@@ -14,6 +15,7 @@
 pub mod batch;
 pub mod contact;
 pub mod dynamics;
+pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod render;

@@ -1,0 +1,261 @@
+//! Parity of the CUDA kernels with the CPU path, N = 256 random envs:
+//! - the kernel sources compiled as C for the host (`kernels::host`), on every machine;
+//! - the same sources on a GPU (`kernels::gpu`, feature `cuda`), run for real when a GPU
+//!   is present and skipped with a printed reason otherwise;
+//! - every source compiled by NVRTC (feature `cuda`), when NVRTC is installed (CI installs
+//!   it from the `nvidia-cuda-nvrtc` wheel), so a syntax or type error fails without a GPU.
+
+// Index loops mirror the adjoint formula.
+#![allow(clippy::needless_range_loop)]
+
+use diff_core::{seeded, SeededRng};
+use rand::Rng;
+use sim_rigid::dynamics::{cholesky, cholesky_solve};
+use sim_rigid::kernels::host;
+use sim_rigid::tasks::ant::ant_def;
+use sim_rigid::{SimParams, Workspace};
+
+const N_ENVS: usize = 256;
+
+/// `n_envs` random symmetric positive definite n×n matrices `M Mᵀ + n·I` (row-major).
+fn spd_batch(rng: &mut SeededRng, n_envs: usize, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n_envs * n * n);
+    for _ in 0..n_envs {
+        let m: Vec<f32> = (0..n * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        for i in 0..n {
+            for j in 0..n {
+                let mut s: f32 = (0..n).map(|k| m[i * n + k] * m[j * n + k]).sum();
+                if i == j {
+                    s += n as f32;
+                }
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+fn random(rng: &mut SeededRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+/// Largest |a − b| relative to max(|b|, 1e-3) over all entries.
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1e-3))
+        .fold(0.0, f32::max)
+}
+
+/// The CPU path's results for one batch: `L`, `H⁻¹ τ`, and the solve adjoint's three
+/// outputs (from `Articulation::solve_vjp` itself, on Ant's 14-DOF articulation when n =
+/// 14, else from `cholesky_solve` and the adjoint's formula).
+struct Cpu {
+    l: Vec<f32>,
+    x: Vec<f32>,
+    adj_qdd: Vec<f32>,
+    adj_tau: Vec<f32>,
+    adj_h: Vec<f32>,
+}
+
+struct Inputs {
+    n: usize,
+    a: Vec<f32>,
+    tau: Vec<f32>,
+    adj_qdd: Vec<f32>,
+    adj_tau: Vec<f32>,
+    adj_h: Vec<f32>,
+}
+
+fn inputs(seed: u64, n: usize) -> Inputs {
+    let mut rng = seeded(seed, n as u64);
+    Inputs {
+        n,
+        a: spd_batch(&mut rng, N_ENVS, n),
+        tau: random(&mut rng, N_ENVS * n),
+        adj_qdd: random(&mut rng, N_ENVS * n),
+        adj_tau: random(&mut rng, N_ENVS * n),
+        adj_h: random(&mut rng, N_ENVS * n * n),
+    }
+}
+
+fn cpu(inp: &Inputs) -> Cpu {
+    let n = inp.n;
+    let (nn, mut out) = (
+        n * n,
+        Cpu {
+            l: vec![0.0; N_ENVS * n * n],
+            x: inp.tau.clone(),
+            adj_qdd: inp.adj_qdd.clone(),
+            adj_tau: inp.adj_tau.clone(),
+            adj_h: inp.adj_h.clone(),
+        },
+    );
+    let ant = ant_def().unwrap();
+    let art = &ant.cfg.art;
+    let params = SimParams {
+        dt: 1.0 / 60.0,
+        substeps: 1,
+        mm_freq: 1,
+    };
+    for e in 0..N_ENVS {
+        let l = &mut out.l[e * nn..(e + 1) * nn];
+        cholesky(n, &inp.a[e * nn..(e + 1) * nn], l);
+        cholesky_solve(n, l, &mut out.x[e * n..(e + 1) * n]);
+        if art.n_qd == n {
+            let mut ws = Workspace::<f32>::new(art, &params);
+            ws.subs[0].qdd.copy_from_slice(&out.x[e * n..(e + 1) * n]);
+            ws.mm[0].l.copy_from_slice(l);
+            ws.mm[0]
+                .adj_h
+                .copy_from_slice(&inp.adj_h[e * nn..(e + 1) * nn]);
+            ws.adj.qdd.copy_from_slice(&inp.adj_qdd[e * n..(e + 1) * n]);
+            ws.adj.tau.copy_from_slice(&inp.adj_tau[e * n..(e + 1) * n]);
+            art.solve_vjp(&ws.subs[0], &mut ws.mm[0], &mut ws.adj);
+            out.adj_qdd[e * n..(e + 1) * n].copy_from_slice(&ws.adj.qdd);
+            out.adj_tau[e * n..(e + 1) * n].copy_from_slice(&ws.adj.tau);
+            out.adj_h[e * nn..(e + 1) * nn].copy_from_slice(&ws.mm[0].adj_h);
+        } else {
+            let b = &mut out.adj_qdd[e * n..(e + 1) * n];
+            cholesky_solve(n, l, b);
+            for r in 0..n {
+                out.adj_tau[e * n + r] += b[r];
+                for c in 0..n {
+                    out.adj_h[e * nn + r * n + c] -= b[r] * out.x[e * n + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sizes: 1 DOF, CartPole's 2, Ant's 14 (through `solve_vjp` itself), Humanoid's 27.
+const SIZES: [usize; 4] = [1, 2, 14, 27];
+
+#[test]
+fn ant_uses_the_articulation_solve_vjp() {
+    assert_eq!(ant_def().unwrap().cfg.art.n_qd, 14);
+}
+
+#[test]
+fn host_kernels_match_the_cpu_path() {
+    for n in SIZES {
+        let inp = inputs(1, n);
+        let want = cpu(&inp);
+        let mut l = vec![0.0; N_ENVS * n * n];
+        host::cholesky(N_ENVS, n, &inp.a, &mut l).unwrap();
+        let mut x = inp.tau.clone();
+        host::cholesky_solve(N_ENVS, n, &l, &mut x).unwrap();
+        let (mut aq, mut at, mut ah) =
+            (inp.adj_qdd.clone(), inp.adj_tau.clone(), inp.adj_h.clone());
+        host::solve_vjp(N_ENVS, n, &l, &x, &mut aq, &mut at, &mut ah).unwrap();
+        // same operations in the same order: equal up to the compilers' rounding choices
+        for (what, got, exp) in [
+            ("L", &l, &want.l),
+            ("x", &x, &want.x),
+            ("adj_qdd", &aq, &want.adj_qdd),
+            ("adj_tau", &at, &want.adj_tau),
+            ("adj_h", &ah, &want.adj_h),
+        ] {
+            let e = rel(got, exp);
+            assert!(e <= 1e-5, "n = {n}, {what}: relative error {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn host_kernels_reject_wrong_sizes() {
+    let mut l = vec![0.0; 8];
+    let err = host::cholesky(2, 2, &[0.0; 7], &mut l).unwrap_err();
+    assert!(err.to_string().contains("cholesky a"), "{err}");
+    let err = host::cholesky_solve(2, 2, &[0.0; 8], &mut [0.0; 3]).unwrap_err();
+    assert!(err.to_string().contains("cholesky_solve b"), "{err}");
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use diff_core::cuda;
+    use sim_rigid::kernels::{gpu::Dense, SOURCES};
+
+    /// CI sets `MBMIX_REQUIRE_NVRTC=1` after installing NVRTC: there a missing library
+    /// fails the test instead of skipping it.
+    #[test]
+    fn every_kernel_source_compiles_with_nvrtc() {
+        if let Err(e) = cuda::check_nvrtc() {
+            assert!(
+                std::env::var_os("MBMIX_REQUIRE_NVRTC").is_none(),
+                "MBMIX_REQUIRE_NVRTC is set but {e}"
+            );
+            println!("skipped: {e}");
+            return;
+        }
+        for (name, src) in SOURCES {
+            // Hopper (H100/H200) and the oldest architecture CUDA 13 supports
+            for arch in ["compute_90", "compute_75"] {
+                let ptx = cuda::compile_ptx(name, src, arch).unwrap();
+                assert!(ptx.to_src().contains(".entry"), "{name}: no kernel entry");
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_source_is_a_clear_error() {
+        if cuda::check_nvrtc().is_err() {
+            println!("skipped: NVRTC not installed");
+            return;
+        }
+        let err = cuda::compile_ptx("broken.cu", "MBMIX_KERNEL void f( {", "compute_90")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken.cu"), "{err}");
+    }
+
+    #[test]
+    fn gpu_kernels_match_the_cpu_path() {
+        let dense = match Dense::new() {
+            Ok(d) => d,
+            Err(e) => {
+                println!("skipped: {e}");
+                return;
+            }
+        };
+        println!("running on {}", dense.gpu().describe());
+        for n in SIZES {
+            let inp = inputs(2, n);
+            let want = cpu(&inp);
+            let a = dense.upload(&inp.a).unwrap();
+            let mut l = dense.upload(&vec![0.0; N_ENVS * n * n]).unwrap();
+            dense.cholesky(N_ENVS, n, &a, &mut l).unwrap();
+            let mut x = dense.upload(&inp.tau).unwrap();
+            dense.cholesky_solve(N_ENVS, n, &l, &mut x).unwrap();
+            let mut aq = dense.upload(&inp.adj_qdd).unwrap();
+            let mut at = dense.upload(&inp.adj_tau).unwrap();
+            let mut ah = dense.upload(&inp.adj_h).unwrap();
+            dense
+                .solve_vjp(N_ENVS, n, &l, &x, &mut aq, &mut at, &mut ah)
+                .unwrap();
+            for (what, got, exp) in [
+                ("L", &l, &want.l),
+                ("x", &x, &want.x),
+                ("adj_qdd", &aq, &want.adj_qdd),
+                ("adj_tau", &at, &want.adj_tau),
+                ("adj_h", &ah, &want.adj_h),
+            ] {
+                let e = rel(&dense.download(got).unwrap(), exp);
+                assert!(e <= 1e-4, "n = {n}, {what}: relative error {e:.2e}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_gpu_opening_the_device_is_an_error_not_a_panic() {
+        if cuda::driver_present() {
+            println!("skipped: this machine has a CUDA driver");
+            return;
+        }
+        let err = Dense::new().unwrap_err().to_string();
+        assert!(err.contains("libcuda"), "{err}");
+    }
+}
