@@ -1,31 +1,34 @@
 //! Compiles the CUDA kernel sources as plain C for the host (they are written in the
 //! common subset, see diff-core's `cuda_prelude.h`), so the CPU parity tests run the very
-//! kernel code without a GPU. NVRTC compiles the same files for the GPU at run time
-//! (feature `cuda`).
+//! kernel code without a GPU. The files form one translation unit, in the order NVRTC gets
+//! them (`kernels::module_source`), since later files use earlier files' helpers. NVRTC
+//! compiles the same files for the GPU at run time (feature `cuda`).
 
-const KERNELS: &[&str] = &["src/cholesky.cu"];
+use std::path::Path;
+
+/// Must match `kernels::KERNEL_FILES`.
+const KERNELS: &[&str] = &["src/cholesky.cu", "src/step.cu"];
 
 fn main() {
-    let prelude = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../diff-core/src/cuda_prelude.h"
-    );
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let prelude = format!("{dir}/../diff-core/src/cuda_prelude.h");
     println!("cargo:rerun-if-changed={prelude}");
-    let mut build = cc::Build::new();
-    build
-        .flag("-include")
-        .flag(prelude)
+    let mut unit = format!("#include \"{prelude}\"\n");
+    for k in KERNELS {
+        println!("cargo:rerun-if-changed={k}");
+        unit.push_str(&format!("#include \"{dir}/{k}\"\n"));
+    }
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let file = Path::new(&out).join("sim_rigid_kernels.c");
+    std::fs::write(&file, unit).expect("write the kernels' translation unit");
+    cc::Build::new()
+        .file(&file)
         .flag("-std=c11")
         // the CPU twins do not fuse multiply-adds; neither may the host build
         .flag_if_supported("-ffp-contract=off")
         .warnings(true)
         .extra_warnings(true)
         .warnings_into_errors(true)
-        .opt_level(2);
-    for k in KERNELS {
-        println!("cargo:rerun-if-changed={k}");
-        // `-x c` before each file: the `.cu` extension means nothing to a C compiler
-        build.flag("-x").flag("c").file(k);
-    }
-    build.compile("sim_rigid_host_kernels");
+        .opt_level(2)
+        .compile("sim_rigid_host_kernels");
 }

@@ -68,7 +68,7 @@ pub fn check_libraries() -> Result<()> {
 
 /// The full source NVRTC compiles: [`PRELUDE`] then the kernel file.
 pub fn full_source(src: &str) -> String {
-    format!("{PRELUDE}\n#line 1\n{src}")
+    format!("{PRELUDE}\n{src}")
 }
 
 /// Compiles a kernel source to PTX for a virtual architecture (`compute_XY`) with NVRTC,

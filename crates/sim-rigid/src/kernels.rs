@@ -7,16 +7,185 @@
 //!   the parity tests check the kernel code itself against the Rust CPU path on any
 //!   machine, with or without a GPU.
 //!
-//! Kernels so far: the dense Cholesky factorisation, solve and solve adjoint of the
-//! mass-matrix stage (`cholesky.cu`; twins [`crate::dynamics::cholesky`],
-//! [`crate::dynamics::cholesky_solve`], [`crate::Articulation::solve_vjp`]). The rest of
-//! the substep pipeline is still CPU-only.
+//! Kernels so far:
+//! - `step.cu`: the whole forward control step, [`crate::Articulation::step`] (kinematics,
+//!   velocities, bias forces, ground contacts, joint torques with limits and motor
+//!   saturation, mass matrix with caching, Cholesky, solve, integration) for every joint
+//!   kind, one thread per env;
+//! - `cholesky.cu`: the dense Cholesky factorisation, solve and solve adjoint (twins
+//!   [`crate::dynamics::cholesky`], [`crate::dynamics::cholesky_solve`],
+//!   [`crate::Articulation::solve_vjp`]).
+//!
+//! Not yet: the adjoint of the whole step (`Articulation::step_vjp`) and the task layer
+//! (actuation, observation, reward) on the device, so training still runs on the CPU.
 
 use diff_core::{Error, Result};
 
-/// Every kernel source of this crate: `(name, source)`. NVRTC compiles each with
-/// diff-core's prelude in front (CI compiles them all when NVRTC is installed).
-pub const SOURCES: &[(&str, &str)] = &[("sim-rigid/cholesky.cu", include_str!("cholesky.cu"))];
+/// The kernel files of this crate, in module order (later files use earlier files'
+/// helpers; `build.rs` lists the same files for the host build).
+pub const KERNEL_FILES: &[(&str, &str)] = &[
+    ("cholesky.cu", include_str!("cholesky.cu")),
+    ("step.cu", include_str!("step.cu")),
+];
+
+/// The module's name in the per-process cache.
+pub const MODULE: &str = "sim-rigid";
+
+/// The module source NVRTC compiles (diff-core's prelude goes in front): every kernel
+/// file, each under a `#line` directive naming it, so compiler messages point at the file.
+pub fn module_source() -> String {
+    let mut src = String::new();
+    for (name, text) in KERNEL_FILES {
+        src.push_str(&format!("#line 1 \"{name}\"\n{text}\n"));
+    }
+    src
+}
+
+/// An articulation and its integration parameters packed for `step.cu` (layouts in its
+/// header comment): an integer and a float array, uploaded once per task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedArticulation {
+    /// Integer model (`mi`).
+    pub ints: Vec<i32>,
+    /// Float model (`mf`), in f32 like the CPU training path's constants.
+    pub floats: Vec<f32>,
+    /// Generalised coordinates per env.
+    pub n_q: usize,
+    /// DOFs per env.
+    pub n_qd: usize,
+    /// Scratch floats per env (`step_scratch_len` in `step.cu`).
+    pub scratch_len: usize,
+}
+
+/// Floats per link and per contact, and the header sizes, as in `step.cu`.
+const LINK_INTS: usize = 6;
+const LINK_FLOATS: usize = 37;
+const CONTACT_FLOATS: usize = 8;
+const LINK_SCRATCH: usize = 132;
+
+impl PackedArticulation {
+    /// Packs `art` integrated with `params`.
+    pub fn new(art: &crate::Articulation, params: &crate::SimParams) -> Result<Self> {
+        use crate::model::{EffortSaturation, JointKind};
+        let int = |what: &str, v: usize| {
+            i32::try_from(v).map_err(|_| Error::InvalidParameter {
+                name: what.into(),
+                reason: "does not fit the kernels' 32-bit index".into(),
+            })
+        };
+        if params.substeps == 0 || params.mm_freq == 0 {
+            return Err(Error::InvalidParameter {
+                name: "substeps / mm_freq".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let mut ints = vec![
+            int("links", art.links.len())?,
+            int("n_q", art.n_q)?,
+            int("n_qd", art.n_qd)?,
+            int("contacts", art.contacts.len())?,
+            int("substeps", params.substeps)?,
+            int("mm_freq", params.mm_freq)?,
+        ];
+        let g = art.gravity;
+        let mut floats = vec![
+            g[0] as f32,
+            g[1] as f32,
+            g[2] as f32,
+            params.sub_dt() as f32,
+        ];
+        for link in &art.links {
+            let j = &link.joint;
+            let identity = j.x_pj.r == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+            ints.extend([
+                match link.parent {
+                    Some(p) => int("parent", p)?,
+                    None => -1,
+                },
+                match j.kind {
+                    JointKind::Prismatic => 0,
+                    JointKind::Revolute => 1,
+                    JointKind::Ball => 2,
+                    JointKind::Fixed => 3,
+                    JointKind::Free => 4,
+                },
+                int("q_start", link.q_start)?,
+                int("qd_start", link.qd_start)?,
+                i32::from(identity),
+                match j.effort_saturation {
+                    EffortSaturation::Clamp => 0,
+                    EffortSaturation::Tanh => 1,
+                },
+            ]);
+            let mut lf: Vec<f64> = Vec::with_capacity(LINK_FLOATS);
+            lf.extend(j.axis);
+            lf.extend(j.x_pj.p);
+            lf.extend(j.x_pj.r.iter().flatten());
+            lf.push(link.mass);
+            lf.extend(link.com);
+            lf.extend(link.inertia.iter().flatten());
+            lf.extend([
+                j.target,
+                j.target_ke,
+                j.target_kd,
+                j.limit_lower,
+                j.limit_upper,
+                j.limit_ke,
+                j.limit_kd,
+                j.armature,
+                j.effort_limit,
+            ]);
+            debug_assert_eq!(lf.len(), LINK_FLOATS);
+            floats.extend(lf.iter().map(|&x| x as f32));
+        }
+        for &l in &art.dof_link {
+            ints.push(int("dof_link", l)?);
+        }
+        let mut start = 0;
+        ints.push(0);
+        for row in &art.dof_support {
+            start += row.len();
+            ints.push(int("dof_support", start)?);
+        }
+        for row in &art.dof_support {
+            for &d in row {
+                ints.push(int("dof_support", d)?);
+            }
+        }
+        for c in &art.contacts {
+            ints.push(int("contact link", c.link)?);
+            let m = &c.material;
+            let cf = [
+                c.point[0],
+                c.point[1],
+                c.point[2],
+                c.thickness,
+                m.ke,
+                m.kd,
+                m.kf,
+                m.mu,
+            ];
+            debug_assert_eq!(cf.len(), CONTACT_FLOATS);
+            floats.extend(cf.iter().map(|&x| x as f32));
+        }
+        let (nl, nq, nd) = (art.links.len(), art.n_q, art.n_qd);
+        debug_assert!(ints.len() >= 6 + nl * LINK_INTS);
+        Ok(PackedArticulation {
+            ints,
+            floats,
+            n_q: nq,
+            n_qd: nd,
+            scratch_len: nl * LINK_SCRATCH + nd * 6 + 4 * nd + 2 * nd * nd + 2 * nq,
+        })
+    }
+
+    /// Checks a batch's buffers against the articulation's sizes.
+    fn check(&self, n_envs: usize, q: usize, qd: usize, act: usize) -> Result<()> {
+        check_batch("step q", q, n_envs, self.n_q)?;
+        check_batch("step qd", qd, n_envs, self.n_qd)?;
+        check_batch("step act", act, n_envs, self.n_qd)
+    }
+}
 
 fn check_batch(what: &str, len: usize, n_envs: usize, per_env: usize) -> Result<()> {
     if len != n_envs * per_env {
@@ -38,11 +207,22 @@ fn dims(n_envs: usize, n: usize) -> Result<(i32, i32)> {
 
 /// The kernels compiled as C for the host (same source as the GPU's).
 pub mod host {
-    use super::{check_batch, dims};
+    use super::{check_batch, dims, PackedArticulation};
     use diff_core::Result;
     use std::os::raw::c_int;
 
     extern "C" {
+        fn mbmix_rigid_step(
+            n_envs: c_int,
+            mi: *const c_int,
+            mf: *const f32,
+            q: *const f32,
+            qd: *const f32,
+            act: *const f32,
+            q_out: *mut f32,
+            qd_out: *mut f32,
+            scratch: *mut f32,
+        );
         fn mbmix_cholesky(n_envs: c_int, n: c_int, a: *const f32, l: *mut f32);
         fn mbmix_cholesky_solve(n_envs: c_int, n: c_int, l: *const f32, b: *mut f32);
         fn mbmix_solve_vjp(
@@ -54,6 +234,39 @@ pub mod host {
             adj_tau: *mut f32,
             adj_h: *mut f32,
         );
+    }
+
+    /// One control step of `n_envs` envs (`Articulation::step` on each row): `q`
+    /// `[n_envs, n_q]`, `qd` and `act` `[n_envs, n_qd]`, outputs likewise.
+    pub fn step(
+        art: &PackedArticulation,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        q_out: &mut [f32],
+        qd_out: &mut [f32],
+    ) -> Result<()> {
+        art.check(n_envs, q.len(), qd.len(), act.len())?;
+        art.check(n_envs, q_out.len(), qd_out.len(), act.len())?;
+        let (ne, _) = dims(n_envs, 1)?;
+        let mut scratch = vec![0.0f32; n_envs * art.scratch_len];
+        // SAFETY: the model arrays come from `PackedArticulation::new` and every buffer's
+        // length was checked against what the kernel indexes.
+        unsafe {
+            mbmix_rigid_step(
+                ne,
+                art.ints.as_ptr(),
+                art.floats.as_ptr(),
+                q.as_ptr(),
+                qd.as_ptr(),
+                act.as_ptr(),
+                q_out.as_mut_ptr(),
+                qd_out.as_mut_ptr(),
+                scratch.as_mut_ptr(),
+            )
+        };
+        Ok(())
     }
 
     /// Batched `A = L Lᵀ` (`a`, `l`: `n_envs` row-major n×n matrices).
@@ -112,7 +325,7 @@ pub mod host {
 /// The kernels on a CUDA device (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub mod gpu {
-    use super::{check_batch, dims};
+    use super::{check_batch, dims, PackedArticulation};
     use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
     use diff_core::cuda::{driver_error, Gpu};
     use diff_core::Result;
@@ -126,6 +339,102 @@ pub mod gpu {
             grid_dim: ((n_envs as u32).div_ceil(BLOCK).max(1), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
+        }
+    }
+
+    /// `Articulation::step` for a batch on the device (`step.cu`): the packed model lives
+    /// on the device, and so does a scratch block per env, grown on demand.
+    pub struct RigidStep {
+        gpu: Arc<Gpu>,
+        func: CudaFunction,
+        packed: PackedArticulation,
+        ints: CudaSlice<i32>,
+        floats: CudaSlice<f32>,
+        scratch: Option<CudaSlice<f32>>,
+    }
+
+    impl std::fmt::Debug for RigidStep {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RigidStep")
+                .field("gpu", &self.gpu)
+                .field("n_q", &self.packed.n_q)
+                .field("n_qd", &self.packed.n_qd)
+                .finish()
+        }
+    }
+
+    impl RigidStep {
+        /// Uploads `art` (with `params`) and loads the step kernel.
+        pub fn new(art: &crate::Articulation, params: &crate::SimParams) -> Result<RigidStep> {
+            let packed = PackedArticulation::new(art, params)?;
+            let gpu = Gpu::get()?;
+            let m = gpu.module(super::MODULE, &super::module_source())?;
+            let func = m
+                .load_function("mbmix_rigid_step")
+                .map_err(|e| driver_error("kernel `mbmix_rigid_step`", e))?;
+            let stream = gpu.stream();
+            let ints = stream
+                .clone_htod(&packed.ints)
+                .map_err(|e| driver_error("upload the articulation", e))?;
+            let floats = stream
+                .clone_htod(&packed.floats)
+                .map_err(|e| driver_error("upload the articulation", e))?;
+            Ok(RigidStep {
+                gpu,
+                func,
+                packed,
+                ints,
+                floats,
+                scratch: None,
+            })
+        }
+
+        /// The device.
+        pub fn gpu(&self) -> &Arc<Gpu> {
+            &self.gpu
+        }
+
+        /// One control step of `n_envs` envs on the device (layouts as
+        /// [`super::host::step`]).
+        #[allow(clippy::too_many_arguments)]
+        pub fn step(
+            &mut self,
+            n_envs: usize,
+            q: &CudaSlice<f32>,
+            qd: &CudaSlice<f32>,
+            act: &CudaSlice<f32>,
+            q_out: &mut CudaSlice<f32>,
+            qd_out: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            self.packed.check(n_envs, q.len(), qd.len(), act.len())?;
+            self.packed
+                .check(n_envs, q_out.len(), qd_out.len(), act.len())?;
+            let (ne, _) = dims(n_envs, 1)?;
+            let need = n_envs * self.packed.scratch_len;
+            if self.scratch.as_ref().is_none_or(|s| s.len() < need) {
+                self.scratch = Some(
+                    self.gpu
+                        .stream()
+                        .alloc_zeros::<f32>(need)
+                        .map_err(|e| driver_error("allocate the step scratch", e))?,
+                );
+            }
+            let scratch = self.scratch.as_mut().expect("allocated above");
+            let mut b = self.gpu.stream().launch_builder(&self.func);
+            b.arg(&ne)
+                .arg(&self.ints)
+                .arg(&self.floats)
+                .arg(q)
+                .arg(qd)
+                .arg(act)
+                .arg(q_out)
+                .arg(qd_out)
+                .arg(scratch);
+            // SAFETY: the model arrays come from `PackedArticulation::new`, every buffer's
+            // length was checked, and the scratch holds n_envs blocks.
+            unsafe { b.launch(config(n_envs)) }
+                .map(|_| ())
+                .map_err(|e| driver_error("launch mbmix_rigid_step", e))
         }
     }
 
@@ -148,8 +457,7 @@ pub mod gpu {
         /// `cholesky.cu` with NVRTC, once per process.
         pub fn new() -> Result<Dense> {
             let gpu = Gpu::get()?;
-            let (name, src) = super::SOURCES[0];
-            let m = gpu.module(name, src)?;
+            let m = gpu.module(super::MODULE, &super::module_source())?;
             let f = |n: &str| {
                 m.load_function(n)
                     .map_err(|e| driver_error(&format!("kernel `{n}`"), e))

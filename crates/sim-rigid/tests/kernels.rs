@@ -10,10 +10,20 @@
 
 use diff_core::{seeded, SeededRng};
 use rand::Rng;
+use sim_rigid::batch::RigidTask;
 use sim_rigid::dynamics::{cholesky, cholesky_solve};
 use sim_rigid::kernels::host;
+use sim_rigid::kernels::PackedArticulation;
+use sim_rigid::spatial::{axis_angle, Transform};
 use sim_rigid::tasks::ant::ant_def;
-use sim_rigid::{SimParams, Workspace};
+use sim_rigid::tasks::cheetah::cheetah_def;
+use sim_rigid::tasks::hopper::hopper_def;
+use sim_rigid::tasks::humanoid::humanoid_def;
+use sim_rigid::tasks::CartPole;
+use sim_rigid::{
+    Articulation, ArticulationBuilder, EffortSaturation, Geometry, Joint, JointKind, Shape,
+    SimParams, Workspace,
+};
 
 const N_ENVS: usize = 256;
 
@@ -173,11 +183,207 @@ fn host_kernels_reject_wrong_sizes() {
     assert!(err.to_string().contains("cholesky_solve b"), "{err}");
 }
 
+/// A free box with a hinge (limits, PD), a ball joint (spring, damping, armature, rotated
+/// joint frame) carrying a prismatic slider, all touching the ground: the joint kinds and
+/// options no task has.
+fn ball_tree() -> Articulation {
+    let mut b = ArticulationBuilder::default();
+    let shape = |g, p| {
+        Shape::new(
+            g,
+            Transform {
+                p,
+                ..Transform::default()
+            },
+        )
+    };
+    let root = Joint::new("root", JointKind::Free, [0.0; 3], Transform::default());
+    let r = b
+        .add_link(
+            None,
+            root,
+            &[shape(
+                Geometry::Box {
+                    half_extents: [0.2, 0.1, 0.15],
+                },
+                [0.0; 3],
+            )],
+        )
+        .unwrap();
+    let mut hinge = Joint::new(
+        "hinge",
+        JointKind::Revolute,
+        [0.0, 0.0, 1.0],
+        Transform {
+            p: [0.25, 0.0, 0.0],
+            ..Transform::default()
+        },
+    );
+    (hinge.limit_lower, hinge.limit_upper) = (-1.0, 1.0);
+    (hinge.target_ke, hinge.target_kd, hinge.limit_ke) = (5.0, 0.5, 1e3);
+    (hinge.effort_limit, hinge.effort_saturation) = (1.0, EffortSaturation::Clamp);
+    let sphere = Geometry::Sphere { radius: 0.08 };
+    b.add_link(Some(r), hinge, &[shape(sphere, [0.15, 0.0, 0.0])])
+        .unwrap();
+    let mut ball = Joint::new(
+        "ball",
+        JointKind::Ball,
+        [0.0; 3],
+        Transform {
+            p: [-0.25, 0.05, 0.0],
+            r: axis_angle([0.0, 0.6, 0.8], 0.7),
+        },
+    );
+    (ball.target_ke, ball.target_kd, ball.armature) = (2.0, 0.3, 0.02);
+    let bl = b
+        .add_link(Some(r), ball, &[shape(sphere, [0.0, -0.2, 0.0])])
+        .unwrap();
+    let mut slider = Joint::new(
+        "slider",
+        JointKind::Prismatic,
+        [0.0, 1.0, 0.0],
+        Transform {
+            p: [0.0, -0.3, 0.0],
+            ..Transform::default()
+        },
+    );
+    (slider.limit_lower, slider.limit_upper, slider.limit_ke) = (-0.1, 0.1, 1e3);
+    (slider.effort_limit, slider.effort_saturation) = (2.0, EffortSaturation::Tanh);
+    b.add_link(Some(bl), slider, &[shape(sphere, [0.0, -0.05, 0.0])])
+        .unwrap();
+    b.build().unwrap()
+}
+
+/// `n_envs` states of `art` around `q0`: coordinates and velocities perturbed (unit
+/// quaternions renormalised), some roots pushed into the ground so that contacts act,
+/// and actuations in ±2 (beyond the effort limits).
+fn random_batch(
+    rng: &mut SeededRng,
+    art: &Articulation,
+    q0: &[f32],
+    n_envs: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (nq, nd) = (art.n_q, art.n_qd);
+    let mut q = Vec::with_capacity(n_envs * nq);
+    for _ in 0..n_envs {
+        let mut row: Vec<f32> = q0.iter().map(|&x| x + rng.gen_range(-0.1..0.1)).collect();
+        for link in &art.links {
+            let o = match link.joint.kind {
+                JointKind::Ball => Some(link.q_start),
+                JointKind::Free => {
+                    // sink the root by up to 0.2 so that feet and corners touch
+                    row[link.q_start + 1] -= rng.gen_range(0.0..0.2);
+                    Some(link.q_start + 3)
+                }
+                _ => None,
+            };
+            if let Some(o) = o {
+                let n = row[o..o + 4].iter().map(|x| x * x).sum::<f32>().sqrt();
+                row[o..o + 4].iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        q.extend(row);
+    }
+    let qd = random(rng, n_envs * nd)
+        .into_iter()
+        .map(|x| 2.0 * x)
+        .collect();
+    let act = random(rng, n_envs * nd)
+        .into_iter()
+        .map(|x| 2.0 * x)
+        .collect();
+    (q, qd, act)
+}
+
+/// The CPU path (`Articulation::step`, f32) on every env of a batch.
+fn cpu_step(
+    art: &Articulation,
+    params: &SimParams,
+    q: &[f32],
+    qd: &[f32],
+    act: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (nq, nd) = (art.n_q, art.n_qd);
+    let n_envs = q.len() / nq;
+    let mut ws = Workspace::<f32>::new(art, params);
+    let (mut q_out, mut qd_out) = (vec![0.0; q.len()], vec![0.0; qd.len()]);
+    for e in 0..n_envs {
+        art.step(
+            params,
+            &q[e * nq..(e + 1) * nq],
+            &qd[e * nd..(e + 1) * nd],
+            &act[e * nd..(e + 1) * nd],
+            &mut q_out[e * nq..(e + 1) * nq],
+            &mut qd_out[e * nd..(e + 1) * nd],
+            &mut ws,
+        );
+    }
+    (q_out, qd_out)
+}
+
+/// Every articulation of the suite (with its parameters and a rest state) and the ball
+/// tree.
+fn articulations() -> Vec<(&'static str, Articulation, SimParams, Vec<f32>)> {
+    fn of<D: RigidTask>(
+        name: &'static str,
+        d: &D,
+    ) -> (&'static str, Articulation, SimParams, Vec<f32>) {
+        let mut s = vec![0.0; d.spec().state_dim];
+        d.reset(&mut seeded(0, 0), false, &mut s);
+        let art = d.articulation().clone();
+        s.truncate(art.n_q);
+        (name, art, *d.sim_params(), s)
+    }
+    let tree = ball_tree();
+    let mut q0 = vec![0.0; tree.n_q];
+    q0[1] = 0.3;
+    q0[6] = 1.0; // root quaternion w
+    q0[10] = 1.0; // ball quaternion w (after the root's 7 and the hinge's 1)
+    vec![
+        of("cartpole", &CartPole::new()),
+        of("hopper", &hopper_def().unwrap()),
+        of("half-cheetah", &cheetah_def().unwrap()),
+        of("ant", &ant_def().unwrap()),
+        of("humanoid", &humanoid_def().unwrap()),
+        (
+            "ball-tree",
+            tree,
+            SimParams {
+                dt: 1.0 / 60.0,
+                substeps: 8,
+                mm_freq: 2,
+            },
+            q0,
+        ),
+    ]
+}
+
+/// `Articulation::step` by the host-compiled `step.cu` equals the CPU path, on every
+/// articulation of the suite and on the ball tree, from random states with contacts.
+#[test]
+fn host_step_kernel_matches_the_cpu_path() {
+    for (name, art, params, q0) in articulations() {
+        let packed = PackedArticulation::new(&art, &params).unwrap();
+        let n_envs = 64;
+        let (q, qd, act) = random_batch(&mut seeded(5, 0), &art, &q0, n_envs);
+        let (want_q, want_qd) = cpu_step(&art, &params, &q, &qd, &act);
+        let (mut got_q, mut got_qd) = (vec![0.0; q.len()], vec![0.0; qd.len()]);
+        host::step(&packed, n_envs, &q, &qd, &act, &mut got_q, &mut got_qd).unwrap();
+        let (eq, eqd) = (rel(&got_q, &want_q), rel(&got_qd, &want_qd));
+        println!("{name}: q {eq:.1e}, qd {eqd:.1e}");
+        assert!(
+            eq <= 1e-4 && eqd <= 1e-4,
+            "{name}: q {eq:.2e}, qd {eqd:.2e}"
+        );
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
     use diff_core::cuda;
-    use sim_rigid::kernels::{gpu::Dense, SOURCES};
+    use sim_rigid::kernels::gpu::{Dense, RigidStep};
+    use sim_rigid::kernels::{module_source, MODULE};
 
     /// CI sets `MBMIX_REQUIRE_NVRTC=1` after installing NVRTC: there a missing library
     /// fails the test instead of skipping it.
@@ -191,11 +397,20 @@ mod cuda {
             println!("skipped: {e}");
             return;
         }
-        for (name, src) in SOURCES {
-            // Hopper (H100/H200) and the oldest architecture CUDA 13 supports
-            for arch in ["compute_90", "compute_75"] {
-                let ptx = cuda::compile_ptx(name, src, arch).unwrap();
-                assert!(ptx.to_src().contains(".entry"), "{name}: no kernel entry");
+        let src = module_source();
+        // Hopper (H100/H200) and the oldest architecture CUDA 13 supports
+        for arch in ["compute_90", "compute_75"] {
+            let ptx = cuda::compile_ptx(MODULE, &src, arch).unwrap().to_src();
+            for entry in [
+                "mbmix_cholesky",
+                "mbmix_cholesky_solve",
+                "mbmix_solve_vjp",
+                "mbmix_rigid_step",
+            ] {
+                assert!(
+                    ptx.contains(&format!(".entry {entry}")),
+                    "{arch}: no {entry}"
+                );
             }
         }
     }
@@ -246,6 +461,34 @@ mod cuda {
                 let e = rel(&dense.download(got).unwrap(), exp);
                 assert!(e <= 1e-4, "n = {n}, {what}: relative error {e:.2e}");
             }
+        }
+    }
+
+    /// The step kernel on the GPU against the CPU path, N = 256 random envs per
+    /// articulation, relative error ≤ 1e-4 (issue 7's parity bound in f32).
+    #[test]
+    fn gpu_step_kernel_matches_the_cpu_path() {
+        if let Err(e) = diff_core::cuda::Gpu::get() {
+            println!("skipped: {e}");
+            return;
+        }
+        for (name, art, params, q0) in articulations() {
+            let mut k = RigidStep::new(&art, &params).unwrap();
+            let (q, qd, act) = random_batch(&mut seeded(6, 0), &art, &q0, N_ENVS);
+            let (want_q, want_qd) = cpu_step(&art, &params, &q, &qd, &act);
+            let stream = k.gpu().stream().clone();
+            let up = |x: &[f32]| stream.clone_htod(x).unwrap();
+            let (dq, dqd, dact) = (up(&q), up(&qd), up(&act));
+            let (mut oq, mut oqd) = (up(&vec![0.0; q.len()]), up(&vec![0.0; qd.len()]));
+            k.step(N_ENVS, &dq, &dqd, &dact, &mut oq, &mut oqd).unwrap();
+            let got_q = stream.clone_dtoh(&oq).unwrap();
+            let got_qd = stream.clone_dtoh(&oqd).unwrap();
+            let (eq, eqd) = (rel(&got_q, &want_q), rel(&got_qd, &want_qd));
+            println!("{name}: q {eq:.1e}, qd {eqd:.1e}");
+            assert!(
+                eq <= 1e-4 && eqd <= 1e-4,
+                "{name}: q {eq:.2e}, qd {eqd:.2e}"
+            );
         }
     }
 
