@@ -12,12 +12,14 @@
 //!   velocities, bias forces, ground contacts, joint torques with limits and motor
 //!   saturation, mass matrix with caching, Cholesky, solve, integration) for every joint
 //!   kind, one thread per env;
+//! - `step_vjp.cu`: its VJP, [`crate::Articulation::step_vjp`] (the forward replayed with
+//!   every substep kept, then each stage's hand-written adjoint in reverse);
 //! - `cholesky.cu`: the dense Cholesky factorisation, solve and solve adjoint (twins
 //!   [`crate::dynamics::cholesky`], [`crate::dynamics::cholesky_solve`],
 //!   [`crate::Articulation::solve_vjp`]).
 //!
-//! Not yet: the adjoint of the whole step (`Articulation::step_vjp`) and the task layer
-//! (actuation, observation, reward) on the device, so training still runs on the CPU.
+//! Not yet: the task layer (actuation, observation, reward, resets) on the device and a
+//! device-resident batch env behind `--device cuda`, so training still runs on the CPU.
 
 use diff_core::{Error, Result};
 
@@ -26,6 +28,7 @@ use diff_core::{Error, Result};
 pub const KERNEL_FILES: &[(&str, &str)] = &[
     ("cholesky.cu", include_str!("cholesky.cu")),
     ("step.cu", include_str!("step.cu")),
+    ("step_vjp.cu", include_str!("step_vjp.cu")),
 ];
 
 /// The module's name in the per-process cache.
@@ -53,8 +56,11 @@ pub struct PackedArticulation {
     pub n_q: usize,
     /// DOFs per env.
     pub n_qd: usize,
-    /// Scratch floats per env (`step_scratch_len` in `step.cu`).
+    /// Scratch floats per env of the step (`step_scratch_len` in `step.cu`).
     pub scratch_len: usize,
+    /// Scratch floats per env of the step's VJP (`step_vjp_scratch_len` in
+    /// `step_vjp.cu`): every substep's intermediates.
+    pub vjp_scratch_len: usize,
 }
 
 /// Floats per link and per contact, and the header sizes, as in `step.cu`.
@@ -62,6 +68,7 @@ const LINK_INTS: usize = 6;
 const LINK_FLOATS: usize = 37;
 const CONTACT_FLOATS: usize = 8;
 const LINK_SCRATCH: usize = 132;
+const LINK_ADJOINT: usize = 87;
 
 impl PackedArticulation {
     /// Packs `art` integrated with `params`.
@@ -175,7 +182,25 @@ impl PackedArticulation {
             floats,
             n_q: nq,
             n_qd: nd,
-            scratch_len: nl * LINK_SCRATCH + nd * 6 + 4 * nd + 2 * nd * nd + 2 * nq,
+            scratch_len: nl * LINK_SCRATCH
+                + 6 * nd
+                + 3 * nd
+                + 2 * nd * nd
+                + 6 * nd
+                + 2 * nq
+                + 2 * nd,
+            vjp_scratch_len: {
+                let builds = params.substeps.div_ceil(params.mm_freq);
+                params.substeps * (nl * LINK_SCRATCH + 11 * nd + 2 * nq)
+                    + builds * (6 * nd + 2 * nd * nd)
+                    + nd * nd
+                    + nl * LINK_ADJOINT
+                    + 6 * nd
+                    + 5 * nd
+                    + 2 * nq
+                    + nd
+                    + 36 * nl
+            },
         })
     }
 
@@ -223,6 +248,20 @@ pub mod host {
             qd_out: *mut f32,
             scratch: *mut f32,
         );
+        fn mbmix_rigid_step_vjp(
+            n_envs: c_int,
+            mi: *const c_int,
+            mf: *const f32,
+            q: *const f32,
+            qd: *const f32,
+            act: *const f32,
+            adj_q_out: *const f32,
+            adj_qd_out: *const f32,
+            adj_q: *mut f32,
+            adj_qd: *mut f32,
+            adj_act: *mut f32,
+            scratch: *mut f32,
+        );
         fn mbmix_cholesky(n_envs: c_int, n: c_int, a: *const f32, l: *mut f32);
         fn mbmix_cholesky_solve(n_envs: c_int, n: c_int, l: *const f32, b: *mut f32);
         fn mbmix_solve_vjp(
@@ -263,6 +302,47 @@ pub mod host {
                 act.as_ptr(),
                 q_out.as_mut_ptr(),
                 qd_out.as_mut_ptr(),
+                scratch.as_mut_ptr(),
+            )
+        };
+        Ok(())
+    }
+
+    /// The VJP of [`step`] (`Articulation::step_vjp` on each row): replays the step from
+    /// `(q, qd, act)` and accumulates the cotangents `(adj_q_out, adj_qd_out)` pulled back
+    /// into `adj_q`, `adj_qd`, `adj_act`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_vjp(
+        art: &PackedArticulation,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        adj_q_out: &[f32],
+        adj_qd_out: &[f32],
+        adj_q: &mut [f32],
+        adj_qd: &mut [f32],
+        adj_act: &mut [f32],
+    ) -> Result<()> {
+        art.check(n_envs, q.len(), qd.len(), act.len())?;
+        art.check(n_envs, adj_q_out.len(), adj_qd_out.len(), adj_act.len())?;
+        art.check(n_envs, adj_q.len(), adj_qd.len(), act.len())?;
+        let (ne, _) = dims(n_envs, 1)?;
+        let mut scratch = vec![0.0f32; n_envs * art.vjp_scratch_len];
+        // SAFETY: as in `step`.
+        unsafe {
+            mbmix_rigid_step_vjp(
+                ne,
+                art.ints.as_ptr(),
+                art.floats.as_ptr(),
+                q.as_ptr(),
+                qd.as_ptr(),
+                act.as_ptr(),
+                adj_q_out.as_ptr(),
+                adj_qd_out.as_ptr(),
+                adj_q.as_mut_ptr(),
+                adj_qd.as_mut_ptr(),
+                adj_act.as_mut_ptr(),
                 scratch.as_mut_ptr(),
             )
         };
@@ -347,6 +427,7 @@ pub mod gpu {
     pub struct RigidStep {
         gpu: Arc<Gpu>,
         func: CudaFunction,
+        vjp: CudaFunction,
         packed: PackedArticulation,
         ints: CudaSlice<i32>,
         floats: CudaSlice<f32>,
@@ -369,9 +450,11 @@ pub mod gpu {
             let packed = PackedArticulation::new(art, params)?;
             let gpu = Gpu::get()?;
             let m = gpu.module(super::MODULE, &super::module_source())?;
-            let func = m
-                .load_function("mbmix_rigid_step")
-                .map_err(|e| driver_error("kernel `mbmix_rigid_step`", e))?;
+            let load = |n: &str| {
+                m.load_function(n)
+                    .map_err(|e| driver_error(&format!("kernel `{n}`"), e))
+            };
+            let (func, vjp) = (load("mbmix_rigid_step")?, load("mbmix_rigid_step_vjp")?);
             let stream = gpu.stream();
             let ints = stream
                 .clone_htod(&packed.ints)
@@ -382,6 +465,7 @@ pub mod gpu {
             Ok(RigidStep {
                 gpu,
                 func,
+                vjp,
                 packed,
                 ints,
                 floats,
@@ -410,16 +494,11 @@ pub mod gpu {
             self.packed
                 .check(n_envs, q_out.len(), qd_out.len(), act.len())?;
             let (ne, _) = dims(n_envs, 1)?;
-            let need = n_envs * self.packed.scratch_len;
-            if self.scratch.as_ref().is_none_or(|s| s.len() < need) {
-                self.scratch = Some(
-                    self.gpu
-                        .stream()
-                        .alloc_zeros::<f32>(need)
-                        .map_err(|e| driver_error("allocate the step scratch", e))?,
-                );
-            }
-            let scratch = self.scratch.as_mut().expect("allocated above");
+            let scratch = Self::scratch(
+                &self.gpu,
+                &mut self.scratch,
+                n_envs * self.packed.scratch_len,
+            )?;
             let mut b = self.gpu.stream().launch_builder(&self.func);
             b.arg(&ne)
                 .arg(&self.ints)
@@ -435,6 +514,63 @@ pub mod gpu {
             unsafe { b.launch(config(n_envs)) }
                 .map(|_| ())
                 .map_err(|e| driver_error("launch mbmix_rigid_step", e))
+        }
+
+        /// The scratch buffer, grown to at least `need` floats.
+        fn scratch<'a>(
+            gpu: &Gpu,
+            slot: &'a mut Option<CudaSlice<f32>>,
+            need: usize,
+        ) -> Result<&'a mut CudaSlice<f32>> {
+            if slot.as_ref().is_none_or(|s| s.len() < need) {
+                *slot = Some(
+                    gpu.stream()
+                        .alloc_zeros::<f32>(need)
+                        .map_err(|e| driver_error("allocate the step scratch", e))?,
+                );
+            }
+            Ok(slot.as_mut().expect("allocated above"))
+        }
+
+        /// The VJP of [`Self::step`] on the device (layouts as [`super::host::step_vjp`]):
+        /// accumulates into `adj_q`, `adj_qd`, `adj_act`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn step_vjp(
+            &mut self,
+            n_envs: usize,
+            q: &CudaSlice<f32>,
+            qd: &CudaSlice<f32>,
+            act: &CudaSlice<f32>,
+            adj_q_out: &CudaSlice<f32>,
+            adj_qd_out: &CudaSlice<f32>,
+            adj_q: &mut CudaSlice<f32>,
+            adj_qd: &mut CudaSlice<f32>,
+            adj_act: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            p.check(n_envs, q.len(), qd.len(), act.len())?;
+            p.check(n_envs, adj_q_out.len(), adj_qd_out.len(), adj_act.len())?;
+            p.check(n_envs, adj_q.len(), adj_qd.len(), act.len())?;
+            let (ne, _) = dims(n_envs, 1)?;
+            let need = n_envs * p.vjp_scratch_len;
+            let scratch = Self::scratch(&self.gpu, &mut self.scratch, need)?;
+            let mut b = self.gpu.stream().launch_builder(&self.vjp);
+            b.arg(&ne)
+                .arg(&self.ints)
+                .arg(&self.floats)
+                .arg(q)
+                .arg(qd)
+                .arg(act)
+                .arg(adj_q_out)
+                .arg(adj_qd_out)
+                .arg(adj_q)
+                .arg(adj_qd)
+                .arg(adj_act)
+                .arg(scratch);
+            // SAFETY: as in `step`, with the VJP's scratch size.
+            unsafe { b.launch(config(n_envs)) }
+                .map(|_| ())
+                .map_err(|e| driver_error("launch mbmix_rigid_step_vjp", e))
         }
     }
 

@@ -471,7 +471,7 @@ MBMIX_DEVICE void stage_contacts(const int* mi, const float* mf, float* ls) {
 // Stage 4: subtree forces and joint torques.
 MBMIX_DEVICE void stage_joint_torques(const int* mi, const float* mf, const float* q,
                                       const float* qd, const float* s, const float* act,
-                                      float* ls, float* tau) {
+                                      float* ls, float* tau, float* gain) {
     int nl = mi[0];
     for (int i = 0; i < nl; ++i) {
         for (int k = 0; k < 6; ++k) {
@@ -497,15 +497,20 @@ MBMIX_DEVICE void stage_joint_torques(const int* mi, const float* mf, const floa
             float qq = q[qi], qv = qd[d];
             float limit_f = limit_force(qq, lo, hi, limit_ke);
             float motor = act[d] - target_ke * (qq - target) - target_kd * qv;
+            float g = 1.0f;
             if (isfinite(effort)) {
                 if (sat == 0) {
                     if (fabsf(motor) >= effort) {
                         motor = copysignf(effort, motor);
+                        g = 0.0f;
                     }
                 } else {
-                    motor = effort * tanhf(motor / effort);
+                    float th = tanhf(motor / effort);
+                    motor = effort * th;
+                    g = 1.0f - th * th;
                 }
             }
+            gain[d] = g;
             tau[d] = -sv_dot(s + d * 6, ftot) + motor + limit_f - limit_kd * qv;
             break;
         }
@@ -528,7 +533,7 @@ MBMIX_DEVICE void stage_joint_torques(const int* mi, const float* mf, const floa
 
 // Spatial inertias, composite inertias, H + diag(armature) and its Cholesky factor.
 MBMIX_DEVICE void stage_mass_matrix(const int* mi, const float* mf, const float* s, float* ls,
-                                    float* h, float* l) {
+                                    float* h, float* l, float* ics) {
     int nl = mi[0], n = mi[2];
     const int* dof_link = mi + MBMIX_HEADER_I + nl * MBMIX_LI;
     const int* sup_start = dof_link + n;
@@ -554,7 +559,7 @@ MBMIX_DEVICE void stage_mass_matrix(const int* mi, const float* mf, const float*
     }
     for (int e = 0; e < n; ++e) {
         const float* ic = ls + dof_link[e] * LS_SIZE + LS_IC;
-        float y[6];
+        float* y = ics + e * 6;
         for (int r = 0; r < 6; ++r) {
             y[r] = sv_dot(ic + r * 6, s + e * 6);
         }
@@ -605,10 +610,34 @@ MBMIX_DEVICE void stage_integrate(const int* mi, const float* q, const float* qd
     }
 }
 
-// The per-env scratch size in floats (the host allocates n_envs times this).
+// One substep from (q, qd) into (q_out, qd_out), keeping its intermediates: link states
+// `ls`, motion subspaces `s`, torques, motor gains, accelerations. With `rebuild`, the
+// spatial and composite inertias, H (in `h`), its factor `l` and `I^c S` (`ics`) are
+// rebuilt first; otherwise `l` is the cached factor.
+MBMIX_DEVICE void substep_forward(const int* mi, const float* mf, const float* act,
+                                  const float* q, const float* qd, int rebuild, float* ls,
+                                  float* s, float* tau, float* gain, float* qdd, float* h,
+                                  float* l, float* ics, float* q_out, float* qd_out) {
+    int nd = mi[2];
+    stage_kinematics(mi, mf, q, ls, s);
+    stage_velocities(mi, qd, s, ls);
+    stage_bias_forces(mi, mf, ls);
+    stage_contacts(mi, mf, ls);
+    stage_joint_torques(mi, mf, q, qd, s, act, ls, tau, gain);
+    if (rebuild) {
+        stage_mass_matrix(mi, mf, s, ls, h, l, ics);
+    }
+    for (int k = 0; k < nd; ++k) {
+        qdd[k] = tau[k];
+    }
+    mbmix_cholesky_solve_one(nd, l, qdd);
+    stage_integrate(mi, q, qd, qdd, mf[3], q_out, qd_out);
+}
+
+// The forward kernel's scratch per env, in floats (the host allocates n_envs times this).
 MBMIX_DEVICE long step_scratch_len(const int* mi) {
     long nl = mi[0], nq = mi[1], nd = mi[2];
-    return nl * LS_SIZE + nd * 6 + 4 * nd + 2 * nd * nd + 2 * nq;
+    return nl * LS_SIZE + 6 * nd + 3 * nd + 2 * nd * nd + 6 * nd + 2 * nq + 2 * nd;
 }
 
 // One control step for every env: (q, qd, act) → (q_out, qd_out), `substeps` substeps with
@@ -618,17 +647,16 @@ MBMIX_KERNEL void mbmix_rigid_step(int n_envs, const int* mi, const float* mf, c
                                    float* qd_out, float* scratch) {
     MBMIX_FOR_EACH(e, n_envs) {
         int nl = mi[0], nq = mi[1], nd = mi[2], substeps = mi[4], mm_freq = mi[5];
-        float dt = mf[3];
         float* ls = scratch + (long)e * step_scratch_len(mi);
         float* s = ls + nl * LS_SIZE;
-        float* tau = s + nd * 6;
-        float* qdd = tau + nd;
-        float* cq = qdd + nd;      // current q (nq)
-        float* cqd = cq + nq;      // current qd (nd)
-        float* nq_ = cqd + nd;     // next q (nq)
-        float* nqd = nq_ + nq;     // next qd (nd)
-        float* h = nqd + nd;
+        float* tau = s + 6 * nd;
+        float* gain = tau + nd;
+        float* qdd = gain + nd;
+        float* h = qdd + nd;
         float* l = h + nd * nd;
+        float* ics = l + nd * nd;
+        float* cq = ics + 6 * nd; // current q, then next q (2 nq)
+        float* cqd = cq + 2 * nq; // current qd, then next qd (2 nd)
         const float* a = act + (long)e * nd;
         for (int k = 0; k < nq; ++k) {
             cq[k] = q[(long)e * nq + k];
@@ -637,24 +665,13 @@ MBMIX_KERNEL void mbmix_rigid_step(int n_envs, const int* mi, const float* mf, c
             cqd[k] = qd[(long)e * nd + k];
         }
         for (int sub = 0; sub < substeps; ++sub) {
-            stage_kinematics(mi, mf, cq, ls, s);
-            stage_velocities(mi, cqd, s, ls);
-            stage_bias_forces(mi, mf, ls);
-            stage_contacts(mi, mf, ls);
-            stage_joint_torques(mi, mf, cq, cqd, s, a, ls, tau);
-            if (sub % mm_freq == 0) {
-                stage_mass_matrix(mi, mf, s, ls, h, l);
-            }
-            for (int k = 0; k < nd; ++k) {
-                qdd[k] = tau[k];
-            }
-            mbmix_cholesky_solve_one(nd, l, qdd);
-            stage_integrate(mi, cq, cqd, qdd, dt, nq_, nqd);
+            substep_forward(mi, mf, a, cq, cqd, sub % mm_freq == 0, ls, s, tau, gain, qdd, h, l,
+                            ics, cq + nq, cqd + nd);
             for (int k = 0; k < nq; ++k) {
-                cq[k] = nq_[k];
+                cq[k] = cq[nq + k];
             }
             for (int k = 0; k < nd; ++k) {
-                cqd[k] = nqd[k];
+                cqd[k] = cqd[nd + k];
             }
         }
         for (int k = 0; k < nq; ++k) {

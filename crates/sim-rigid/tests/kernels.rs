@@ -378,6 +378,65 @@ fn host_step_kernel_matches_the_cpu_path() {
     }
 }
 
+/// The CPU path's VJP (`Articulation::step_vjp`, f32) on every env of a batch.
+#[allow(clippy::too_many_arguments)]
+fn cpu_step_vjp(
+    art: &Articulation,
+    params: &SimParams,
+    q: &[f32],
+    qd: &[f32],
+    act: &[f32],
+    adj_q_out: &[f32],
+    adj_qd_out: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (nq, nd) = (art.n_q, art.n_qd);
+    let n_envs = q.len() / nq;
+    let mut ws = Workspace::<f32>::new(art, params);
+    let (mut aq, mut aqd, mut aa) = (vec![0.0; q.len()], vec![0.0; qd.len()], vec![0.0; qd.len()]);
+    for e in 0..n_envs {
+        let (rq, rd) = (e * nq..(e + 1) * nq, e * nd..(e + 1) * nd);
+        art.step_vjp(
+            params,
+            &q[rq.clone()],
+            &qd[rd.clone()],
+            &act[rd.clone()],
+            &adj_q_out[rq.clone()],
+            &adj_qd_out[rd.clone()],
+            &mut aq[rq],
+            &mut aqd[rd.clone()],
+            &mut aa[rd],
+            &mut ws,
+        );
+    }
+    (aq, aqd, aa)
+}
+
+/// `Articulation::step_vjp` by the host-compiled `step_vjp.cu` equals the CPU path (same
+/// articulations and states as the forward test, random cotangents).
+#[test]
+fn host_step_vjp_kernel_matches_the_cpu_path() {
+    for (name, art, params, q0) in articulations() {
+        let packed = PackedArticulation::new(&art, &params).unwrap();
+        let n_envs = 64;
+        let mut rng = seeded(7, 0);
+        let (q, qd, act) = random_batch(&mut rng, &art, &q0, n_envs);
+        let (uq, uqd) = (random(&mut rng, q.len()), random(&mut rng, qd.len()));
+        let want = cpu_step_vjp(&art, &params, &q, &qd, &act, &uq, &uqd);
+        let (mut aq, mut aqd, mut aa) =
+            (vec![0.0; q.len()], vec![0.0; qd.len()], vec![0.0; qd.len()]);
+        host::step_vjp(
+            &packed, n_envs, &q, &qd, &act, &uq, &uqd, &mut aq, &mut aqd, &mut aa,
+        )
+        .unwrap();
+        let e = [rel(&aq, &want.0), rel(&aqd, &want.1), rel(&aa, &want.2)];
+        println!(
+            "{name}: adj q {:.1e}, adj qd {:.1e}, adj act {:.1e}",
+            e[0], e[1], e[2]
+        );
+        assert!(e.iter().all(|&x| x <= 1e-4), "{name}: {e:?}");
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
@@ -406,6 +465,7 @@ mod cuda {
                 "mbmix_cholesky_solve",
                 "mbmix_solve_vjp",
                 "mbmix_rigid_step",
+                "mbmix_rigid_step_vjp",
             ] {
                 assert!(
                     ptx.contains(&format!(".entry {entry}")),
@@ -489,6 +549,24 @@ mod cuda {
                 eq <= 1e-4 && eqd <= 1e-4,
                 "{name}: q {eq:.2e}, qd {eqd:.2e}"
             );
+
+            let mut rng = seeded(8, 0);
+            let (uq, uqd) = (random(&mut rng, q.len()), random(&mut rng, qd.len()));
+            let want = cpu_step_vjp(&art, &params, &q, &qd, &act, &uq, &uqd);
+            let (duq, duqd) = (up(&uq), up(&uqd));
+            let mut aq = up(&vec![0.0; q.len()]);
+            let (mut aqd, mut aa) = (up(&vec![0.0; qd.len()]), up(&vec![0.0; qd.len()]));
+            k.step_vjp(
+                N_ENVS, &dq, &dqd, &dact, &duq, &duqd, &mut aq, &mut aqd, &mut aa,
+            )
+            .unwrap();
+            let e = [
+                rel(&stream.clone_dtoh(&aq).unwrap(), &want.0),
+                rel(&stream.clone_dtoh(&aqd).unwrap(), &want.1),
+                rel(&stream.clone_dtoh(&aa).unwrap(), &want.2),
+            ];
+            println!("{name}: adjoints {e:.1?}");
+            assert!(e.iter().all(|&x| x <= 1e-4), "{name}: adjoints {e:?}");
         }
     }
 
