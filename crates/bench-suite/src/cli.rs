@@ -284,34 +284,19 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// Checks that the simulators can run on `device`, before anything is created.
-///
-/// The CUDA path is not complete: only the dense-solve kernels of the rigid pipeline exist
-/// (`sim_rigid::kernels`), so even with a GPU `--device cuda` stops here with a message
-/// saying so rather than silently training on the CPU.
+/// Checks that the simulators can run on `device`, before anything is created: without
+/// the `cuda` feature, or without a usable GPU, `--device cuda` is an error naming why.
+/// Which tasks have CUDA kernels is checked when the task is built
+/// ([`crate::registry::make_task_on`]).
 pub fn check_device(device: diff_core::Device) -> Result<()> {
-    let unavailable = |reason: String| {
-        Error::Core(diff_core::Error::DeviceUnavailable {
-            device: device.to_string(),
-            reason,
-        })
-    };
     match device {
         diff_core::Device::Cpu => Ok(()),
         #[cfg(not(feature = "cuda"))]
-        diff_core::Device::Cuda => Err(unavailable(
-            "this mbmix was built without CUDA support; rebuild it with `cargo build \
-             --release -p bench-suite --features cuda`"
-                .into(),
-        )),
+        diff_core::Device::Cuda => Err(Error::Core(crate::registry::no_cuda_build())),
         #[cfg(feature = "cuda")]
         diff_core::Device::Cuda => {
-            let gpu = diff_core::cuda::Gpu::get()?;
-            Err(unavailable(format!(
-                "found {}, but the simulators' CUDA pipeline is not complete yet (only the \
-                 rigid dense-solve kernels exist); train with --device cpu",
-                gpu.describe()
-            )))
+            diff_core::cuda::Gpu::get()?;
+            Ok(())
         }
     }
 }
@@ -329,6 +314,7 @@ fn train(args: TrainArgs, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit
         out: args.out,
         resume: args.resume,
         progress: !args.quiet,
+        device: args.device,
     };
     let (dir, outcome) = run::train(&opts, stop)?;
     let io = |e| Error::Io {

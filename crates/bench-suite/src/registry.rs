@@ -484,6 +484,65 @@ pub fn make_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
     task_entry(name).and_then(|e| (e.build)())
 }
 
+/// Builds a task by name with its simulator on `device`. On `cuda` (feature `cuda`) the
+/// rigid tasks run their physics step and its VJP through the CUDA kernels
+/// (`sim_rigid::batch::KernelEnv`), with the task layer on the CPU; the deformable tasks
+/// have no kernels yet, which is an error naming the task.
+pub fn make_task_on(name: &str, device: diff_core::Device) -> Result<Arc<dyn Task>, CoreError> {
+    match device {
+        diff_core::Device::Cpu => make_task(name),
+        diff_core::Device::Cuda => cuda_task(name),
+    }
+}
+
+/// The error of `--device cuda` in a build without the `cuda` feature.
+pub fn no_cuda_build() -> CoreError {
+    CoreError::DeviceUnavailable {
+        device: "cuda".into(),
+        reason: "this mbmix was built without CUDA support; rebuild it with `cargo build \
+                 --release -p bench-suite --features cuda`"
+            .into(),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
+    task_entry(name)?;
+    Err(no_cuda_build())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
+    use sim_rigid::batch::{KernelEnv, RigidTask};
+    use sim_rigid::kernels::gpu::CudaPhysics;
+    use sim_rigid::tasks::bruce::{bruce_def, BruceConfig};
+    fn on<D: RigidTask>(def: Result<D, CoreError>) -> Result<Arc<dyn Task>, CoreError> {
+        let def = def?;
+        let physics = CudaPhysics::new(def.articulation(), def.sim_params())?;
+        Ok(Arc::new(KernelEnv::new(def, Box::new(physics))))
+    }
+    match name {
+        "cartpole-swingup" => on(Ok(sim_rigid::tasks::CartPole::new())),
+        "hopper" => on(sim_rigid::tasks::hopper::hopper_def()),
+        "half-cheetah" => on(sim_rigid::tasks::cheetah::cheetah_def()),
+        "ant" => on(sim_rigid::tasks::ant::ant_def()),
+        "humanoid" => on(sim_rigid::tasks::humanoid::humanoid_def()),
+        "bruce" => on(bruce_def(&BruceConfig::default())),
+        "bruce-pd" => on(bruce_def(&BruceConfig::position_loop())),
+        "bruce-pos" => on(bruce_def(&BruceConfig::position_targets())),
+        other => {
+            task_entry(other)?;
+            Err(CoreError::DeviceUnavailable {
+                device: "cuda".into(),
+                reason: format!(
+                    "task `{other}` has no CUDA kernels yet (only the rigid tasks do); \
+                     train it with --device cpu"
+                ),
+            })
+        }
+    }
+}
+
 /// Looks an algorithm up by name.
 pub fn algorithm(name: &str) -> Result<Algo, CoreError> {
     ALGORITHMS
@@ -499,6 +558,24 @@ pub fn algorithm(name: &str) -> Result<Algo, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_device_errors_name_the_cause() {
+        use diff_core::Device;
+        let err = |name| match make_task_on(name, Device::Cuda) {
+            Ok(_) => panic!("`{name}` on cuda built"),
+            Err(e) => e.to_string(),
+        };
+        let err = err("pendulum");
+        assert!(err.contains("unknown task `pendulum`"), "{err}");
+        // no build, no GPU, or no kernels for the deformable tasks: always an error
+        let err = match make_task_on("push-rope", Device::Cuda) {
+            Ok(_) => panic!("push-rope has no CUDA kernels"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("device `cuda` unavailable"), "{err}");
+        assert!(make_task_on("cartpole-swingup", Device::Cpu).is_ok());
+    }
 
     #[test]
     fn unknown_task_lists_the_known_ones() {

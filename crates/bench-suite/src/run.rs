@@ -240,6 +240,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// `--device`: where the simulator runs (not part of the run's configuration: a
+    /// resumed run may continue on another device).
+    pub device: diff_core::Device,
 }
 
 /// The default run directory of a configuration.
@@ -403,7 +406,7 @@ impl Session {
         }
         // Build before creating anything, so that an invalid configuration leaves no
         // directory behind.
-        let trainer = trainer::build(&cfg)?;
+        let trainer = trainer::build_on(&cfg, opts.device)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
         }
@@ -476,7 +479,7 @@ impl Session {
             cfg.set_max_epochs(epochs);
             cfg.validate()?;
         }
-        let mut trainer = trainer::build(&cfg)?;
+        let mut trainer = trainer::build_on(&cfg, opts.device)?;
         // Everything that can fail without side effects comes first: a corrupt checkpoint
         // or unreadable metrics leave the directory untouched.
         load_latest(trainer.as_mut(), &dir)?;

@@ -98,7 +98,12 @@ trainer_by_delegation!(Ppo, evaluate: PolicyAgent::evaluate, has_critic: true);
 
 /// Builds the trainer a configuration describes, with fresh (untrained) parameters.
 pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
-    let task = registry::make_task(&cfg.task)?;
+    build_on(cfg, diff_core::Device::Cpu)
+}
+
+/// [`build`] with the task's simulator on `device` (see [`registry::make_task_on`]).
+pub fn build_on(cfg: &RunConfig, device: diff_core::Device) -> Result<Box<dyn Trainer>> {
+    let task = registry::make_task_on(&cfg.task, device)?;
     match cfg.algorithm()? {
         Algo::Shac => {
             let shac_cfg = cfg

@@ -6,6 +6,7 @@
 //! coordinates then its joint velocities, in link order.
 
 use crate::dynamics::{SimParams, Workspace};
+use crate::kernels::{HostPhysics, PackedArticulation, Physics};
 use crate::model::Articulation;
 use diff_core::{Dual, Real, SeededRng, Task, TaskSpec};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
@@ -361,5 +362,194 @@ impl<D: RigidTask> Task for RigidEnv<D> {
 
     fn scene(&self, state: ArrayView1<f32>) -> Option<diff_core::Scene> {
         crate::render::state_scene(self, state)
+    }
+}
+
+/// A [`RigidTask`] whose physics step and its VJP run through a [`Physics`] backend (the
+/// CUDA kernels, or their host-compiled twins), while the task layer (actuation, extra
+/// state, observation, reward, termination, resets) and the JVP stay on the CPU path of
+/// [`RigidEnv`]. A backend failure (a device error) is reported on stderr and turns the
+/// affected outputs into NaN, which the trainers' non-finite handling then meets (report,
+/// checkpoint, stop or skip, as configured) instead of a panic.
+pub struct KernelEnv<D> {
+    cpu: RigidEnv<D>,
+    physics: Box<dyn Physics>,
+}
+
+impl<D: RigidTask> KernelEnv<D> {
+    /// Wraps a task definition with a physics backend built for its articulation.
+    pub fn new(task: D, physics: Box<dyn Physics>) -> Self {
+        KernelEnv {
+            cpu: RigidEnv::from_def(task),
+            physics,
+        }
+    }
+
+    /// With the host-compiled kernels.
+    pub fn host(task: D) -> diff_core::Result<Self> {
+        let packed = PackedArticulation::new(task.articulation(), task.sim_params())?;
+        Ok(Self::new(task, Box::new(HostPhysics(packed))))
+    }
+
+    /// The task definition.
+    pub fn def(&self) -> &D {
+        self.cpu.def()
+    }
+
+    /// Where the physics runs.
+    pub fn describe(&self) -> String {
+        self.physics.describe()
+    }
+
+    /// `(q, q̇, act)` of every row, contiguous.
+    fn split(&self, s: ArrayView2<f32>, a: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let task = self.cpu.def();
+        let art = task.articulation();
+        let (nq, nd, n) = (art.n_q, art.n_qd, s.nrows());
+        let (mut q, mut qd, mut act) = (
+            Vec::with_capacity(n * nq),
+            Vec::with_capacity(n * nd),
+            vec![0.0f32; n * nd],
+        );
+        for (i, row) in s.outer_iter().enumerate() {
+            let row = row.to_slice().expect("state rows are contiguous");
+            q.extend_from_slice(&row[..nq]);
+            qd.extend_from_slice(&row[nq..nq + nd]);
+            task.actuation(
+                a.row(i).to_slice().expect("action rows are contiguous"),
+                &mut act[i * nd..(i + 1) * nd],
+            );
+        }
+        (q, qd, act)
+    }
+}
+
+impl<D: RigidTask> Task for KernelEnv<D> {
+    fn spec(&self) -> &TaskSpec {
+        self.cpu.spec()
+    }
+
+    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, mut s_next: ArrayViewMut2<f32>) {
+        let task = self.cpu.def();
+        let art = task.articulation();
+        let (nq, nd, n) = (art.n_q, art.n_qd, s.nrows());
+        let (q, qd, act) = self.split(s, a);
+        let (mut q_out, mut qd_out) = (vec![0.0f32; n * nq], vec![0.0f32; n * nd]);
+        if let Err(e) = self.physics.step(n, &q, &qd, &act, &mut q_out, &mut qd_out) {
+            eprintln!("{}: physics step failed: {e}", self.physics.describe());
+            s_next.fill(f32::NAN);
+            return;
+        }
+        for (i, mut row) in s_next.outer_iter_mut().enumerate() {
+            let row = row.as_slice_mut().expect("state rows are contiguous");
+            row[..nq].copy_from_slice(&q_out[i * nq..(i + 1) * nq]);
+            row[nq..nq + nd].copy_from_slice(&qd_out[i * nd..(i + 1) * nd]);
+            task.extra_step(
+                s.row(i).to_slice().expect("state rows are contiguous"),
+                a.row(i).to_slice().expect("action rows are contiguous"),
+                &mut row[nq + nd..],
+            );
+        }
+    }
+
+    fn step_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        mut adj_s: ArrayViewMut2<f32>,
+        mut adj_a: ArrayViewMut2<f32>,
+    ) {
+        let task = self.cpu.def();
+        let art = task.articulation();
+        let (nq, nd, n) = (art.n_q, art.n_qd, s.nrows());
+        let (q, qd, act) = self.split(s, a);
+        let (mut uq, mut uqd) = (Vec::with_capacity(n * nq), Vec::with_capacity(n * nd));
+        for row in adj_next.outer_iter() {
+            let row = row.to_slice().expect("adjoint rows are contiguous");
+            uq.extend_from_slice(&row[..nq]);
+            uqd.extend_from_slice(&row[nq..nq + nd]);
+        }
+        let (mut aq, mut aqd, mut aact) = (
+            vec![0.0f32; n * nq],
+            vec![0.0f32; n * nd],
+            vec![0.0f32; n * nd],
+        );
+        if let Err(e) = self
+            .physics
+            .step_vjp(n, &q, &qd, &act, &uq, &uqd, &mut aq, &mut aqd, &mut aact)
+        {
+            eprintln!("{}: physics step VJP failed: {e}", self.physics.describe());
+            adj_s.fill(f32::NAN);
+            adj_a.fill(f32::NAN);
+            return;
+        }
+        for i in 0..n {
+            let mut rs = adj_s.row_mut(i);
+            let rs = rs.as_slice_mut().expect("adjoint rows are contiguous");
+            for (x, g) in rs[..nq].iter_mut().zip(&aq[i * nq..(i + 1) * nq]) {
+                *x += *g;
+            }
+            for (x, g) in rs[nq..nq + nd].iter_mut().zip(&aqd[i * nd..(i + 1) * nd]) {
+                *x += *g;
+            }
+            let ai = a.row(i);
+            let ai = ai.to_slice().expect("action rows are contiguous");
+            let mut ra = adj_a.row_mut(i);
+            let ra = ra.as_slice_mut().expect("adjoint rows are contiguous");
+            task.actuation_vjp(ai, &aact[i * nd..(i + 1) * nd], ra);
+            let un = adj_next.row(i);
+            task.extra_step_vjp(ai, &un.to_slice().expect("contiguous")[nq + nd..], ra);
+        }
+    }
+
+    fn step_jvp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        ds: ArrayView2<f32>,
+        da: ArrayView2<f32>,
+        ds_next: ArrayViewMut2<f32>,
+    ) {
+        self.cpu.step_jvp(s, a, ds, da, ds_next)
+    }
+
+    fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>) {
+        self.cpu.observe(s, obs)
+    }
+
+    fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>) {
+        self.cpu.observe_vjp(s, adj_obs, adj_s)
+    }
+
+    fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>) {
+        self.cpu.reward(s_next, a, r)
+    }
+
+    fn reward_vjp(
+        &self,
+        s_next: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_r: ArrayView1<f32>,
+        adj_s_next: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.cpu.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a)
+    }
+
+    fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
+        self.cpu.terminated(s_next, out)
+    }
+
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
+        self.cpu.reset_state(rng, stochastic, s)
+    }
+
+    fn episode_success(&self, states: ArrayView2<f32>) -> Option<bool> {
+        self.cpu.episode_success(states)
+    }
+
+    fn scene(&self, state: ArrayView1<f32>) -> Option<diff_core::Scene> {
+        self.cpu.scene(state)
     }
 }

@@ -18,8 +18,10 @@
 //!   [`crate::dynamics::cholesky`], [`crate::dynamics::cholesky_solve`],
 //!   [`crate::Articulation::solve_vjp`]).
 //!
-//! Not yet: the task layer (actuation, observation, reward, resets) on the device and a
-//! device-resident batch env behind `--device cuda`, so training still runs on the CPU.
+//! [`crate::batch::KernelEnv`] puts a [`Physics`] backend (the GPU, or the host build)
+//! behind the `Task` contract; that is what `mbmix train --device cuda` uses. Not yet: the
+//! window's state resident on the device between steps, and the task layer (actuation,
+//! observation, reward, resets) on the device.
 
 use diff_core::{Error, Result};
 
@@ -209,6 +211,76 @@ impl PackedArticulation {
         check_batch("step q", q, n_envs, self.n_q)?;
         check_batch("step qd", qd, n_envs, self.n_qd)?;
         check_batch("step act", act, n_envs, self.n_qd)
+    }
+}
+
+/// A batched physics step (`Articulation::step` and its VJP on host slices), as the
+/// [`crate::batch::KernelEnv`] uses it: the kernels compiled for the host
+/// ([`HostPhysics`]) or on a GPU (`CudaPhysics`, feature `cuda`).
+pub trait Physics: Send + Sync {
+    /// Where it runs, for messages.
+    fn describe(&self) -> String;
+    /// One control step of `n_envs` envs (layouts as [`host::step`]).
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        q_out: &mut [f32],
+        qd_out: &mut [f32],
+    ) -> Result<()>;
+    /// Its VJP, accumulated into `adj_q`, `adj_qd`, `adj_act` (as [`host::step_vjp`]).
+    #[allow(clippy::too_many_arguments)]
+    fn step_vjp(
+        &self,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        adj_q_out: &[f32],
+        adj_qd_out: &[f32],
+        adj_q: &mut [f32],
+        adj_qd: &mut [f32],
+        adj_act: &mut [f32],
+    ) -> Result<()>;
+}
+
+/// The kernels compiled for the host: the GPU's code path, run on the CPU (one thread).
+#[derive(Clone, Debug)]
+pub struct HostPhysics(pub PackedArticulation);
+
+impl Physics for HostPhysics {
+    fn describe(&self) -> String {
+        "host-compiled kernels".into()
+    }
+    fn step(
+        &self,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        q_out: &mut [f32],
+        qd_out: &mut [f32],
+    ) -> Result<()> {
+        host::step(&self.0, n_envs, q, qd, act, q_out, qd_out)
+    }
+    fn step_vjp(
+        &self,
+        n_envs: usize,
+        q: &[f32],
+        qd: &[f32],
+        act: &[f32],
+        adj_q_out: &[f32],
+        adj_qd_out: &[f32],
+        adj_q: &mut [f32],
+        adj_qd: &mut [f32],
+        adj_act: &mut [f32],
+    ) -> Result<()> {
+        host::step_vjp(
+            &self.0, n_envs, q, qd, act, adj_q_out, adj_qd_out, adj_q, adj_qd, adj_act,
+        )
     }
 }
 
@@ -571,6 +643,87 @@ pub mod gpu {
             unsafe { b.launch(config(n_envs)) }
                 .map(|_| ())
                 .map_err(|e| driver_error("launch mbmix_rigid_step_vjp", e))
+        }
+    }
+
+    /// [`super::Physics`] on the GPU. Each call uploads its inputs and downloads its
+    /// outputs (the window's state is not yet resident on the device between steps).
+    pub struct CudaPhysics(std::sync::Mutex<RigidStep>);
+
+    impl CudaPhysics {
+        /// Opens the device and uploads `art`.
+        pub fn new(art: &crate::Articulation, params: &crate::SimParams) -> Result<Self> {
+            Ok(CudaPhysics(std::sync::Mutex::new(RigidStep::new(
+                art, params,
+            )?)))
+        }
+    }
+
+    impl super::Physics for CudaPhysics {
+        fn describe(&self) -> String {
+            match self.0.lock() {
+                Ok(k) => k.gpu().describe(),
+                Err(_) => "cuda".into(),
+            }
+        }
+        fn step(
+            &self,
+            n_envs: usize,
+            q: &[f32],
+            qd: &[f32],
+            act: &[f32],
+            q_out: &mut [f32],
+            qd_out: &mut [f32],
+        ) -> Result<()> {
+            let mut k = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let stream = k.gpu().stream().clone();
+            let up = |x: &[f32]| stream.clone_htod(x).map_err(|e| driver_error("upload", e));
+            let (dq, dqd, dact) = (up(q)?, up(qd)?, up(act)?);
+            let (mut oq, mut oqd) = (up(q_out)?, up(qd_out)?);
+            k.step(n_envs, &dq, &dqd, &dact, &mut oq, &mut oqd)?;
+            let down = |x: &CudaSlice<f32>, out: &mut [f32]| {
+                stream
+                    .memcpy_dtoh(x, out)
+                    .map_err(|e| driver_error("download", e))
+            };
+            down(&oq, q_out)?;
+            down(&oqd, qd_out)?;
+            stream
+                .synchronize()
+                .map_err(|e| driver_error("synchronize", e))
+        }
+        fn step_vjp(
+            &self,
+            n_envs: usize,
+            q: &[f32],
+            qd: &[f32],
+            act: &[f32],
+            adj_q_out: &[f32],
+            adj_qd_out: &[f32],
+            adj_q: &mut [f32],
+            adj_qd: &mut [f32],
+            adj_act: &mut [f32],
+        ) -> Result<()> {
+            let mut k = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let stream = k.gpu().stream().clone();
+            let up = |x: &[f32]| stream.clone_htod(x).map_err(|e| driver_error("upload", e));
+            let (dq, dqd, dact) = (up(q)?, up(qd)?, up(act)?);
+            let (duq, duqd) = (up(adj_q_out)?, up(adj_qd_out)?);
+            let (mut aq, mut aqd, mut aa) = (up(adj_q)?, up(adj_qd)?, up(adj_act)?);
+            k.step_vjp(
+                n_envs, &dq, &dqd, &dact, &duq, &duqd, &mut aq, &mut aqd, &mut aa,
+            )?;
+            let down = |x: &CudaSlice<f32>, out: &mut [f32]| {
+                stream
+                    .memcpy_dtoh(x, out)
+                    .map_err(|e| driver_error("download", e))
+            };
+            down(&aq, adj_q)?;
+            down(&aqd, adj_qd)?;
+            down(&aa, adj_act)?;
+            stream
+                .synchronize()
+                .map_err(|e| driver_error("synchronize", e))
         }
     }
 

@@ -437,6 +437,53 @@ fn host_step_vjp_kernel_matches_the_cpu_path() {
     }
 }
 
+/// The kernel env (host-compiled kernels behind the `Task` contract) equals the CPU env
+/// on every method the trainers call, bit for bit, including actions beyond ±1 (clipped)
+/// and Ant's extra state (the previous action).
+#[test]
+fn kernel_env_equals_the_cpu_env() {
+    use diff_core::Task;
+    use ndarray::{Array1, Array2};
+    use sim_rigid::batch::{KernelEnv, RigidEnv};
+    fn check<D: RigidTask>(name: &str, def: impl Fn() -> D) {
+        let cpu = RigidEnv::from_def(def());
+        let ker = KernelEnv::host(def()).unwrap();
+        let spec = cpu.spec().clone();
+        let n = 48;
+        let mut rng = seeded(9, 0);
+        let mut s = Array2::<f32>::zeros((n, spec.state_dim));
+        for mut row in s.outer_iter_mut() {
+            cpu.reset_state(&mut rng, true, row.view_mut());
+        }
+        let a = Array2::from_shape_fn((n, spec.act_dim), |_| rng.gen_range(-1.5..1.5));
+        let (mut s1, mut s2) = (Array2::zeros(s.raw_dim()), Array2::zeros(s.raw_dim()));
+        cpu.step(s.view(), a.view(), s1.view_mut());
+        ker.step(s.view(), a.view(), s2.view_mut());
+        assert_eq!(s1, s2, "{name}: step");
+        let u = Array2::from_shape_fn(s.raw_dim(), |_| rng.gen_range(-1.0..1.0));
+        let (mut gs1, mut ga1) = (Array2::zeros(s.raw_dim()), Array2::zeros(a.raw_dim()));
+        let (mut gs2, mut ga2) = (gs1.clone(), ga1.clone());
+        gs1.fill(0.5);
+        gs2.fill(0.5);
+        cpu.step_vjp(s.view(), a.view(), u.view(), gs1.view_mut(), ga1.view_mut());
+        ker.step_vjp(s.view(), a.view(), u.view(), gs2.view_mut(), ga2.view_mut());
+        assert_eq!(gs1, gs2, "{name}: state adjoint");
+        assert_eq!(ga1, ga2, "{name}: action adjoint");
+        assert!(
+            ga1.iter().any(|&x| x != 0.0),
+            "{name}: a zero adjoint proves little"
+        );
+        let (mut r1, mut r2) = (Array1::zeros(n), Array1::zeros(n));
+        cpu.reward(s1.view(), a.view(), r1.view_mut());
+        ker.reward(s2.view(), a.view(), r2.view_mut());
+        assert_eq!(r1, r2, "{name}: reward");
+    }
+    check("cartpole", CartPole::new);
+    check("hopper", || hopper_def().unwrap());
+    check("ant", || ant_def().unwrap());
+    check("humanoid", || humanoid_def().unwrap());
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
