@@ -415,55 +415,92 @@ MBMIX_DEVICE void stage_bias_forces(const int* mi, const float* mf, float* ls) {
     }
 }
 
+// One ground contact, evaluated branch by branch (contact.rs `eval`), for the forward
+// stage and its adjoint.
+typedef struct {
+    float p[3];    // world contact point
+    float gap;     // negative in contact
+    float dpdt[3]; // point velocity
+    float f[3];    // minus the force on the body
+    float vt_len;  // tangential speed
+    int damped;    // the damping branch is on
+    int friction;  // 0 none, 1 viscous, 2 Coulomb
+} MbmixContact;
+
+// Fills `out` for contact `cp` (point 3, thickness, ke, kd, kf, mu) on a link with
+// transform `x` (p 3, r 9) and twist `v`; returns 0 when the point is off the ground.
+MBMIX_DEVICE int contact_eval(const float* cp, const float* x, const float* v,
+                              MbmixContact* out) {
+    float* p = out->p;
+    mv3(x + 3, cp, p);
+    for (int k = 0; k < 3; ++k) {
+        p[k] += x[k];
+    }
+    p[1] -= cp[3];
+    float gap = p[1];
+    if (gap >= 0.0f) {
+        return 0;
+    }
+    out->gap = gap;
+    float wp[3];
+    cross3(v, p, wp);
+    float* dpdt = out->dpdt;
+    dpdt[0] = v[3] + wp[0];
+    dpdt[1] = v[4] + wp[1];
+    dpdt[2] = v[5] + wp[2];
+    float vn = dpdt[1];
+    float ke = cp[4], kd = cp[5], kf = cp[6], mu = cp[7];
+    out->damped = vn < 0.0f;
+    float fy = gap * ke;
+    if (out->damped) {
+        fy -= vn * kd * gap;
+    }
+    float vt0 = dpdt[0], vt1 = dpdt[2];
+    float vt_len = sqrtf(vt0 * vt0 + vt1 * vt1);
+    out->vt_len = vt_len;
+    float cap = -(mu * gap * ke);
+    float ft0 = 0.0f, ft1 = 0.0f;
+    out->friction = 0;
+    if (vt_len > 0.0f) {
+        if (kf * vt_len < cap) {
+            ft0 = kf * vt0;
+            ft1 = kf * vt1;
+            out->friction = 1;
+        } else {
+            ft0 = vt0 / vt_len * cap;
+            ft1 = vt1 / vt_len * cap;
+            out->friction = 2;
+        }
+    }
+    out->f[0] = ft0;
+    out->f[1] = fy;
+    out->f[2] = ft1;
+    return 1;
+}
+
+// The contact table: each contact's link index, and its MBMIX_CF floats.
+MBMIX_DEVICE const int* contact_links(const int* mi) {
+    int nl = mi[0], nd = mi[2];
+    return mi + MBMIX_HEADER_I + nl * MBMIX_LI + nd + (nd + 1) +
+           mi[MBMIX_HEADER_I + nl * MBMIX_LI + nd + nd];
+}
+
 // Stage 3b: ground contacts add their wrench into f.
 MBMIX_DEVICE void stage_contacts(const int* mi, const float* mf, float* ls) {
-    int nl = mi[0], nc = mi[3], nd = mi[2];
-    const int* contact_link = mi + MBMIX_HEADER_I + nl * MBMIX_LI + nd + (nd + 1) +
-                              mi[MBMIX_HEADER_I + nl * MBMIX_LI + nd + nd];
+    int nl = mi[0], nc = mi[3];
+    const int* contact_link = contact_links(mi);
     const float* cf = mf + MBMIX_HEADER_F + nl * MBMIX_LF;
     for (int c = 0; c < nc; ++c) {
-        const float* cp = cf + c * MBMIX_CF;
         float* me = ls + contact_link[c] * LS_SIZE;
-        const float* x = me + LS_XSC;
-        const float* v = me + LS_V;
-        float p[3];
-        mv3(x + 3, cp, p);
-        for (int k = 0; k < 3; ++k) {
-            p[k] += x[k];
-        }
-        p[1] -= cp[3];
-        float gap = p[1];
-        if (gap >= 0.0f) {
+        MbmixContact e;
+        if (!contact_eval(cf + c * MBMIX_CF, me + LS_XSC, me + LS_V, &e)) {
             continue;
         }
-        float wp[3];
-        cross3(v, p, wp);
-        float dpdt[3] = {v[3] + wp[0], v[4] + wp[1], v[5] + wp[2]};
-        float vn = dpdt[1];
-        float ke = cp[4], kd = cp[5], kf = cp[6], mu = cp[7];
-        float fy = gap * ke;
-        if (vn < 0.0f) {
-            fy -= vn * kd * gap;
-        }
-        float vt0 = dpdt[0], vt1 = dpdt[2];
-        float vt_len = sqrtf(vt0 * vt0 + vt1 * vt1);
-        float cap = -(mu * gap * ke);
-        float ft0 = 0.0f, ft1 = 0.0f;
-        if (vt_len > 0.0f) {
-            if (kf * vt_len < cap) {
-                ft0 = kf * vt0;
-                ft1 = kf * vt1;
-            } else {
-                ft0 = vt0 / vt_len * cap;
-                ft1 = vt1 / vt_len * cap;
-            }
-        }
-        float f[3] = {ft0, fy, ft1};
         float pf[3];
-        cross3(p, f, pf);
+        cross3(e.p, e.f, pf);
         for (int k = 0; k < 3; ++k) {
             me[LS_F + k] += pf[k];
-            me[LS_F + 3 + k] += f[k];
+            me[LS_F + 3 + k] += e.f[k];
         }
     }
 }

@@ -357,54 +357,25 @@ MBMIX_DEVICE void joint_torques_vjp(const int* mi, const float* mf, const float*
 
 // Adjoint of stage_contacts: reads the links' adj f, accumulates into adj x_sc and v.
 MBMIX_DEVICE void contacts_vjp(const int* mi, const float* mf, const float* ls, float* la) {
-    int nl = mi[0], nc = mi[3], nd = mi[2];
-    const int* contact_link = mi + MBMIX_HEADER_I + nl * MBMIX_LI + nd + (nd + 1) +
-                              mi[MBMIX_HEADER_I + nl * MBMIX_LI + nd + nd];
+    int nl = mi[0], nc = mi[3];
+    const int* contact_link = contact_links(mi);
     const float* cf = mf + MBMIX_HEADER_F + nl * MBMIX_LF;
     for (int c = 0; c < nc; ++c) {
         const float* cp = cf + c * MBMIX_CF;
         const float* me = ls + contact_link[c] * LS_SIZE;
         float* a = la + contact_link[c] * LA_SIZE;
-        const float* x = me + LS_XSC;
         const float* v = me + LS_V;
-        // the forward evaluation, branch by branch
-        float p[3];
-        mv3(x + 3, cp, p);
-        for (int k = 0; k < 3; ++k) {
-            p[k] += x[k];
-        }
-        p[1] -= cp[3];
-        float gap = p[1];
-        if (gap >= 0.0f) {
+        MbmixContact e;
+        if (!contact_eval(cp, me + LS_XSC, v, &e)) {
             continue;
         }
-        float wp[3];
-        cross3(v, p, wp);
-        float dpdt[3] = {v[3] + wp[0], v[4] + wp[1], v[5] + wp[2]};
-        float vn = dpdt[1];
+        const float* p = e.p;
+        const float* f = e.f;
+        float gap = e.gap, vn = e.dpdt[1], vt_len = e.vt_len;
+        float vt0 = e.dpdt[0], vt1 = e.dpdt[2];
         float ke = cp[4], kd = cp[5], kf = cp[6], mu = cp[7];
-        int damped = vn < 0.0f;
-        float fy = gap * ke;
-        if (damped) {
-            fy -= vn * kd * gap;
-        }
-        float vt0 = dpdt[0], vt1 = dpdt[2];
-        float vt_len = sqrtf(vt0 * vt0 + vt1 * vt1);
         float cap = -(mu * gap * ke);
-        int friction = 0; // 0 none, 1 viscous, 2 Coulomb
-        float ft0 = 0.0f, ft1 = 0.0f;
-        if (vt_len > 0.0f) {
-            if (kf * vt_len < cap) {
-                ft0 = kf * vt0;
-                ft1 = kf * vt1;
-                friction = 1;
-            } else {
-                ft0 = vt0 / vt_len * cap;
-                ft1 = vt1 / vt_len * cap;
-                friction = 2;
-            }
-        }
-        float f[3] = {ft0, fy, ft1};
+        int damped = e.damped, friction = e.friction;
         // w = (p × F, F)
         const float* lt = a + LA_F;
         const float* lfv = a + LA_F + 3;
