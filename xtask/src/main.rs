@@ -56,6 +56,10 @@ struct BenchArgs {
     /// resume from their checkpoints, missing runs start.
     #[arg(long, requires = "out")]
     resume: bool,
+    /// Where the simulators run (`mbmix train --device`): `cpu` (default) or `cuda`, which
+    /// builds `mbmix` with `--features cuda`.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
 }
 
 /// One (task, algorithm) pair of a suite.
@@ -189,8 +193,12 @@ fn ci() -> Result<()> {
 }
 
 /// Builds `mbmix` in release and returns the path of the executable, as cargo reports it.
-fn build_mbmix() -> Result<PathBuf> {
-    eprintln!("$ cargo build --release -p bench-suite --bin mbmix");
+fn build_mbmix(cuda: bool) -> Result<PathBuf> {
+    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
+    eprintln!(
+        "$ cargo build --release -p bench-suite --bin mbmix {}",
+        features.join(" ")
+    );
     let output = cargo()
         .args([
             "build",
@@ -201,6 +209,7 @@ fn build_mbmix() -> Result<PathBuf> {
             "mbmix",
             "--message-format=json-render-diagnostics",
         ])
+        .args(features)
         .stderr(Stdio::inherit())
         .output()
         .context("cannot start cargo build")?;
@@ -257,7 +266,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let mbmix = build_mbmix()?;
+    let mbmix = build_mbmix(args.device == "cuda")?;
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
@@ -356,6 +365,7 @@ fn run_job(
         .args(["--task", job.task, "--algo", job.algo])
         .arg("--out")
         .arg(&job.dir)
+        .args(["--device", &args.device])
         .arg("--quiet");
     if resume {
         cmd.arg("--resume");
