@@ -94,13 +94,16 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// Metrics without the two wall-clock fields.
+/// Metrics without the wall-clock fields (the run's, and MB-MIX's model timings, which
+/// are present exactly when the run logged them).
 pub fn deterministic_part(lines: &[MetricsLine]) -> Vec<MetricsLine> {
     lines
         .iter()
         .map(|m| MetricsLine {
             wall_s: 0.0,
             steps_per_s: None,
+            model_targets_s: m.model_targets_s.map(|_| 0.0),
+            model_train_s: m.model_train_s.map(|_| 0.0),
             ..m.clone()
         })
         .collect()
