@@ -1024,7 +1024,7 @@ impl Articulation {
 
 /// Whether a constant rotation is exactly the identity.
 #[inline(always)]
-fn is_identity(r: &[[f64; 3]; 3]) -> bool {
+pub(crate) fn is_identity(r: &[[f64; 3]; 3]) -> bool {
     *r == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 }
 

@@ -105,7 +105,8 @@ impl PackedArticulation {
         ];
         for link in &art.links {
             let j = &link.joint;
-            let identity = j.x_pj.r == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+            // the CPU kinematics skip the 3×3 product on the same test
+            let identity = crate::dynamics::is_identity(&j.x_pj.r);
             ints.extend([
                 match link.parent {
                     Some(p) => int("parent", p)?,
@@ -595,13 +596,18 @@ pub mod gpu {
             need: usize,
         ) -> Result<&'a mut CudaSlice<f32>> {
             if slot.as_ref().is_none_or(|s| s.len() < need) {
-                *slot = Some(
-                    gpu.stream()
-                        .alloc_zeros::<f32>(need)
-                        .map_err(|e| driver_error("allocate the step scratch", e))?,
-                );
+                *slot = None;
             }
-            Ok(slot.as_mut().expect("allocated above"))
+            match slot {
+                Some(s) => Ok(s),
+                None => {
+                    let s = gpu
+                        .stream()
+                        .alloc_zeros::<f32>(need)
+                        .map_err(|e| driver_error("allocate the step scratch", e))?;
+                    Ok(slot.insert(s))
+                }
+            }
         }
 
         /// The VJP of [`Self::step`] on the device (layouts as [`super::host::step_vjp`]):
