@@ -48,7 +48,8 @@ use crate::window::{
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
 use sobolev_model::{
-    DirectionSource, RewardSource, SobolevForm, SobolevTrainer, TargetSpec, UpdateOrder,
+    DirectionSource, GivenDirections, RewardSource, SobolevForm, SobolevTrainer, TargetSpec,
+    UpdateOrder,
 };
 use std::sync::Arc;
 
@@ -151,7 +152,10 @@ impl MbMix {
     /// and the dynamics model (weights from `seed` combined with `cfg.model.seed`).
     pub fn new(cfg: MbMixConfig, task: Arc<dyn Task>, seed: u64) -> Result<MbMix> {
         cfg.validate()?;
-        let shac = Shac::new(cfg.shac.clone(), task.clone(), seed)?;
+        let mut shac = Shac::new(cfg.shac.clone(), task.clone(), seed)?;
+        // `policy_adjoint` targets reuse the window sweep's simulator VJPs
+        shac.engine.record_step_vjp =
+            cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint;
         let spec = task.spec();
         let model_cfg = sobolev_model::ModelConfig {
             seed: seed.rotate_left(32) ^ cfg.model.seed,
@@ -351,8 +355,11 @@ impl MbMix {
         let sim_loss = self.sim_mix_seeds();
         let online = self.online();
         let mut actor_loss = 0.0f32;
+        // whether the last window sweep stepped back through the model
+        let mut window_through_model = None;
         for p in &plans {
             if let Plan::Window { model_grad, weight } = *p {
+                window_through_model = Some(model_grad);
                 let dynamics = sim_steps(model_grad, task.as_ref(), &self.trainer, &self.members)?;
                 let sh = &mut self.shac;
                 // the unweighted seeds stay in SHAC's buffer (the diagnostics read them)
@@ -384,10 +391,19 @@ impl MbMix {
                 stats.sim_actor_loss = Some(sim_loss);
             }
         }
-        // the window's ∂L/∂s′ (before the diagnostics' sweeps overwrite them)
-        let policy_u = (self.cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint
-            && plans.iter().any(|p| matches!(p, Plan::Window { .. })))
-        .then(|| self.shac.engine.step_adj.clone());
+        // the window's ∂L/∂s′ (before the diagnostics' sweeps overwrite them), with the
+        // simulator's VJP of them when that sweep went through the simulator
+        let policy_u = (self.cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint)
+            .then_some(window_through_model)
+            .flatten()
+            .map(|through_model| {
+                let e = &self.shac.engine;
+                PolicyDirections {
+                    u: e.step_adj.clone(),
+                    vjp: (!through_model && e.record_step_vjp)
+                        .then(|| (e.step_vjp_s.clone(), e.step_vjp_a.clone())),
+                }
+            });
         if let Some(mt) = &model_task {
             let mut r = 0;
             let mut model_loss = 0.0f32;
@@ -487,7 +503,7 @@ impl MbMix {
         task: &Arc<dyn Task>,
         diagnose: bool,
         model_lr: f64,
-        policy_u: Option<&ndarray::Array3<f32>>,
+        policy_u: Option<&PolicyDirections>,
         stats: &mut MbMixEpochStats,
     ) -> Result<()> {
         let clock = std::time::Instant::now();
@@ -495,7 +511,14 @@ impl MbMix {
         let (s_rows, a_rows) = window_transitions(tape);
         // the window's own next states: the targets need no second forward step
         let next_rows = kept_rows(tape, &tape.next_states);
-        let u_rows = policy_u.map(|adj| kept_rows(tape, adj));
+        let u_rows = policy_u.map(|p| {
+            (
+                kept_rows(tape, &p.u),
+                p.vjp
+                    .as_ref()
+                    .map(|(vs, va)| (kept_rows(tape, vs), kept_rows(tape, va))),
+            )
+        });
         let samples = self.cfg.diagnostics.model_error_samples;
         if diagnose && samples > 0 && s_rows.nrows() > 0 {
             let stride = s_rows.nrows().div_ceil(samples);
@@ -520,7 +543,10 @@ impl MbMix {
             a_rows.view(),
             Some(next_rows.view()),
             &self.trainer.target_spec(),
-            u_rows.as_ref().map(|u| u.view()),
+            u_rows.as_ref().map(|(u, vjp)| GivenDirections {
+                u: u.view(),
+                vjp: vjp.as_ref().map(|(vs, va)| (vs.view(), va.view())),
+            }),
             &mut self.model_rng,
         )?;
         stats.model_targets_s = clock.elapsed().as_secs_f64();
@@ -844,6 +870,14 @@ fn window_transitions(tape: &WindowTape) -> (Array2<f32>, Array2<f32>) {
     )
 }
 
+/// `sobolev.direction_source = policy_adjoint`: the window sweep's ∂L/∂s′ `[h, N, S]` and,
+/// when that sweep stepped back through the simulator, the simulator's VJP of it
+/// (`[h, N, S]`, `[h, N, A]`), which the model's targets then reuse.
+struct PolicyDirections {
+    u: ndarray::Array3<f32>,
+    vjp: Option<(ndarray::Array3<f32>, ndarray::Array3<f32>)>,
+}
+
 /// The rows `x[t, i, ..]` of the window's steps that did not produce a non-finite state,
 /// in (t, i) order.
 fn kept_rows(tape: &WindowTape, x: &ndarray::Array3<f32>) -> Array2<f32> {
@@ -1106,19 +1140,27 @@ pub(crate) mod tests {
             c.model.sobolev.direction_source = source;
             c
         };
-        let run = |c: MbMixConfig| {
+        let run_with = |c: MbMixConfig, reuse: bool| {
             let mut agent = MbMix::new(c, toy_task(), 2).unwrap();
+            agent.shac.engine.record_step_vjp &= reuse;
             for _ in 0..3 {
                 agent.train_epoch().unwrap();
             }
             agent.model_trainer().buffer().to_transitions()
         };
+        let run = |c| run_with(c, true);
         let random = run(cfg(DirectionSource::Random));
         let adjoint = run(cfg(DirectionSource::PolicyAdjoint));
         // same transitions, other Jacobian targets: the first direction is the actor's
         assert_eq!(random.s, adjoint.s);
         assert_ne!(random.targets, adjoint.targets);
         assert!(adjoint.targets.iter().all(|x| x.is_finite()));
+        // the targets reuse the sweep's VJPs: what a second simulator VJP would give
+        let fresh = run_with(cfg(DirectionSource::PolicyAdjoint), false);
+        assert_eq!(fresh.targets.dim(), adjoint.targets.dim());
+        for (x, y) in fresh.targets.iter().zip(&adjoint.targets) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{x} against {y}");
+        }
         // it needs the actor's sweep before the model trains
         let mut before = cfg(DirectionSource::PolicyAdjoint);
         before.model.update_order = UpdateOrder::Before;

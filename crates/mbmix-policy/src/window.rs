@@ -188,6 +188,16 @@ pub struct WindowEngine {
     /// The last reverse sweep's adjoint of the state after step t, ∂L/∂s_{t+1} `[h, N, S]`
     /// (what the step VJP received; MB-MIX's `sobolev.direction_source = policy_adjoint`).
     pub step_adj: Array3<f32>,
+    /// Whether the sweep keeps the simulator step's own VJP of [`Self::step_adj`] in
+    /// [`Self::step_vjp_s`] / [`Self::step_vjp_a`] (MB-MIX's `policy_adjoint` targets reuse
+    /// them). Off (default): those stay empty.
+    pub record_step_vjp: bool,
+    /// With [`Self::record_step_vjp`], the last sweep's `(∂F/∂s)ᵀ step_adj` at each step
+    /// `[h, N, S]`, before anything else is added into the state adjoint.
+    pub step_vjp_s: Array3<f32>,
+    /// With [`Self::record_step_vjp`], the last sweep's `(∂F/∂a)ᵀ step_adj` `[h, N, A]`: the
+    /// step's part of the action adjoint alone (the reward's is not in it).
+    pub step_vjp_a: Array3<f32>,
     /// Weight of the task's auxiliary training reward ([`Task::aux_reward`], BPTT/APG's
     /// `aux_reward`): the sweep adds its VJP at each step with the step's reward seed times
     /// this weight. 0 (default): none.
@@ -218,6 +228,9 @@ impl WindowEngine {
             obs_adj: Array3::zeros((h, n, od)),
             next_state_adj: Array3::zeros((h, n, sd)),
             step_adj: Array3::zeros((h, n, sd)),
+            record_step_vjp: false,
+            step_vjp_s: Array3::zeros((0, n, sd)),
+            step_vjp_a: Array3::zeros((0, n, ad)),
             aux_weight: 0.0,
             carry: Array2::zeros((n, sd)),
             adj_next: Array2::zeros((n, sd)),
@@ -539,14 +552,34 @@ impl WindowEngine {
                 .slice_mut(s![t, .., ..])
                 .assign(&self.adj_next);
             self.adj_s.fill(0.0);
-            dynamics.step_vjp(
-                t,
-                self.tape.states.slice(s![t, .., ..]),
-                self.tape.actions.slice(s![t, .., ..]),
-                self.adj_next.view(),
-                self.adj_s.view_mut(),
-                self.adj_a.view_mut(),
-            );
+            if self.record_step_vjp {
+                // the step's own action adjoint apart, then added to the reward's
+                if self.step_vjp_s.dim().0 != h {
+                    self.step_vjp_s = Array3::zeros((h, n, self.adj_s.ncols()));
+                    self.step_vjp_a = Array3::zeros((h, n, ad));
+                }
+                let mut va = self.step_vjp_a.slice_mut(s![t, .., ..]);
+                va.fill(0.0);
+                dynamics.step_vjp(
+                    t,
+                    self.tape.states.slice(s![t, .., ..]),
+                    self.tape.actions.slice(s![t, .., ..]),
+                    self.adj_next.view(),
+                    self.adj_s.view_mut(),
+                    va.view_mut(),
+                );
+                self.adj_a += &va;
+                self.step_vjp_s.slice_mut(s![t, .., ..]).assign(&self.adj_s);
+            } else {
+                dynamics.step_vjp(
+                    t,
+                    self.tape.states.slice(s![t, .., ..]),
+                    self.tape.actions.slice(s![t, .., ..]),
+                    self.adj_next.view(),
+                    self.adj_s.view_mut(),
+                    self.adj_a.view_mut(),
+                );
+            }
             if self.aux_weight != 0.0 {
                 let w = self.aux_weight;
                 let seed = seeds.reward.row(t).mapv(|v| v * w);

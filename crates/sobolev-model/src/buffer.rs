@@ -179,6 +179,17 @@ impl Transitions {
     }
 }
 
+/// Output directions handed to [`collect_with_directions`] (`sobolev.direction_source =
+/// policy_adjoint`): one row per transition, in physical coordinates.
+#[derive(Clone, Copy, Debug)]
+pub struct GivenDirections<'a> {
+    /// The directions `g` (e.g. the actor's ∂L/∂s′).
+    pub u: ArrayView2<'a, f32>,
+    /// Optionally the simulator's VJP of exactly these rows, `(gᵀ∂F/∂s, gᵀ∂F/∂a)`, already
+    /// computed (the reverse sweep that produced `g` did): the targets reuse it.
+    pub vjp: Option<(ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
+}
+
 /// Simulates `s′ = F(s, a)` for a batch and computes the Sobolev targets of `spec.form`
 /// with the task's batched `step_vjp` / `step_jvp`. Rows whose next state or targets are
 /// not finite are dropped (`TargetFilter::DropNonFinite`) and counted in
@@ -194,7 +205,7 @@ pub fn collect<T: Task + ?Sized>(
 }
 
 /// [`collect`] with given output directions for the projected forms (`vjp_proj`,
-/// `bilinear`; `sobolev.direction_source = policy_adjoint`): row r of `given_u`
+/// `bilinear`; `sobolev.direction_source = policy_adjoint`): row r of `given.u`
 /// (physical coordinates, e.g. the actor's ∂L/∂s′) replaces the first random direction of
 /// transition r, rescaled in normalised output space to length √(state_dim) (a standard
 /// normal direction's mean square length); all-zero or non-finite rows keep the random
@@ -203,13 +214,19 @@ pub fn collect<T: Task + ?Sized>(
 /// `next`, when given, holds the next states `F(s, a)` already simulated for these rows
 /// (a window's tape): the forward step is then skipped. They must be what `task.step`
 /// gives (rows are independent, so a batched window gives the same values).
+///
+/// When `given` also carries the simulator's VJP of its directions ([`GivenDirections::vjp`],
+/// e.g. what the actor's reverse sweep already computed), the first direction's targets are
+/// those VJPs, rescaled like the directions (the VJP is linear in `u`): no simulator VJP runs
+/// for the rows that use a given direction, and one batched VJP runs over the rows that fall
+/// back to a random one.
 pub fn collect_with_directions<T: Task + ?Sized>(
     task: &T,
     states: ArrayView2<f32>,
     actions: ArrayView2<f32>,
     next: Option<ArrayView2<f32>>,
     spec: &TargetSpec,
-    given_u: Option<ArrayView2<f32>>,
+    given: Option<GivenDirections<'_>>,
     rng: &mut SeededRng,
 ) -> Result<Transitions> {
     let (ds, da) = (task.spec().state_dim, task.spec().act_dim);
@@ -229,13 +246,21 @@ pub fn collect_with_directions<T: Task + ?Sized>(
             format!("({}, {})", out_std.len(), in_std.len()),
         ));
     }
-    if let Some(u) = &given_u {
-        check_shape("collect directions", u.shape(), n, ds)?;
+    if let Some(g) = &given {
+        check_shape("collect directions", g.u.shape(), n, ds)?;
+        if let Some((vs, va)) = &g.vjp {
+            check_shape("collect direction VJPs (state)", vs.shape(), n, ds)?;
+            check_shape("collect direction VJPs (action)", va.shape(), n, da)?;
+        }
     }
-    // replaces rows of a drawn u (physical) by the given directions, rescaled
-    let use_given = |u: &mut Array2<f32>| {
-        let Some(g) = &given_u else { return };
-        for (mut row, grow) in u.rows_mut().into_iter().zip(g.rows()) {
+    // replaces rows of a drawn u (physical) by the given directions, rescaled; returns
+    // each row's scale k (None: the row keeps its random draw)
+    let use_given = |u: &mut Array2<f32>| -> Vec<Option<f64>> {
+        let Some(g) = &given else {
+            return vec![None; n];
+        };
+        let mut scales = vec![None; n];
+        for ((mut row, grow), scale) in u.rows_mut().into_iter().zip(g.u.rows()).zip(&mut scales) {
             let norm2: f64 = grow
                 .iter()
                 .enumerate()
@@ -249,8 +274,11 @@ pub fn collect_with_directions<T: Task + ?Sized>(
                 // u_n = k·σ_out⊙g, u_phys = u_n/σ_out = k·g
                 *x = (grow[o] as f64 * k) as f32;
             }
+            *scale = Some(k);
         }
+        scales
     };
+    let given_vjp = given.as_ref().and_then(|g| g.vjp);
     let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
     let s_next = match next {
         Some(next) => {
@@ -281,6 +309,46 @@ pub fn collect_with_directions<T: Task + ?Sized>(
             adj_s.view_mut(),
             adj_a.view_mut(),
         );
+    };
+    // The first direction's VJP: the given rows' precomputed VJPs times their scale, one
+    // batched VJP over the rows that fell back to a random direction.
+    let first_vjp = |scales: &[Option<f64>],
+                     adj_next: &Array2<f32>,
+                     adj_s: &mut Array2<f32>,
+                     adj_a: &mut Array2<f32>| {
+        let Some((gs, ga)) = &given_vjp else {
+            return vjp(adj_next, adj_s, adj_a);
+        };
+        let random: Vec<usize> = (0..n).filter(|&r| scales[r].is_none()).collect();
+        for (r, k) in scales.iter().enumerate() {
+            if let Some(k) = *k {
+                for (x, &g) in adj_s.row_mut(r).iter_mut().zip(gs.row(r)) {
+                    *x = (g as f64 * k) as f32;
+                }
+                for (x, &g) in adj_a.row_mut(r).iter_mut().zip(ga.row(r)) {
+                    *x = (g as f64 * k) as f32;
+                }
+            }
+        }
+        if random.is_empty() {
+            return;
+        }
+        let sub_s = s.select(Axis(0), &random);
+        let sub_a = a.select(Axis(0), &random);
+        let sub_u = adj_next.select(Axis(0), &random);
+        let mut sub_adj_s = Array2::<f32>::zeros((random.len(), ds));
+        let mut sub_adj_a = Array2::<f32>::zeros((random.len(), da));
+        task.step_vjp(
+            sub_s.view(),
+            sub_a.view(),
+            sub_u.view(),
+            sub_adj_s.view_mut(),
+            sub_adj_a.view_mut(),
+        );
+        for (i, &r) in random.iter().enumerate() {
+            adj_s.row_mut(r).assign(&sub_adj_s.row(i));
+            adj_a.row_mut(r).assign(&sub_adj_a.row(i));
+        }
     };
     // Random directions in normalised coordinates, mapped to physical ones.
     let draw_u = |rng: &mut SeededRng, u: &mut Array2<f32>| {
@@ -319,9 +387,11 @@ pub fn collect_with_directions<T: Task + ?Sized>(
             for j in 0..k {
                 draw_u(rng, &mut adj_next);
                 if j == 0 {
-                    use_given(&mut adj_next);
+                    let scales = use_given(&mut adj_next);
+                    first_vjp(&scales, &adj_next, &mut adj_s, &mut adj_a);
+                } else {
+                    vjp(&adj_next, &mut adj_s, &mut adj_a);
                 }
-                vjp(&adj_next, &mut adj_s, &mut adj_a);
                 let b = j * block;
                 targets.slice_mut(s![.., b..b + ds]).assign(&adj_next);
                 targets.slice_mut(s![.., b + ds..b + 2 * ds]).assign(&adj_s);
@@ -351,11 +421,17 @@ pub fn collect_with_directions<T: Task + ?Sized>(
             let mut v = Array2::<f32>::zeros((n, din));
             for j in 0..k {
                 draw_u(rng, &mut adj_next);
-                if j == 0 {
-                    use_given(&mut adj_next);
-                }
+                let scales = if j == 0 {
+                    use_given(&mut adj_next)
+                } else {
+                    vec![None; n]
+                };
                 draw_v(rng, &mut v);
-                vjp(&adj_next, &mut adj_s, &mut adj_a);
+                if j == 0 {
+                    first_vjp(&scales, &adj_next, &mut adj_s, &mut adj_a);
+                } else {
+                    vjp(&adj_next, &mut adj_s, &mut adj_a);
+                }
                 let b = j * block;
                 targets.slice_mut(s![.., b..b + ds]).assign(&adj_next);
                 targets.slice_mut(s![.., b + ds..b + ds + din]).assign(&v);

@@ -36,8 +36,8 @@ pub(crate) mod testing;
 pub mod train;
 
 pub use buffer::{
-    collect, collect_with_directions, TargetLayout, TargetSpec, TransitionBuffer, TransitionRef,
-    Transitions,
+    collect, collect_with_directions, GivenDirections, TargetLayout, TargetSpec, TransitionBuffer,
+    TransitionRef, Transitions,
 };
 pub use config::{
     Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, PredictionTarget,

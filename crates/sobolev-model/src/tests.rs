@@ -1063,7 +1063,10 @@ fn given_directions_replace_the_first_random_one() {
             a.view(),
             None,
             &spec,
-            Some(g.view()),
+            Some(GivenDirections {
+                u: g.view(),
+                vjp: None,
+            }),
             &mut seeded(32, 0),
         )
         .unwrap();
@@ -1096,6 +1099,74 @@ fn given_directions_replace_the_first_random_one() {
     c.sobolev.form = SobolevForm::JvpProj;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("sobolev.direction_source"), "{err}");
+}
+
+/// Precomputed VJPs of the given directions (the actor's sweep already has them) give the
+/// targets that `collect` computes with its own VJP, rows without a given direction
+/// included; wrongly shaped VJPs are an error.
+#[test]
+fn given_direction_vjps_replace_the_simulator_vjp() {
+    let toy = Toy::new();
+    let mut rng = seeded(33, 0);
+    let (s, a) = random_inputs(&mut rng, 7);
+    let mut g = Array2::from_shape_fn((7, 3), |(r, o)| (r as f32 + 0.5) * (o as f32 - 1.3));
+    g.row_mut(3).fill(0.0);
+    g[[5, 1]] = f32::NAN;
+    // the sweep's VJP of g
+    let mut gs = Array2::<f32>::zeros((7, 3));
+    let mut ga = Array2::<f32>::zeros((7, 2));
+    diff_core::Task::step_vjp(
+        &toy,
+        s.view(),
+        a.view(),
+        g.view(),
+        gs.view_mut(),
+        ga.view_mut(),
+    );
+    for form in [SobolevForm::VjpProj, SobolevForm::Bilinear] {
+        let spec = TargetSpec {
+            out_std: Some(vec![0.5, 2.0, 1.5]),
+            in_std: Some(vec![1.0, 0.7, 1.2, 0.9, 1.1]),
+            ..TargetSpec::unit(form, 2)
+        };
+        let run = |vjp| {
+            collect_with_directions(
+                &toy,
+                s.view(),
+                a.view(),
+                None,
+                &spec,
+                Some(GivenDirections { u: g.view(), vjp }),
+                &mut seeded(34, 0),
+            )
+            .unwrap()
+        };
+        let own = run(None);
+        let reused = run(Some((gs.view(), ga.view())));
+        assert_eq!(own.targets.dim(), reused.targets.dim());
+        for ((r, c), x) in own.targets.indexed_iter() {
+            let y = reused.targets[[r, c]];
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                "{form:?} row {r} column {c}: {x} against {y}"
+            );
+        }
+    }
+    let bad = Array2::<f32>::zeros((7, 1));
+    let err = collect_with_directions(
+        &toy,
+        s.view(),
+        a.view(),
+        None,
+        &TargetSpec::unit(SobolevForm::VjpProj, 1),
+        Some(GivenDirections {
+            u: g.view(),
+            vjp: Some((gs.view(), bad.view())),
+        }),
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("direction VJPs"), "{err}");
 }
 
 /// Next states handed in (a window's tape) give the same transitions and targets as the
