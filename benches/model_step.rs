@@ -3,15 +3,17 @@
 //! 2048 Ant transitions with random actions (one window of 64 envs × 32 steps).
 //!
 //! `step` is one Adam step on one minibatch; `epoch` is the preset's 4 × 4 of them (what
-//! MB-MIX runs once per epoch). Each is measured on rayon's global pool and inside a
-//! one-thread pool, since dfdx's matrix products split across rayon's threads.
+//! MB-MIX runs once per epoch), for both `model.network_backend`s. Steps are measured on
+//! rayon's global pool and inside a one-thread pool, since dfdx's matrix products split
+//! across rayon's threads.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diff_core::{seeded, Task};
 use ndarray::Array2;
 use sim_rigid::tasks::Ant;
 use sobolev_model::{
-    collect, ModelConfig, SobolevConfig, SobolevForm, SobolevTrainer, TargetSpec, Transitions,
+    collect, ModelConfig, NetworkBackend, SobolevConfig, SobolevForm, SobolevTrainer, TargetSpec,
+    Transitions,
 };
 
 const ENVS: usize = 64;
@@ -54,7 +56,7 @@ fn transitions(task: &dyn Task) -> Transitions {
     all.expect("at least one step")
 }
 
-fn trainer(task: &dyn Task, data: &Transitions) -> SobolevTrainer {
+fn trainer(task: &dyn Task, data: &Transitions, backend: NetworkBackend) -> SobolevTrainer {
     let base = ModelConfig::default();
     let cfg = ModelConfig {
         hidden: vec![128, 128],
@@ -66,6 +68,7 @@ fn trainer(task: &dyn Task, data: &Transitions) -> SobolevTrainer {
             directions: 1,
             ..base.sobolev.clone()
         },
+        network_backend: backend,
         ..base
     };
     let spec = task.spec();
@@ -83,26 +86,28 @@ fn model_step(c: &mut Criterion) {
         .expect("pool");
     let mut group = c.benchmark_group("sobolev_model_ant_2x128_vjp_proj");
     group.sample_size(20);
-    let mut t = trainer(&task, &data);
-    let batch = t
-        .buffer()
-        .gather(&(0..256).collect::<Vec<_>>())
-        .expect("batch");
-    group.throughput(Throughput::Elements(256));
-    group.bench_function("step_b256/global_pool", |b| {
-        b.iter(|| t.train_step(&batch).expect("step"))
-    });
-    group.bench_function("step_b256/one_thread", |b| {
-        b.iter(|| one.install(|| t.train_step(&batch).expect("step")))
-    });
-    group.throughput(Throughput::Elements(16 * 256));
-    let mut rng = seeded(0, 2);
-    group.bench_function("epoch_4x4/global_pool", |b| {
-        b.iter(|| t.train_epoch(&mut rng).expect("epoch"))
-    });
-    group.bench_function("epoch_4x4/one_thread", |b| {
-        b.iter(|| one.install(|| t.train_epoch(&mut rng).expect("epoch")))
-    });
+    for (name, backend) in [
+        ("dfdx", NetworkBackend::Dfdx),
+        ("fused", NetworkBackend::Fused),
+    ] {
+        let mut t = trainer(&task, &data, backend);
+        let batch = t
+            .buffer()
+            .gather(&(0..256).collect::<Vec<_>>())
+            .expect("batch");
+        group.throughput(Throughput::Elements(256));
+        group.bench_function(format!("{name}/step_b256/global_pool"), |b| {
+            b.iter(|| t.train_step(&batch).expect("step"))
+        });
+        group.bench_function(format!("{name}/step_b256/one_thread"), |b| {
+            b.iter(|| one.install(|| t.train_step(&batch).expect("step")))
+        });
+        group.throughput(Throughput::Elements(16 * 256));
+        let mut rng = seeded(0, 2);
+        group.bench_function(format!("{name}/epoch_4x4/global_pool"), |b| {
+            b.iter(|| t.train_epoch(&mut rng).expect("epoch"))
+        });
+    }
     group.finish();
 }
 

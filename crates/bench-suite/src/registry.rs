@@ -363,7 +363,8 @@ pub enum MbMixPreset {
 ///
 /// One departure from §3.4's model defaults, for the cost of an epoch on our CPU: the
 /// model is 2 × 128 (not 3 × 256) and trains 4 passes × 4 minibatches of 256 transitions
-/// per epoch (not 16 × 4 × 512). The §3.4 model (3 × 256, full Jacobians, 64 steps of 512)
+/// per epoch (not 16 × 4 × 512). Where the form is `vjp_proj` (every task but CartPole),
+/// the model trains with `model.network_backend = "fused"`. The §3.4 model (3 × 256, full Jacobians, 64 steps of 512)
 /// costs about 10 s per CartPole epoch in release builds, against about 0.3 s for a SHAC
 /// epoch; set `[mbmix.model]` to it explicitly where that is affordable.
 pub fn mbmix_preset(task: &TaskEntry, preset: MbMixPreset) -> MbMixConfig {
@@ -378,6 +379,8 @@ pub fn mbmix_preset(task: &TaskEntry, preset: MbMixPreset) -> MbMixConfig {
     cfg.model.sobolev.form = if task.name == "cartpole-swingup" {
         sobolev_model::SobolevForm::Full
     } else {
+        // the hand-written loss gradient (tested equal to dfdx's) where the form has one
+        cfg.model.network_backend = sobolev_model::NetworkBackend::Fused;
         sobolev_model::SobolevForm::VjpProj
     };
     match preset {
@@ -630,6 +633,14 @@ mod tests {
         let h = mbmix_preset(hop, MbMixPreset::Full);
         assert_eq!(h.shac, (hop.shac_preset)());
         assert_eq!(h.model.sobolev.form, sobolev_model::SobolevForm::VjpProj);
+        assert_eq!(
+            h.model.network_backend,
+            sobolev_model::NetworkBackend::Fused
+        );
+        assert_eq!(
+            full.model.network_backend,
+            sobolev_model::NetworkBackend::Dfdx
+        );
         assert_eq!(mbmix_preset(cart, MbMixPreset::NoMix).mix.lambda, 1.0);
         assert_eq!(
             mbmix_preset(cart, MbMixPreset::NoModel).rollout.reading,

@@ -27,6 +27,7 @@
 pub mod buffer;
 pub mod config;
 pub mod error;
+mod fused;
 pub mod loss;
 pub mod model;
 pub mod normalizer;
@@ -40,8 +41,8 @@ pub use buffer::{
     TransitionRef, Transitions,
 };
 pub use config::{
-    Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, PredictionTarget,
-    RewardSource, SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
+    Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, NetworkBackend,
+    PredictionTarget, RewardSource, SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
 };
 pub use error::{Error, Result};
 pub use loss::{LossParts, Prepared};

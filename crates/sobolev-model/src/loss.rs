@@ -46,7 +46,7 @@ where
 }
 
 /// `[n, a, b]` → `[n, b, a]`, row-major.
-fn transpose_last<E: Copy>(v: &[E], n: usize, a: usize, b: usize) -> Vec<E> {
+pub(crate) fn transpose_last<E: Copy>(v: &[E], n: usize, a: usize, b: usize) -> Vec<E> {
     let mut out = Vec::with_capacity(v.len());
     for r in 0..n {
         for j in 0..b {
@@ -408,7 +408,7 @@ where
         }
     }
 
-    fn check_prepared(&self, p: &Prepared<E>) -> Result<()> {
+    pub(crate) fn check_prepared(&self, p: &Prepared<E>) -> Result<()> {
         if p.n == 0 {
             return Err(Error::EmptyBuffer);
         }

@@ -32,6 +32,7 @@ pub trait Float:
     + std::iter::Sum
     + Send
     + Sync
+    + ndarray::LinalgScalar
     + 'static
 {
 }

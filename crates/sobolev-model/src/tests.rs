@@ -394,6 +394,148 @@ fn check_loss_and_gradient(cfg: &ModelConfig, rng: &mut SeededRng) {
     }
 }
 
+/// The hand-written passes (`model.network_backend = "fused"`) give the dfdx path's loss
+/// and parameter gradient, and the gradient matches finite differences of the loss, on every
+/// network variant, for `none` and `vjp_proj` (three directions), with and without the
+/// Huber penalty; the other forms are an error.
+#[test]
+fn fused_loss_gradient_matches_dfdx_and_finite_differences() {
+    let mut rng = seeded(57, 0);
+    for base in variants() {
+        for form in [SobolevForm::None, SobolevForm::VjpProj] {
+            for filter in [TargetFilter::DropNonFinite, TargetFilter::Huber(0.05)] {
+                let cfg = ModelConfig {
+                    sobolev: SobolevConfig {
+                        form,
+                        ..base.sobolev.clone()
+                    },
+                    ..base.clone()
+                };
+                let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
+                let m = model64(&cfg, &mut rng);
+                let b = toy_batch(&m, &cfg, 6, &mut rng);
+                let p = m.prepare_filtered(&b, beta, filter).unwrap();
+                let mut g_dfdx = vec![0.0; m.num_params()];
+                let dfdx = m.sobolev_loss_grad(&p, &mut g_dfdx).unwrap();
+                let mut g_fused = vec![0.0; m.num_params()];
+                let fused = m.sobolev_loss_grad_fused(&p, &mut g_fused).unwrap();
+                let case = format!("{form:?} {filter:?} {:?}", cfg.hidden);
+                for (a, b) in [
+                    (fused.value, dfdx.value),
+                    (fused.jacobian, dfdx.jacobian),
+                    (fused.total, dfdx.total),
+                ] {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        "{case}: {a} vs {b}"
+                    );
+                }
+                if form == SobolevForm::VjpProj {
+                    assert!(dfdx.jacobian > 1e-3, "{case}: a trivial Jacobian term");
+                }
+                let e = rel_err(&g_fused, &g_dfdx, 1e-12);
+                assert!(e < 1e-10, "{case}: fused vs dfdx gradient {e:.2e}");
+                let mut probe = m.clone();
+                let fd = fd_gradient(
+                    &mut |q| {
+                        probe.params_mut().copy_from_slice(q);
+                        probe.sobolev_loss(&p).unwrap().total
+                    },
+                    m.params(),
+                    1e-4,
+                );
+                let e = rel_err(&g_fused, &fd, 1e-10);
+                assert!(e < 1e-7, "{case}: fused gradient vs fd {e:.2e}");
+            }
+        }
+    }
+    // f32, the training type: the two paths agree to rounding
+    let cfg = tiny_cfg(SobolevForm::VjpProj);
+    let m64 = model64(&cfg, &mut rng);
+    let b = toy_batch(&m64, &cfg, 32, &mut rng);
+    let mut m = SobolevModel::<f32>::new(3, 2, &cfg).unwrap();
+    m.normalizer = m64.normalizer.clone();
+    for (d, s) in m.params_mut().iter_mut().zip(m64.params()) {
+        *d = *s as f32;
+    }
+    let p = m.prepare(&b, (0.7, 1.6)).unwrap();
+    let (mut g1, mut g2) = (vec![0.0f32; m.num_params()], vec![0.0f32; m.num_params()]);
+    m.sobolev_loss_grad(&p, &mut g1).unwrap();
+    m.sobolev_loss_grad_fused(&p, &mut g2).unwrap();
+    let e = rel_err(
+        &g2.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        &g1.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        1e-6,
+    );
+    assert!(e < 1e-4, "f32 fused vs dfdx {e:.2e}");
+    // the forms it does not implement
+    let cfg = tiny_cfg(SobolevForm::Full);
+    let m = model64(&cfg, &mut rng);
+    let b = toy_batch(&m, &cfg, 4, &mut rng);
+    let p = m.prepare(&b, (1.0, 1.0)).unwrap();
+    let err = m
+        .sobolev_loss_grad_fused(&p, &mut vec![0.0; m.num_params()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.network_backend"), "{err}");
+    let mut c = tiny_cfg(SobolevForm::Bilinear);
+    c.network_backend = NetworkBackend::Fused;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("network_backend"), "{err}");
+}
+
+/// A trainer with `network_backend = "fused"` takes the dfdx trainer's steps: same data,
+/// seed and minibatches, parameters equal to f32 rounding after an epoch.
+#[test]
+fn fused_trainer_follows_the_dfdx_trainer() {
+    let mut rng = seeded(58, 0);
+    let base = ModelConfig {
+        batch_size: 16,
+        iterations: 2,
+        minibatches: 2,
+        ..tiny_cfg(SobolevForm::VjpProj)
+    };
+    let (s, a) = random_inputs(&mut rng, 64);
+    let mut params = Vec::new();
+    for backend in [NetworkBackend::Dfdx, NetworkBackend::Fused] {
+        let cfg = ModelConfig {
+            network_backend: backend,
+            ..base.clone()
+        };
+        let mut tr = SobolevTrainer::new(cfg, 3, 2).unwrap();
+        let b = collect(
+            &Toy::new(),
+            s.view(),
+            a.view(),
+            &tr.target_spec(),
+            &mut seeded(59, 0),
+        )
+        .unwrap();
+        tr.add(&b).unwrap();
+        let st = tr.train_epoch(&mut seeded(60, 0)).unwrap();
+        assert_eq!(st.steps, 4);
+        params.push(tr.model().params().to_vec());
+    }
+    let moved: f32 = params[0]
+        .iter()
+        .zip(
+            &SobolevTrainer::new(base, 3, 2)
+                .unwrap()
+                .model()
+                .params()
+                .to_vec(),
+        )
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-4, "the epoch moved nothing");
+    let diff = params[0]
+        .iter()
+        .zip(&params[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "fused trainer drifted from dfdx by {diff}");
+}
+
 /// Tape discipline (rust-stack.md): with β = 0 the tangent graph is built but weighs
 /// nothing, and the gradient must equal the plain MSE model's exactly: no part of the
 /// primal tape is dropped.

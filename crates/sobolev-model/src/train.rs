@@ -2,7 +2,7 @@
 //! evaluating it against held-out simulator transitions.
 
 use crate::buffer::{collect, TargetLayout, TargetSpec, TransitionBuffer, Transitions};
-use crate::config::{ModelConfig, SobolevForm};
+use crate::config::{ModelConfig, NetworkBackend, SobolevForm};
 use crate::error::{Error, Result};
 use crate::loss::LossParts;
 use crate::model::SobolevModel;
@@ -325,7 +325,10 @@ impl SobolevTrainer {
             self.model
                 .prepare_filtered(batch, beta, self.config.sobolev.target_filter)?;
         let mut grad = vec![0.0f32; self.model.num_params()];
-        let parts = self.model.sobolev_loss_grad(&prepared, &mut grad)?;
+        let parts = match self.config.network_backend {
+            NetworkBackend::Dfdx => self.model.sobolev_loss_grad(&prepared, &mut grad)?,
+            NetworkBackend::Fused => self.model.sobolev_loss_grad_fused(&prepared, &mut grad)?,
+        };
         let norm = clip_grad_norm(&mut grad, self.config.grad_clip);
         if !norm.is_finite() {
             return Ok((parts, None));
