@@ -103,34 +103,16 @@ where
         &self.params[off..off + len]
     }
 
-    /// [`SobolevModel::sobolev_loss_grad`] by the hand-written passes of this module: J_M
-    /// on a prepared minibatch of the form `none` or `vjp_proj`, with its parameter gradient
-    /// **added** into `grad`. The other forms are an error (`model.network_backend`).
-    pub fn sobolev_loss_grad_fused(&self, p: &Prepared<E>, grad: &mut [E]) -> Result<LossParts> {
-        self.check_prepared(p)?;
-        if grad.len() != self.num_params() {
-            return Err(Error::dim("gradient", self.num_params(), grad.len()));
-        }
-        let u_rows = match &p.jac {
-            PreparedJac::None => None,
-            PreparedJac::VjpProj { u, w } => Some((u, w)),
-            _ => {
-                return Err(Error::config(
-                    "model.network_backend",
-                    "\"fused\" supports sobolev.form = \"none\" and \"vjp_proj\"",
-                ))
-            }
-        };
-        let (n, k, ds, din) = (p.n, p.k, self.state_dim, self.input_dim());
+    /// The forward pass on normalised inputs `x` `[n, in]`: what each hidden layer keeps,
+    /// the last hidden activations `[n, d_L]` and the outputs `y` `[n, out]`.
+    fn forward_pass(&self, x: Array2<E>) -> (Vec<Hidden<E>>, Array2<E>, Array2<E>) {
+        let (n, ds) = (x.nrows(), self.state_dim);
         let act = self.activation;
         let (hidden_slots, out_slot) = self.layers.split_at(self.layers.len() - 1);
         let out_slot = &out_slot[0];
         let one = E::one();
-        let two = one + one;
-
-        // 1. Forward.
         let eps = E::from_f64(LAYER_NORM_EPS).unwrap();
-        let mut h = Array2::from_shape_vec((n, din), p.x.clone()).expect("prepared inputs");
+        let mut h = x;
         let mut saved: Vec<Hidden<E>> = Vec::with_capacity(hidden_slots.len());
         for l in hidden_slots {
             let d = l.fan_out;
@@ -177,6 +159,109 @@ where
         let mut y = Array2::from_shape_fn((n, ds), |(_, o)| b_out[o]);
         gemm(&h.view(), &w_out, &mut y, true);
 
+        (saved, h, y)
+    }
+
+    /// The cotangent pass: rows `u` `[n·k, out]` (k per sample) back to the input, `c_x =
+    /// J_yᵀu` `[n·k, in]`, with what each hidden layer's rule kept (in layer order).
+    fn cotangent_pass(
+        &self,
+        saved: &[Hidden<E>],
+        u_rows: &Array2<E>,
+        k: usize,
+    ) -> (Array2<E>, Vec<HiddenCot<E>>) {
+        let nk = u_rows.nrows();
+        let (hidden_slots, out_slot) = self.layers.split_at(self.layers.len() - 1);
+        let out_slot = &out_slot[0];
+        let w_out = self.weight(out_slot);
+        let one = E::one();
+        let mut c = Array2::zeros((nk, out_slot.fan_in));
+        gemm(&u_rows.view(), &w_out.t(), &mut c, false);
+        let mut cots: Vec<HiddenCot<E>> = Vec::with_capacity(saved.len());
+        for (l, hs) in hidden_slots.iter().zip(saved).rev() {
+            let d = l.fan_out;
+            let inv_d = one / E::from_usize(d).unwrap();
+            let mut c_e = Array2::zeros((nk, d));
+            let mut c_z = Array2::zeros((nk, d));
+            for r in 0..nk {
+                let i = r / k;
+                let (cr, er) = (row(&c, r), row_mut(&mut c_e, r));
+                match (&hs.norm, l.norm) {
+                    (Some((xhat, s)), Some((g_off, _))) => {
+                        let g = self.slot(g_off, d);
+                        let xr = row(xhat, i);
+                        for o in 0..d {
+                            er[o] = g[o] * cr[o];
+                        }
+                        let mt = sum(er.iter().copied()) * inv_d;
+                        let mxt = sum(er.iter().zip(xr).map(|(&t, &x)| t * x)) * inv_d;
+                        let inv_s = one / s[i];
+                        for o in 0..d {
+                            er[o] = (er[o] - mt - xr[o] * mxt) * inv_s;
+                        }
+                    }
+                    _ => er.copy_from_slice(cr),
+                }
+                let d1 = row(&hs.d1, i);
+                let er = row(&c_e, r);
+                for ((zv, &ev), &dv) in row_mut(&mut c_z, r).iter_mut().zip(er).zip(d1) {
+                    *zv = ev * dv;
+                }
+            }
+            let mut c_in = Array2::zeros((nk, l.fan_in));
+            gemm(&c_z.view(), &self.weight(l).t(), &mut c_in, false);
+            cots.push(HiddenCot {
+                c_h: std::mem::replace(&mut c, c_in),
+                c_e,
+                c_z,
+            });
+        }
+        cots.reverse();
+
+        (c, cots)
+    }
+
+    /// The network's outputs `y` `[n, out]` for normalised inputs `x` (the fused forward).
+    pub(crate) fn net_forward_fused(&self, x: Array2<E>) -> Array2<E> {
+        self.forward_pass(x).2
+    }
+
+    /// The network's input VJP `J_yᵀu` `[n, in]` for normalised inputs `x` and output rows
+    /// `u` `[n, out]` (the fused forward and cotangent passes).
+    pub(crate) fn net_input_vjp_fused(&self, x: Array2<E>, u: &Array2<E>) -> Array2<E> {
+        let (saved, _, _) = self.forward_pass(x);
+        self.cotangent_pass(&saved, u, 1).0
+    }
+
+    /// [`SobolevModel::sobolev_loss_grad`] by the hand-written passes of this module: J_M
+    /// on a prepared minibatch of the form `none` or `vjp_proj`, with its parameter gradient
+    /// **added** into `grad`. The other forms are an error (`model.network_backend`).
+    pub fn sobolev_loss_grad_fused(&self, p: &Prepared<E>, grad: &mut [E]) -> Result<LossParts> {
+        self.check_prepared(p)?;
+        if grad.len() != self.num_params() {
+            return Err(Error::dim("gradient", self.num_params(), grad.len()));
+        }
+        let u_rows = match &p.jac {
+            PreparedJac::None => None,
+            PreparedJac::VjpProj { u, w } => Some((u, w)),
+            _ => {
+                return Err(Error::config(
+                    "model.network_backend",
+                    "\"fused\" supports sobolev.form = \"none\" and \"vjp_proj\"",
+                ))
+            }
+        };
+        let (n, k, ds, din) = (p.n, p.k, self.state_dim, self.input_dim());
+        let (hidden_slots, out_slot) = self.layers.split_at(self.layers.len() - 1);
+        let out_slot = &out_slot[0];
+        let one = E::one();
+        let two = one + one;
+
+        // 1. Forward.
+        let x = Array2::from_shape_vec((n, din), p.x.clone()).expect("prepared inputs");
+        let (saved, h, y) = self.forward_pass(x);
+        let w_out = self.weight(out_slot);
+
         // The value term and its seed ∂V/∂y.
         let inv_n = one / E::from_usize(n).unwrap();
         let mut value = E::zero();
@@ -201,48 +286,7 @@ where
             let w_rows = transpose_last(w, n, din, k);
 
             // 2. The cotangent pass.
-            let mut c = Array2::zeros((nk, out_slot.fan_in));
-            gemm(&u_rows.view(), &w_out.t(), &mut c, false);
-            let mut cots: Vec<HiddenCot<E>> = Vec::with_capacity(saved.len());
-            for (l, hs) in hidden_slots.iter().zip(&saved).rev() {
-                let d = l.fan_out;
-                let inv_d = one / E::from_usize(d).unwrap();
-                let mut c_e = Array2::zeros((nk, d));
-                let mut c_z = Array2::zeros((nk, d));
-                for r in 0..nk {
-                    let i = r / k;
-                    let (cr, er) = (row(&c, r), row_mut(&mut c_e, r));
-                    match (&hs.norm, l.norm) {
-                        (Some((xhat, s)), Some((g_off, _))) => {
-                            let g = self.slot(g_off, d);
-                            let xr = row(xhat, i);
-                            for o in 0..d {
-                                er[o] = g[o] * cr[o];
-                            }
-                            let mt = sum(er.iter().copied()) * inv_d;
-                            let mxt = sum(er.iter().zip(xr).map(|(&t, &x)| t * x)) * inv_d;
-                            let inv_s = one / s[i];
-                            for o in 0..d {
-                                er[o] = (er[o] - mt - xr[o] * mxt) * inv_s;
-                            }
-                        }
-                        _ => er.copy_from_slice(cr),
-                    }
-                    let d1 = row(&hs.d1, i);
-                    let er = row(&c_e, r);
-                    for ((zv, &ev), &dv) in row_mut(&mut c_z, r).iter_mut().zip(er).zip(d1) {
-                        *zv = ev * dv;
-                    }
-                }
-                let mut c_in = Array2::zeros((nk, l.fan_in));
-                gemm(&c_z.view(), &self.weight(l).t(), &mut c_in, false);
-                cots.push(HiddenCot {
-                    c_h: std::mem::replace(&mut c, c_in),
-                    c_e,
-                    c_z,
-                });
-            }
-            cots.reverse();
+            let (c, cots) = self.cotangent_pass(&saved, &u_rows, k);
 
             // The Jacobian term and its seed ∂J/∂c_x.
             let inv_nk = one / E::from_usize(nk).unwrap();

@@ -14,7 +14,7 @@
 //! compared with `J_y` in normalised coordinates:
 //! `J_norm = diag(1/σ_out)·(J_F − [R·I, 0])·diag(σ_in)` (algorithms.md §3.4).
 
-use crate::config::{Activation, ModelConfig, PredictionTarget};
+use crate::config::{Activation, ModelConfig, NetworkBackend, PredictionTarget};
 use crate::error::{check_shape, Error, Result};
 use crate::normalizer::Normalizer;
 use crate::tangent::{
@@ -68,6 +68,9 @@ pub struct SobolevModel<E: Float> {
     pub(crate) params: Vec<E>,
     /// The running input/output statistics (identity when `normalise` is off).
     pub normalizer: Normalizer,
+    /// `model.network_backend`: with `fused`, [`Self::predict`] and [`Self::vjp`] (a model
+    /// rollout's steps) also run the hand-written passes.
+    pub(crate) backend: NetworkBackend,
 }
 
 /// The normaliser's means and deviations converted to the model's float type.
@@ -142,6 +145,7 @@ where
             layers,
             params,
             normalizer: Normalizer::new(state_dim, action_dim, cfg.normalise),
+            backend: cfg.network_backend,
         })
     }
 
@@ -341,10 +345,20 @@ where
         let n = self.check_sa(&s, &a)?;
         let c = self.coords();
         let x = self.normalized_input(&c, &s, &a);
-        let dev = Cpu::default();
-        let xt: Mat<E> = dev.tensor_from_vec(x, (n, self.input_dim()));
-        let (y, _) = self.forward_pair(&self.tensors(), xt, None);
-        let y = y.as_vec();
+        let y = match self.backend {
+            NetworkBackend::Fused => {
+                self.net_forward_fused(
+                    Array2::from_shape_vec((n, self.input_dim()), x).expect("input"),
+                )
+                .into_raw_vec_and_offset()
+                .0
+            }
+            NetworkBackend::Dfdx => {
+                let dev = Cpu::default();
+                let xt: Mat<E> = dev.tensor_from_vec(x, (n, self.input_dim()));
+                self.forward_pair(&self.tensors(), xt, None).0.as_vec()
+            }
+        };
         let ds = self.state_dim;
         let r = if self.is_residual() {
             E::one()
@@ -404,18 +418,28 @@ where
         check_shape("model vjp adj_next", adj_next.shape(), n, self.state_dim)?;
         let c = self.coords();
         let (ds, din) = (self.state_dim, self.input_dim());
-        let dev = Cpu::default();
-        let x: Mat<E> = dev.tensor_from_vec(self.normalized_input(&c, &s, &a), (n, din));
+        let x = self.normalized_input(&c, &s, &a);
         let seed: Vec<E> = adj_next
             .indexed_iter()
             .map(|((_, o), &g)| g * c.std_out[o])
             .collect();
-        let seed: Mat<E, OwnedTape<E, Cpu>> = dev
-            .tensor_from_vec(seed, (n, ds))
-            .retaped::<OwnedTape<E, Cpu>>();
-        let (y, _) = self.forward_pair(&self.tensors(), x.leaky_trace(), None);
-        let grads = (y * seed).sum::<(), _>().backward();
-        let g = grads.get(&x).as_vec();
+        let g = match self.backend {
+            NetworkBackend::Fused => {
+                let x = Array2::from_shape_vec((n, din), x).expect("input");
+                let u = Array2::from_shape_vec((n, ds), seed).expect("seed");
+                self.net_input_vjp_fused(x, &u).into_raw_vec_and_offset().0
+            }
+            NetworkBackend::Dfdx => {
+                let dev = Cpu::default();
+                let x: Mat<E> = dev.tensor_from_vec(x, (n, din));
+                let seed: Mat<E, OwnedTape<E, Cpu>> = dev
+                    .tensor_from_vec(seed, (n, ds))
+                    .retaped::<OwnedTape<E, Cpu>>();
+                let (y, _) = self.forward_pair(&self.tensors(), x.leaky_trace(), None);
+                let grads = (y * seed).sum::<(), _>().backward();
+                grads.get(&x).as_vec()
+            }
+        };
         let r = if self.is_residual() {
             E::one()
         } else {

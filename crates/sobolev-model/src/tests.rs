@@ -484,6 +484,34 @@ fn fused_loss_gradient_matches_dfdx_and_finite_differences() {
     assert!(err.contains("network_backend"), "{err}");
 }
 
+/// With `network_backend = "fused"`, `predict` and `vjp` (what a model rollout calls) run
+/// the hand-written passes and give the dfdx path's values on every network variant.
+#[test]
+fn fused_predict_and_vjp_match_dfdx() {
+    let mut rng = seeded(61, 0);
+    for cfg in variants() {
+        let m = model64(&cfg, &mut rng);
+        let mut f = m.clone();
+        f.backend = NetworkBackend::Fused;
+        let (s, a) = random_inputs(&mut rng, 9);
+        let (s, a) = (to64(&s), to64(&a));
+        let adj = Array2::from_shape_fn((9, 3), |_| rng.gen_range(-1.0..1.0));
+        let close = |x: &Array2<f64>, y: &Array2<f64>, what: &str| {
+            let e = rel_err(&flat(x), &flat(y), 1e-12);
+            assert!(e < 1e-12, "{what} {:?}: {e:.2e}", cfg.hidden);
+        };
+        close(
+            &f.predict(s.view(), a.view()).unwrap(),
+            &m.predict(s.view(), a.view()).unwrap(),
+            "predict",
+        );
+        let (fs, fa) = f.vjp(s.view(), a.view(), adj.view()).unwrap();
+        let (ds, da) = m.vjp(s.view(), a.view(), adj.view()).unwrap();
+        close(&fs, &ds, "vjp state");
+        close(&fa, &da, "vjp action");
+    }
+}
+
 /// A trainer with `network_backend = "fused"` takes the dfdx trainer's steps: same data,
 /// seed and minibatches, parameters equal to f32 rounding after an epoch.
 #[test]
