@@ -43,7 +43,8 @@ use crate::reward_head::RewardHead;
 use crate::rms::RunningMeanStd;
 use crate::shac::{CriticRollout, EpochStats, EvalEpisode, EvalStats, Shac};
 use crate::window::{
-    shac_seeds, HandoverAdjoint, SimulatorAdjoint, StepAdjoint, WindowEngine, WindowSeeds,
+    shac_seeds, HandoverAdjoint, HandoverTasks, SimulatorAdjoint, StepAdjoint, WindowEngine,
+    WindowSeeds,
 };
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
@@ -694,15 +695,14 @@ impl MbMix {
             after: &model_adj,
         };
         let dynamics: &dyn StepAdjoint = if prefix > 0 { &chain } else { &model_adj };
-        buf.engine.reverse_sweep(
-            task.as_ref(),
-            dynamics,
-            actor,
-            target,
-            frozen,
-            &buf.seeds,
-            grad,
-        );
+        // the model's steps differentiate the model task's reward (a learned head)
+        let tasks = HandoverTasks {
+            before: task.as_ref(),
+            after: mt.as_ref(),
+            at: prefix,
+        };
+        buf.engine
+            .reverse_sweep_handover(&tasks, dynamics, actor, target, frozen, &buf.seeds, grad);
         Ok(loss)
     }
 

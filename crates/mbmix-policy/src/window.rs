@@ -57,6 +57,29 @@ pub trait StepAdjoint {
     );
 }
 
+/// The tasks whose observation and reward functions a reverse sweep differentiates:
+/// `before` at steps t < `at`, `after` from `at` on (the same task for an ordinary window).
+#[derive(Clone, Copy)]
+pub struct HandoverTasks<'a> {
+    /// Steps t < `at`.
+    pub before: &'a dyn Task,
+    /// Steps t ≥ `at`.
+    pub after: &'a dyn Task,
+    /// The first step of `after`.
+    pub at: usize,
+}
+
+impl<'a> HandoverTasks<'a> {
+    /// The task of step `t`.
+    pub fn at(&self, t: usize) -> &'a dyn Task {
+        if t < self.at {
+            self.before
+        } else {
+            self.after
+        }
+    }
+}
+
 /// The simulator's own adjoint ([`Task::step_vjp`]).
 pub struct SimulatorAdjoint<'a>(pub &'a dyn Task);
 
@@ -417,8 +440,38 @@ impl WindowEngine {
         seeds: &WindowSeeds,
         actor_grad: &mut [f32],
     ) {
+        let tasks = HandoverTasks {
+            before: task,
+            after: task,
+            at: 0,
+        };
         self.sweep(
-            task,
+            &tasks,
+            dynamics,
+            actor,
+            Some(value_net),
+            frozen,
+            seeds,
+            actor_grad,
+        );
+    }
+
+    /// [`WindowEngine::reverse_sweep`] of a rollout that changed task at a step (a
+    /// [`WindowEngine::rollout_handover`], or a whole rollout in a model task): the
+    /// observation and reward VJPs of step t come from `tasks.at(t)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reverse_sweep_handover(
+        &mut self,
+        tasks: &HandoverTasks<'_>,
+        dynamics: &dyn StepAdjoint,
+        actor: &StochasticActor,
+        value_net: &Mlp<f32>,
+        frozen: Option<&RunningMeanStd>,
+        seeds: &WindowSeeds,
+        actor_grad: &mut [f32],
+    ) {
+        self.sweep(
+            tasks,
             dynamics,
             actor,
             Some(value_net),
@@ -446,13 +499,18 @@ impl WindowEngine {
             seeds.value.iter().all(|&v| v == 0.0),
             "reverse_sweep_rewards_only: nonzero value seeds"
         );
-        self.sweep(task, dynamics, actor, None, frozen, seeds, actor_grad);
+        let tasks = HandoverTasks {
+            before: task,
+            after: task,
+            at: 0,
+        };
+        self.sweep(&tasks, dynamics, actor, None, frozen, seeds, actor_grad);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn sweep(
         &mut self,
-        task: &dyn Task,
+        tasks: &HandoverTasks<'_>,
         dynamics: &dyn StepAdjoint,
         actor: &StochasticActor,
         value_net: Option<&Mlp<f32>>,
@@ -508,7 +566,7 @@ impl WindowEngine {
             let mut t_prev = usize::MAX;
             for &(t, _) in &rows {
                 if t != t_prev {
-                    task.observe_vjp(
+                    tasks.at(t).observe_vjp(
                         self.tape.next_states.slice(s![t, .., ..]),
                         self.obs_adj.slice(s![t, .., ..]),
                         self.next_state_adj.slice_mut(s![t, .., ..]),
@@ -536,7 +594,7 @@ impl WindowEngine {
                 }
             }
             self.adj_a.fill(0.0);
-            task.reward_vjp(
+            tasks.at(t).reward_vjp(
                 self.tape.next_states.slice(s![t, .., ..]),
                 self.tape.actions.slice(s![t, .., ..]),
                 seeds.reward.row(t),
@@ -583,7 +641,7 @@ impl WindowEngine {
             if self.aux_weight != 0.0 {
                 let w = self.aux_weight;
                 let seed = seeds.reward.row(t).mapv(|v| v * w);
-                task.aux_reward_vjp(
+                tasks.at(t).aux_reward_vjp(
                     self.tape.states.slice(s![t, .., ..]),
                     self.tape.actions.slice(s![t, .., ..]),
                     seed.view(),
@@ -624,7 +682,7 @@ impl WindowEngine {
                 *v *= inv_std[k % od];
             }
             let adj_obs = ArrayView2::from_shape((n, od), &self.adj_obs).expect("obs adjoint");
-            task.observe_vjp(
+            tasks.at(t).observe_vjp(
                 self.tape.states.slice(s![t, .., ..]),
                 adj_obs,
                 self.adj_s.view_mut(),
@@ -723,6 +781,19 @@ mod tests {
         objective: Objective,
         chain: &Chain,
     ) -> (f32, Vec<Vec<Done>>) {
+        loss_and_grad_with(s, actor, grad, drop_values, objective, chain, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn loss_and_grad_with(
+        s: &Setup,
+        actor: &StochasticActor,
+        grad: Option<&mut Vec<f32>>,
+        drop_values: bool,
+        objective: Objective,
+        chain: &Chain,
+        sim_rewards: bool,
+    ) -> (f32, Vec<Vec<Done>>) {
         let task = s.task.clone();
         let mut env = BatchEnv::new(task.clone(), N, 5, false).unwrap();
         env.restore(&s.snap).unwrap();
@@ -812,8 +883,35 @@ mod tests {
                 }
                 _ => &sim_adj,
             };
-            engine.reverse_sweep(
-                task.as_ref(),
+            let tasks = match chain {
+                Chain::Sim => HandoverTasks {
+                    before: task.as_ref(),
+                    after: task.as_ref(),
+                    at: 0,
+                },
+                Chain::Model(m) => HandoverTasks {
+                    before: task.as_ref(),
+                    after: m.as_ref(),
+                    at: 0,
+                },
+                Chain::Handover(k, m) => HandoverTasks {
+                    before: task.as_ref(),
+                    after: m.as_ref(),
+                    at: *k,
+                },
+            };
+            // `sim_rewards`: the simulator's observation and reward VJPs at every step
+            // (the sweep's error before the handover tasks existed)
+            let tasks = if sim_rewards {
+                HandoverTasks {
+                    after: task.as_ref(),
+                    ..tasks
+                }
+            } else {
+                tasks
+            };
+            engine.reverse_sweep_handover(
+                &tasks,
                 dynamics,
                 actor,
                 &s.critic,
@@ -856,6 +954,10 @@ mod tests {
 
     /// A small random residual model of the point mass with small steps (σ_out = 0.1).
     fn model_task(s: &Setup) -> Arc<dyn Task> {
+        Arc::new(random_model_task(s))
+    }
+
+    fn random_model_task(s: &Setup) -> crate::model::ModelTask {
         let cfg = sobolev_model::ModelConfig {
             hidden: vec![8],
             seed: 4,
@@ -863,7 +965,14 @@ mod tests {
         };
         let mut model = sobolev_model::SobolevModel::<f32>::new(2, 1, &cfg).unwrap();
         model.normalizer.output.var = vec![0.01; 2];
-        Arc::new(crate::model::ModelTask::new(s.task.clone(), model).unwrap())
+        crate::model::ModelTask::new(s.task.clone(), model).unwrap()
+    }
+
+    /// The same model task with a random learned reward head (`model.reward = learned`).
+    fn learned_reward_model_task(s: &Setup) -> Arc<dyn Task> {
+        let mut rng = seeded(23, 1);
+        let head = crate::reward_head::RewardHead::new(2, 1, &[6], 16, [0.9, 0.999], &mut rng);
+        Arc::new(random_model_task(s).with_reward(head.snapshot()))
     }
 
     #[test]
@@ -912,6 +1021,28 @@ mod tests {
                 Objective::Mix(0.8, MixStarts::First),
                 &Chain::Sim,
             );
+            let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
+            assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
+        }
+    }
+
+    /// With a learned reward in the model task, the sweep differentiates the head's reward
+    /// at the model's steps (the reward the rollout recorded), in a whole model rollout and
+    /// after a handover; the simulator's reward VJP there gives a wrong gradient.
+    #[test]
+    fn gradient_through_a_learned_reward_matches_finite_differences() {
+        let s = setup();
+        let model = learned_reward_model_task(&s);
+        let mut rng = seeded(24, 1);
+        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
+        let objective = Objective::Mix(0.8, MixStarts::First);
+        for chain in [Chain::Model(model.clone()), Chain::Handover(2, model)] {
+            let (err, fd, _) = fd_error(&s, &actor, objective, &chain);
+            println!("learned-reward window gradient: relative error vs FD = {err:.2e}");
+            assert!(err < 5e-3, "relative error {err}");
+            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
+            let mut wrong = Vec::new();
+            loss_and_grad_with(&s, &actor, Some(&mut wrong), false, objective, &chain, true);
             let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
             assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
         }
