@@ -476,6 +476,131 @@ pub fn collect_with_directions<T: Task + ?Sized>(
     })
 }
 
+/// [`collect`] for an observation-space model (`model.space = "obs"`): the transitions
+/// `(o, a, o′)` with `o = observe(s)` and `o′ = observe(F(s, a))`, and the Jacobian targets
+/// with respect to the action only, `∂o′/∂a`, through the observation's VJP and the
+/// simulator's step VJP. The observation columns of the targets are zero (they carry no
+/// weight: `sobolev.wrt = "action"`). Forms `none`, `full` (one VJP per observation) and
+/// `vjp_proj` (random directions u in normalised observation space, scaled by
+/// `spec.out_std`, which is then the observation model's σ_out). `next`, when given, holds
+/// the simulated `F(s, a)`.
+pub fn collect_observed<T: Task + ?Sized>(
+    task: &T,
+    states: ArrayView2<f32>,
+    actions: ArrayView2<f32>,
+    next: Option<ArrayView2<f32>>,
+    spec: &TargetSpec,
+    rng: &mut SeededRng,
+) -> Result<Transitions> {
+    let ts = task.spec();
+    let (ds, od, da) = (ts.state_dim, ts.obs_dim, ts.act_dim);
+    let n = states.nrows();
+    check_shape("collect states", states.shape(), n, ds)?;
+    check_shape("collect actions", actions.shape(), n, da)?;
+    if spec.form.is_projected() && spec.directions == 0 {
+        return Err(Error::config("sobolev.directions", "must be at least 1"));
+    }
+    if !matches!(
+        spec.form,
+        SobolevForm::None | SobolevForm::Full | SobolevForm::VjpProj
+    ) {
+        return Err(Error::config(
+            "space",
+            format!("observation-space targets of form {:?}", spec.form),
+        ));
+    }
+    let out_std = spec.out_std.clone().unwrap_or_else(|| vec![1.0; od]);
+    if out_std.len() != od {
+        return Err(Error::dim(
+            "collect direction scales (out)",
+            od,
+            out_std.len(),
+        ));
+    }
+    let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
+    let s_next = match next {
+        Some(next) => {
+            check_shape("collect next states", next.shape(), n, ds)?;
+            next.to_owned()
+        }
+        None => {
+            let mut s_next = Array2::<f32>::zeros((n, ds));
+            task.step(s.view(), a.view(), s_next.view_mut());
+            s_next
+        }
+    };
+    let mut o = Array2::<f32>::zeros((n, od));
+    let mut o_next = Array2::<f32>::zeros((n, od));
+    task.observe(s.view(), o.view_mut());
+    task.observe(s_next.view(), o_next.view_mut());
+
+    let layout = TargetLayout::new(spec.form, od, da, spec.directions);
+    let (block, k, din) = (layout.block(), layout.directions, od + da);
+    let mut targets = Array2::<f32>::zeros((n, layout.width()));
+    let mut adj_s_next = Array2::<f32>::zeros((n, ds));
+    let mut adj_s = Array2::<f32>::zeros((n, ds));
+    let mut adj_a = Array2::<f32>::zeros((n, da));
+    // (∂o′/∂a)ᵀ u for a batch of directions u on o′
+    let mut vjp = |u: &Array2<f32>, adj_a: &mut Array2<f32>| {
+        adj_s_next.fill(0.0);
+        task.observe_vjp(s_next.view(), u.view(), adj_s_next.view_mut());
+        adj_s.fill(0.0);
+        adj_a.fill(0.0);
+        task.step_vjp(
+            s.view(),
+            a.view(),
+            adj_s_next.view(),
+            adj_s.view_mut(),
+            adj_a.view_mut(),
+        );
+    };
+    let mut u = Array2::<f32>::zeros((n, od));
+    match spec.form {
+        SobolevForm::Full => {
+            for out in 0..od {
+                u.fill(0.0);
+                u.column_mut(out).fill(1.0);
+                vjp(&u, &mut adj_a);
+                let base = out * din + od;
+                targets.slice_mut(s![.., base..base + da]).assign(&adj_a);
+            }
+        }
+        SobolevForm::VjpProj => {
+            for j in 0..k {
+                fill_normal(rng, u.as_slice_mut().expect("contiguous"));
+                for mut row in u.rows_mut() {
+                    for (c, x) in row.iter_mut().enumerate() {
+                        *x = (*x as f64 / out_std[c]) as f32;
+                    }
+                }
+                vjp(&u, &mut adj_a);
+                let b = j * block;
+                targets.slice_mut(s![.., b..b + od]).assign(&u);
+                targets
+                    .slice_mut(s![.., b + 2 * od..b + od + din])
+                    .assign(&adj_a);
+            }
+        }
+        _ => {}
+    }
+    let finite = |row: ndarray::ArrayView1<f32>| row.iter().all(|x| x.is_finite());
+    let keep: Vec<usize> = (0..n)
+        .filter(|&r| {
+            finite(o.row(r)) && finite(a.row(r)) && finite(o_next.row(r)) && finite(targets.row(r))
+        })
+        .collect();
+    let dropped = n - keep.len();
+    let pick = |m: &Array2<f32>| m.select(Axis(0), &keep);
+    Ok(Transitions {
+        layout,
+        s: pick(&o),
+        a: pick(&a.to_owned()),
+        s_next: pick(&o_next),
+        targets: pick(&targets),
+        dropped,
+    })
+}
+
 /// A FIFO of transitions with their targets: once `capacity` is reached, each new
 /// transition overwrites the oldest. Storage grows with use up to the capacity. Logical
 /// index 0 is the oldest transition kept.

@@ -200,6 +200,19 @@ pub enum RewardSource {
     Learned,
 }
 
+/// The coordinates the model maps (`model.space`, algorithms.md §3.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSpace {
+    /// The simulator state: (s, a) → s′ (default for every task here).
+    #[default]
+    SimState,
+    /// The observation: (o, a) → o′. The Jacobian targets are `∂o′/∂a` only
+    /// (`sobolev.wrt = "action"`): `∂o′/∂o` would need a chart s = h(o), which the tasks do
+    /// not provide. Rewards come from the learned head and rollouts do not terminate.
+    Obs,
+}
+
 /// How the model's training step computes the Sobolev loss and its parameter gradient
 /// (`model.network_backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -278,6 +291,8 @@ pub struct ModelConfig {
     /// computes the loss gradient. Both give the same gradient (tested); `fused` is several
     /// times faster at MB-MIX's model sizes.
     pub network_backend: NetworkBackend,
+    /// `sim_state` (default) or `obs`: what the model maps (see [`ModelSpace`]).
+    pub space: ModelSpace,
 }
 
 impl Default for ModelConfig {
@@ -303,6 +318,7 @@ impl Default for ModelConfig {
             seed: 0,
             sobolev: SobolevConfig::default(),
             network_backend: NetworkBackend::default(),
+            space: ModelSpace::default(),
         }
     }
 }
@@ -374,6 +390,44 @@ impl ModelConfig {
                     self.sobolev.form
                 ),
             ));
+        }
+        if self.space == ModelSpace::Obs {
+            if self.sobolev.form != SobolevForm::None && self.sobolev.wrt != Wrt::Action {
+                return Err(Error::config(
+                    "space",
+                    "an observation-space model has Jacobian targets with respect to the action only: set sobolev.wrt = \"action\"",
+                ));
+            }
+            if !matches!(
+                self.sobolev.form,
+                SobolevForm::None | SobolevForm::Full | SobolevForm::VjpProj
+            ) {
+                return Err(Error::config(
+                    "space",
+                    format!(
+                        "an observation-space model supports sobolev.form = \"none\", \"full\" and \"vjp_proj\", got {:?}",
+                        self.sobolev.form
+                    ),
+                ));
+            }
+            if self.sobolev.direction_source != DirectionSource::Random {
+                return Err(Error::config(
+                    "space",
+                    "an observation-space model draws its directions: sobolev.direction_source = \"random\"",
+                ));
+            }
+            if self.reward != RewardSource::Learned {
+                return Err(Error::config(
+                    "space",
+                    "an observation-space model needs reward = \"learned\" (the task's reward is a function of the simulator state)",
+                ));
+            }
+            if self.done != ModelDone::None {
+                return Err(Error::config(
+                    "space",
+                    "an observation-space model needs done = \"none\" (the task's termination is a function of the simulator state)",
+                ));
+            }
         }
         match self.sobolev.target_filter {
             TargetFilter::DropNonFinite => {}

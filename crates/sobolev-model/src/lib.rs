@@ -37,18 +37,21 @@ pub(crate) mod testing;
 pub mod train;
 
 pub use buffer::{
-    collect, collect_with_directions, GivenDirections, TargetLayout, TargetSpec, TransitionBuffer,
-    TransitionRef, Transitions,
+    collect, collect_observed, collect_with_directions, GivenDirections, TargetLayout, TargetSpec,
+    TransitionBuffer, TransitionRef, Transitions,
 };
 pub use config::{
-    Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, NetworkBackend,
-    PredictionTarget, RewardSource, SobolevConfig, SobolevForm, TargetFilter, UpdateOrder, Wrt,
+    Activation, DirectionSource, ModelConfig, ModelDerivative, ModelDone, ModelSpace,
+    NetworkBackend, PredictionTarget, RewardSource, SobolevConfig, SobolevForm, TargetFilter,
+    UpdateOrder, Wrt,
 };
 pub use error::{Error, Result};
 pub use loss::{LossParts, Prepared};
 pub use model::SobolevModel;
 pub use normalizer::{Normalizer, RunningStats};
 pub use tangent::Float;
-pub use train::{clip_grad_norm, evaluate, Adam, EvalStats, ModelStats, SobolevTrainer};
+pub use train::{
+    clip_grad_norm, evaluate, evaluate_columns, Adam, EvalStats, ModelStats, SobolevTrainer,
+};
 #[cfg(test)]
 mod tests;

@@ -193,3 +193,102 @@ pub fn random_inputs(rng: &mut SeededRng, n: usize) -> (Array2<f32>, Array2<f32>
     let a = Array2::from_shape_fn((n, 2), |_| rng.gen_range(-0.9..0.9));
     (s, a)
 }
+
+/// The toy dynamics seen through a nonlinear observation `o = (p², sin q, r, p·r)`
+/// (4 entries from 3 states): the observation-space targets go through its VJP.
+pub struct ObservedToy {
+    pub toy: Toy,
+    spec: TaskSpec,
+}
+
+impl ObservedToy {
+    pub fn new() -> Self {
+        let toy = Toy::new();
+        let mut spec = toy.spec.clone();
+        spec.obs_dim = 4;
+        spec.obs_names = ["p2", "sin_q", "r", "pr"].map(String::from).to_vec();
+        ObservedToy { toy, spec }
+    }
+
+    /// `∂o/∂s` `[4][3]` at `s`.
+    pub fn obs_jac(s: &[f64]) -> [[f64; 3]; 4] {
+        [
+            [2.0 * s[0], 0.0, 0.0],
+            [0.0, s[1].cos(), 0.0],
+            [0.0, 0.0, 1.0],
+            [s[2], 0.0, s[0]],
+        ]
+    }
+}
+
+impl Task for ObservedToy {
+    fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+    fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, s_next: ArrayViewMut2<f32>) {
+        self.toy.step(s, a, s_next)
+    }
+    fn step_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_next: ArrayView2<f32>,
+        adj_s: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.toy.step_vjp(s, a, adj_next, adj_s, adj_a)
+    }
+    fn step_jvp(
+        &self,
+        s: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        ds: ArrayView2<f32>,
+        da: ArrayView2<f32>,
+        ds_next: ArrayViewMut2<f32>,
+    ) {
+        self.toy.step_jvp(s, a, ds, da, ds_next)
+    }
+    fn observe(&self, s: ArrayView2<f32>, mut obs: ArrayViewMut2<f32>) {
+        for (r, row) in s.rows().into_iter().enumerate() {
+            let (p, q, rr) = (row[0], row[1], row[2]);
+            obs[[r, 0]] = p * p;
+            obs[[r, 1]] = q.sin();
+            obs[[r, 2]] = rr;
+            obs[[r, 3]] = p * rr;
+        }
+    }
+    fn observe_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        adj_obs: ArrayView2<f32>,
+        mut adj_s: ArrayViewMut2<f32>,
+    ) {
+        for (r, row) in s.rows().into_iter().enumerate() {
+            let sv: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+            let j = Self::obs_jac(&sv);
+            for i in 0..3 {
+                let g: f64 = (0..4).map(|o| j[o][i] * adj_obs[[r, o]] as f64).sum();
+                adj_s[[r, i]] += g as f32;
+            }
+        }
+    }
+    fn reward(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, r: ArrayViewMut1<f32>) {
+        self.toy.reward(s, a, r)
+    }
+    fn reward_vjp(
+        &self,
+        s_next: ArrayView2<f32>,
+        a: ArrayView2<f32>,
+        adj_r: ArrayView1<f32>,
+        adj_s_next: ArrayViewMut2<f32>,
+        adj_a: ArrayViewMut2<f32>,
+    ) {
+        self.toy.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a)
+    }
+    fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
+        self.toy.terminated(s_next, out)
+    }
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
+        self.toy.reset_state(rng, stochastic, s)
+    }
+}

@@ -5,7 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::loss::PreparedJac;
-use crate::testing::{random_inputs, Toy};
+use crate::testing::{random_inputs, ObservedToy, Toy};
 use crate::*;
 use diff_core::gradcheck::{fd_gradient, rel_err};
 use diff_core::{seeded, SeededRng};
@@ -1376,4 +1376,110 @@ fn given_next_states_skip_the_forward_step() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("next states"), "{err}");
+}
+
+/// Observation-space targets (`model.space = "obs"`): the transitions are observations,
+/// and the `full` and `vjp_proj` targets are ∂o′/∂a = (∂o/∂s)(s′)·∂F/∂a (its rows projected
+/// on u), with zero observation columns.
+#[test]
+fn observed_targets_are_the_observation_chain() {
+    let task = ObservedToy::new();
+    let mut rng = seeded(71, 0);
+    let (s, a) = random_inputs(&mut rng, 6);
+    let (od, da) = (4, 2);
+    // the analytic ∂o′/∂a of row r
+    let truth = |r: usize| -> Vec<[f64; 2]> {
+        let sv: Vec<f64> = s.row(r).iter().map(|&v| v as f64).collect();
+        let av: Vec<f64> = a.row(r).iter().map(|&v| v as f64).collect();
+        let next = task.toy.step64(&sv, &av);
+        let jo = ObservedToy::obs_jac(&next);
+        let jf = task.toy.jac64(&sv, &av);
+        (0..od)
+            .map(|o| {
+                let mut row = [0.0; 2];
+                for (i, x) in row.iter_mut().enumerate() {
+                    *x = (0..3).map(|j| jo[o][j] * jf[j][3 + i]).sum();
+                }
+                row
+            })
+            .collect()
+    };
+    let full = collect_observed(
+        &task,
+        s.view(),
+        a.view(),
+        None,
+        &TargetSpec::unit(SobolevForm::Full, 1),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(full.s.dim(), (6, od));
+    let mut o = Array2::<f32>::zeros((6, od));
+    diff_core::Task::observe(&task, s.view(), o.view_mut());
+    assert_eq!(full.s, o);
+    let din = od + da;
+    for r in 0..6 {
+        let t = truth(r);
+        for out in 0..od {
+            for c in 0..din {
+                let got = full.targets[[r, out * din + c]] as f64;
+                let want = if c < od { 0.0 } else { t[out][c - od] };
+                assert!(
+                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "row {r} ({out}, {c}): {got} vs {want}"
+                );
+            }
+        }
+    }
+    let spec = TargetSpec {
+        out_std: Some(vec![0.5, 2.0, 1.5, 0.8]),
+        ..TargetSpec::unit(SobolevForm::VjpProj, 2)
+    };
+    let proj = collect_observed(&task, s.view(), a.view(), None, &spec, &mut rng).unwrap();
+    let block = proj.layout.block();
+    assert_eq!(block, od + din);
+    for r in 0..6 {
+        let t = truth(r);
+        for j in 0..2 {
+            let b = j * block;
+            for i in 0..da {
+                let want: f64 = (0..od)
+                    .map(|o| proj.targets[[r, b + o]] as f64 * t[o][i])
+                    .sum();
+                let got = proj.targets[[r, b + 2 * od + i]] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+            }
+            for c in od..2 * od {
+                assert_eq!(proj.targets[[r, b + c]], 0.0);
+            }
+        }
+    }
+    // only forms with output directions or none; jvp_proj is an error
+    assert!(collect_observed(
+        &task,
+        s.view(),
+        a.view(),
+        None,
+        &TargetSpec::unit(SobolevForm::JvpProj, 1),
+        &mut rng
+    )
+    .is_err());
+    // the config's rules for an observation-space model
+    let mut c = ModelConfig {
+        space: ModelSpace::Obs,
+        ..ModelConfig::default()
+    };
+    let msg = |c: &ModelConfig| c.validate().unwrap_err().to_string();
+    assert!(msg(&c).contains("wrt"), "{}", msg(&c));
+    c.sobolev.wrt = Wrt::Action;
+    assert!(msg(&c).contains("reward"), "{}", msg(&c));
+    c.reward = RewardSource::Learned;
+    assert!(msg(&c).contains("done"), "{}", msg(&c));
+    c.done = ModelDone::None;
+    c.validate().unwrap();
+    c.sobolev.form = SobolevForm::Bilinear;
+    assert!(msg(&c).contains("space"), "{}", msg(&c));
 }

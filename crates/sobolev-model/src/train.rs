@@ -141,6 +141,17 @@ pub struct EvalStats {
 
 /// Evaluates `model` on held-out transitions collected with `full` targets.
 pub fn evaluate(model: &SobolevModel<f32>, held_out: &Transitions) -> Result<EvalStats> {
+    evaluate_columns(model, held_out, 0)
+}
+
+/// [`evaluate`] with the Jacobian error over the input columns from `first` on (the
+/// action columns, `first = state_dim`, for an observation-space model, whose targets
+/// have no observation columns).
+pub fn evaluate_columns(
+    model: &SobolevModel<f32>,
+    held_out: &Transitions,
+    first: usize,
+) -> Result<EvalStats> {
     let l = held_out.layout;
     if l.form != SobolevForm::Full {
         return Err(Error::Incompatible(format!(
@@ -170,7 +181,7 @@ pub fn evaluate(model: &SobolevModel<f32>, held_out: &Transitions) -> Result<Eva
                 let truth = held_out.s_next[[row, o]] as f64;
                 e_s += (pred[[r, o]] as f64 - truth).powi(2);
                 d_s += (truth - held_out.s[[row, o]] as f64).powi(2);
-                for i in 0..din {
+                for i in first..din {
                     let jf = held_out.targets[[row, o * din + i]] as f64;
                     e_j += (jac[[r, o, i]] as f64 - jf).powi(2);
                     d_j += jf * jf;
