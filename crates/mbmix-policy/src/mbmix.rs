@@ -49,8 +49,8 @@ use crate::window::{
 use diff_core::{seeded, BatchEnv, BatchEnvSnapshot, Done, SeededRng, Task, WindowTape};
 use ndarray::{s, Array2, ArrayView2};
 use sobolev_model::{
-    DirectionSource, GivenDirections, RewardSource, SobolevForm, SobolevTrainer, TargetSpec,
-    UpdateOrder,
+    DirectionSource, GivenDirections, ModelSpace, RewardSource, SobolevForm, SobolevTrainer,
+    TargetSpec, UpdateOrder,
 };
 use std::sync::Arc;
 
@@ -158,6 +158,11 @@ impl MbMix {
         shac.engine.record_step_vjp =
             cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint;
         let spec = task.spec();
+        // the model's state: the simulator state, or the observation (`model.space`)
+        let model_dim = match cfg.model.space {
+            ModelSpace::SimState => spec.state_dim,
+            ModelSpace::Obs => spec.obs_dim,
+        };
         let model_cfg = sobolev_model::ModelConfig {
             seed: seed.rotate_left(32) ^ cfg.model.seed,
             ..cfg.model.clone()
@@ -169,19 +174,27 @@ impl MbMix {
                         seed: model_cfg.seed ^ MEMBER_SEED.wrapping_mul(k as u64),
                         ..model_cfg.clone()
                     },
-                    spec.state_dim,
+                    model_dim,
                     spec.act_dim,
                 )
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let trainer = SobolevTrainer::new(model_cfg, spec.state_dim, spec.act_dim)?;
+        let trainer = SobolevTrainer::new(model_cfg, model_dim, spec.act_dim)?;
         let n = cfg.shac.num_envs;
         let plans = cfg.plans()?;
+        // the rollouts' tapes hold the model's states (observations with `model.space = obs`)
+        let rollout_task: Arc<dyn Task> = match cfg.model.space {
+            ModelSpace::SimState => task.clone(),
+            ModelSpace::Obs => Arc::new(ModelTask::observation_space(
+                task.clone(),
+                trainer.model().clone(),
+            )?),
+        };
         let mut rollouts = Vec::new();
         for p in &plans {
             if let Plan::Rollout { prefix, len, .. } = *p {
                 rollouts.push(RolloutBuf {
-                    engine: WindowEngine::new(task.as_ref(), len, n),
+                    engine: WindowEngine::new(rollout_task.as_ref(), len, n),
                     values: Array2::zeros((len, n)),
                     seeds: WindowSeeds::zeros(len, n),
                     chain_env: (prefix > 0)
@@ -193,7 +206,7 @@ impl MbMix {
         let mut model_rng = seeded(seed, MODEL_STREAM);
         let reward_head = (cfg.model.reward == RewardSource::Learned).then(|| {
             RewardHead::new(
-                spec.state_dim,
+                model_dim,
                 spec.act_dim,
                 &cfg.model.reward_hidden,
                 cfg.model.buffer_capacity,
@@ -340,17 +353,21 @@ impl MbMix {
             .iter()
             .any(|p| matches!(p, Plan::Rollout { .. }))
             .then(|| {
-                ModelTask::new(task.clone(), self.trainer.model().clone())
-                    .and_then(|m| {
-                        m.with_members(self.members.iter().map(|t| t.model().clone()).collect())
+                let model = self.trainer.model().clone();
+                match self.cfg.model.space {
+                    ModelSpace::SimState => ModelTask::new(task.clone(), model),
+                    ModelSpace::Obs => ModelTask::observation_space(task.clone(), model),
+                }
+                .and_then(|m| {
+                    m.with_members(self.members.iter().map(|t| t.model().clone()).collect())
+                })
+                .map(|m| {
+                    let m = m.with_done(self.cfg.model.done);
+                    Arc::new(match &self.reward_head {
+                        Some(h) => m.with_reward(h.snapshot()),
+                        None => m,
                     })
-                    .map(|m| {
-                        let m = m.with_done(self.cfg.model.done);
-                        Arc::new(match &self.reward_head {
-                            Some(h) => m.with_reward(h.snapshot()),
-                            None => m,
-                        })
-                    })
+                })
             })
             .transpose()?;
         let sim_loss = self.sim_mix_seeds();
@@ -524,32 +541,62 @@ impl MbMix {
         if diagnose && samples > 0 && s_rows.nrows() > 0 {
             let stride = s_rows.nrows().div_ceil(samples);
             let pick = |m: &Array2<f32>| m.slice(s![..;stride, ..]).to_owned();
-            let held_out = sobolev_model::collect(
-                task.as_ref(),
-                pick(&s_rows).view(),
-                pick(&a_rows).view(),
-                &TargetSpec::unit(SobolevForm::Full, 1),
-                &mut self.model_rng,
-            )?;
+            let full = TargetSpec::unit(SobolevForm::Full, 1);
+            let (s_pick, a_pick) = (pick(&s_rows), pick(&a_rows));
+            let (held_out, first_col) = match self.cfg.model.space {
+                ModelSpace::SimState => (
+                    sobolev_model::collect(
+                        task.as_ref(),
+                        s_pick.view(),
+                        a_pick.view(),
+                        &full,
+                        &mut self.model_rng,
+                    )?,
+                    0,
+                ),
+                // an observation-space model is scored on its action Jacobian
+                ModelSpace::Obs => (
+                    sobolev_model::collect_observed(
+                        task.as_ref(),
+                        s_pick.view(),
+                        a_pick.view(),
+                        None,
+                        &full,
+                        &mut self.model_rng,
+                    )?,
+                    task.spec().obs_dim,
+                ),
+            };
             if !held_out.is_empty() {
-                let ev = sobolev_model::evaluate(self.trainer.model(), &held_out)?;
+                let ev =
+                    sobolev_model::evaluate_columns(self.trainer.model(), &held_out, first_col)?;
                 stats.model_next_state_err = Some(ev.next_state_rel_err);
                 stats.model_jacobian_err = Some(ev.jacobian_rel_err);
             }
         }
         // the simulator targets once, for every member
-        let batch = sobolev_model::collect_with_directions(
-            task.as_ref(),
-            s_rows.view(),
-            a_rows.view(),
-            Some(next_rows.view()),
-            &self.trainer.target_spec(),
-            u_rows.as_ref().map(|(u, vjp)| GivenDirections {
-                u: u.view(),
-                vjp: vjp.as_ref().map(|(vs, va)| (vs.view(), va.view())),
-            }),
-            &mut self.model_rng,
-        )?;
+        let batch = match self.cfg.model.space {
+            ModelSpace::SimState => sobolev_model::collect_with_directions(
+                task.as_ref(),
+                s_rows.view(),
+                a_rows.view(),
+                Some(next_rows.view()),
+                &self.trainer.target_spec(),
+                u_rows.as_ref().map(|(u, vjp)| GivenDirections {
+                    u: u.view(),
+                    vjp: vjp.as_ref().map(|(vs, va)| (vs.view(), va.view())),
+                }),
+                &mut self.model_rng,
+            )?,
+            ModelSpace::Obs => sobolev_model::collect_observed(
+                task.as_ref(),
+                s_rows.view(),
+                a_rows.view(),
+                Some(next_rows.view()),
+                &self.trainer.target_spec(),
+                &mut self.model_rng,
+            )?,
+        };
         stats.model_targets_s = clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
         self.trainer.add(&batch)?;
@@ -576,6 +623,11 @@ impl MbMix {
         }
         if let Some(head) = self.reward_head.as_mut() {
             let (sn, a, r) = window_rewards(&self.shac.engine.tape);
+            // the head reads the model's state: the observation with `model.space = "obs"`
+            let sn = match self.cfg.model.space {
+                ModelSpace::SimState => sn,
+                ModelSpace::Obs => observe_rows(task.as_ref(), &sn),
+            };
             head.add(sn.view(), a.view(), &r);
             let m = &self.cfg.model;
             stats.reward_head_loss = Some(head.train_epoch(
@@ -653,6 +705,11 @@ impl MbMix {
                     None,
                     Some(&mut noise),
                 )?;
+            }
+            None if self.cfg.model.space == ModelSpace::Obs => {
+                model_env.restore(&observed_snapshot(self.shac.task.as_ref(), start))?;
+                buf.engine
+                    .rollout(&mut model_env, actor, frozen, None, Some(&mut noise))?;
             }
             None => {
                 model_env.restore(start)?;
@@ -859,6 +916,27 @@ fn window_rewards(tape: &WindowTape) -> (Array2<f32>, Array2<f32>, Vec<f32>) {
         r.push(tape.rewards[[t, i]]);
     }
     (sn, a, r)
+}
+
+/// A batch snapshot of `task` with every state replaced by its observation: where an
+/// observation-space model's rollout starts (`model.space = "obs"`).
+fn observed_snapshot(task: &dyn Task, snap: &BatchEnvSnapshot) -> BatchEnvSnapshot {
+    let spec = task.spec();
+    let n = snap.progress.len();
+    let states = ArrayView2::from_shape((n, spec.state_dim), &snap.state).expect("snapshot");
+    let mut obs = Array2::<f32>::zeros((n, spec.obs_dim));
+    task.observe(states, obs.view_mut());
+    BatchEnvSnapshot {
+        state: obs.into_raw_vec_and_offset().0,
+        ..snap.clone()
+    }
+}
+
+/// Observations of state rows `[k, S]` → `[k, O]`.
+fn observe_rows(task: &dyn Task, states: &Array2<f32>) -> Array2<f32> {
+    let mut obs = Array2::<f32>::zeros((states.nrows(), task.spec().obs_dim));
+    task.observe(states.view(), obs.view_mut());
+    obs
 }
 
 /// The window's transitions `(s_t, a_t)` as rows `[k, S]`, `[k, A]`, leaving out the steps
@@ -1085,6 +1163,62 @@ pub(crate) mod tests {
         let ml = |s: &[EpochStats]| s[3].mbmix.as_ref().unwrap().model_actor_loss.unwrap();
         assert_ne!(ml(&sl), ml(&sa));
         assert_ne!(pl, pa);
+    }
+
+    /// `model.space = "obs"`: the model maps observations (PointMass: 3 observations of 2
+    /// states), trains on observation transitions with action Jacobian targets, rolls out
+    /// from the observed start states with the learned reward, and reports finite
+    /// diagnostics; a seed fixes the run. The combinations it cannot run are rejected.
+    #[test]
+    fn an_observation_space_model_trains_and_rolls_out() {
+        use sobolev_model::{ModelDone, Wrt};
+        let mut c = toy_mbmix(Reading::A);
+        c.model.space = ModelSpace::Obs;
+        c.model.reward = RewardSource::Learned;
+        c.model.done = ModelDone::None;
+        c.model.sobolev.wrt = Wrt::Action;
+        let task = toy_task();
+        let (sd, od) = (task.spec().state_dim, task.spec().obs_dim);
+        assert_ne!(sd, od);
+        let run = |c: MbMixConfig| {
+            let mut agent = MbMix::new(c, toy_task(), 5).unwrap();
+            let stats: Vec<EpochStats> = (0..6).map(|_| agent.train_epoch().unwrap()).collect();
+            (agent, stats)
+        };
+        let (agent, stats) = run(c.clone());
+        assert_eq!(agent.model_trainer().model().state_dim(), od);
+        assert_eq!(
+            agent.model_trainer().buffer().to_transitions().s.ncols(),
+            od
+        );
+        let last = stats[5].mbmix.as_ref().unwrap();
+        assert!(last.model_used);
+        assert!(last.model_actor_loss.unwrap().is_finite());
+        assert_eq!(last.model_nonfinite, 0);
+        let errs: Vec<f64> = stats
+            .iter()
+            .filter_map(|s| s.mbmix.as_ref().unwrap().model_jacobian_err)
+            .collect();
+        assert!(
+            !errs.is_empty() && errs.iter().all(|e| e.is_finite()),
+            "{errs:?}"
+        );
+        assert!(stats.iter().all(|s| s.actor_grad_norm.is_finite()));
+        let (again, _) = run(c.clone());
+        assert_eq!(agent.actor().params_flat(), again.actor().params_flat());
+        // the sim-state model gives another run
+        let mut sim = c.clone();
+        sim.model.space = ModelSpace::SimState;
+        let (other, _) = run(sim);
+        assert_ne!(agent.actor().params_flat(), other.actor().params_flat());
+        // what it cannot run
+        let err = |c: MbMixConfig| MbMix::new(c, toy_task(), 5).err().unwrap().to_string();
+        let mut chained = c.clone();
+        chained.rollout.reading = Reading::B;
+        assert!(err(chained).contains("model.space"));
+        let mut analytic = c;
+        analytic.model.reward = RewardSource::Analytic;
+        assert!(err(analytic).contains("model.space"));
     }
 
     #[test]

@@ -388,7 +388,21 @@ impl MbMixConfig {
                 ),
             ));
         }
-        self.plans()?;
+        let plans = self.plans()?;
+        if self.model.space == sobolev_model::ModelSpace::Obs {
+            // an observation-space model can neither continue a simulator state (B's chain)
+            // nor stand in for the simulator's Jacobian on its tape (C)
+            let chained = plans.iter().any(|p| match *p {
+                Plan::Window { model_grad, .. } => model_grad,
+                Plan::Rollout { prefix, .. } => prefix > 0,
+            });
+            if chained {
+                return Err(Error::config(
+                    "model.space",
+                    "an observation-space model runs whole model rollouts only: rollout.reading = \"A\", \"model_only\" or \"sim_only\"",
+                ));
+            }
+        }
         if self.model.sobolev.direction_source == sobolev_model::DirectionSource::PolicyAdjoint
             && self.model.update_order == sobolev_model::UpdateOrder::Before
         {

@@ -84,9 +84,35 @@ pub struct ModelTask {
     members: Vec<SobolevModel<f32>>,
     done: ModelDone,
     reward: Option<RewardFn>,
+    /// `model.space = "obs"`: the spec of the observation-space task (state = the inner
+    /// task's observation; see [`ModelTask::observation_space`]).
+    obs_spec: Option<TaskSpec>,
 }
 
 impl ModelTask {
+    /// A task over the inner task's **observations** (`model.space = "obs"`): its state is
+    /// the observation, `model` maps (o, a) → o′, `observe` is the identity, resets draw the
+    /// inner task's reset state and observe it, and nothing terminates. The reward must be
+    /// a learned head ([`ModelTask::with_reward`]): until one is given, rewards are NaN.
+    pub fn observation_space(inner: Arc<dyn Task>, model: SobolevModel<f32>) -> Result<Self> {
+        let spec = inner.spec();
+        let obs_spec = TaskSpec {
+            name: format!("{} (observation-space model)", spec.name),
+            state_dim: spec.obs_dim,
+            state_names: spec.obs_names.clone(),
+            ..spec.clone()
+        };
+        check_dims(&model, &obs_spec)?;
+        Ok(ModelTask {
+            inner,
+            model,
+            members: Vec::new(),
+            done: ModelDone::None,
+            reward: None,
+            obs_spec: Some(obs_spec),
+        })
+    }
+
     /// Wraps `inner` with the dynamics `model` (a snapshot: later training of the original
     /// does not change this task). The model's widths must be the task's.
     pub fn new(inner: Arc<dyn Task>, model: SobolevModel<f32>) -> Result<Self> {
@@ -97,6 +123,7 @@ impl ModelTask {
             members: Vec::new(),
             done: ModelDone::Analytic,
             reward: None,
+            obs_spec: None,
         })
     }
 
@@ -104,7 +131,7 @@ impl ModelTask {
     /// (their widths must be the task's).
     pub fn with_members(mut self, members: Vec<SobolevModel<f32>>) -> Result<Self> {
         for m in &members {
-            check_dims(m, self.inner.spec())?;
+            check_dims(m, self.spec())?;
         }
         self.members = members;
         Ok(self)
@@ -139,7 +166,7 @@ impl ModelTask {
 
 impl Task for ModelTask {
     fn spec(&self) -> &TaskSpec {
-        self.inner.spec()
+        self.obs_spec.as_ref().unwrap_or_else(|| self.inner.spec())
     }
     fn step(&self, s: ArrayView2<f32>, a: ArrayView2<f32>, mut s_next: ArrayViewMut2<f32>) {
         if self.members.is_empty() {
@@ -193,14 +220,28 @@ impl Task for ModelTask {
             }
         }
     }
-    fn observe(&self, s: ArrayView2<f32>, obs: ArrayViewMut2<f32>) {
+    fn observe(&self, s: ArrayView2<f32>, mut obs: ArrayViewMut2<f32>) {
+        if self.obs_spec.is_some() {
+            obs.assign(&s);
+            return;
+        }
         self.inner.observe(s, obs);
     }
-    fn observe_vjp(&self, s: ArrayView2<f32>, adj_obs: ArrayView2<f32>, adj_s: ArrayViewMut2<f32>) {
+    fn observe_vjp(
+        &self,
+        s: ArrayView2<f32>,
+        adj_obs: ArrayView2<f32>,
+        mut adj_s: ArrayViewMut2<f32>,
+    ) {
+        if self.obs_spec.is_some() {
+            adj_s += &adj_obs;
+            return;
+        }
         self.inner.observe_vjp(s, adj_obs, adj_s);
     }
     fn reward(&self, s_next: ArrayView2<f32>, a: ArrayView2<f32>, mut r: ArrayViewMut1<f32>) {
         match &self.reward {
+            None if self.obs_spec.is_some() => r.fill(f32::NAN),
             None => self.inner.reward(s_next, a, r),
             Some(f) => {
                 for (o, v) in r.iter_mut().zip(f.predict(s_next, a)) {
@@ -218,23 +259,42 @@ impl Task for ModelTask {
         adj_a: ArrayViewMut2<f32>,
     ) {
         match &self.reward {
+            None if self.obs_spec.is_some() => {
+                let (mut adj_s_next, mut adj_a) = (adj_s_next, adj_a);
+                adj_s_next.fill(f32::NAN);
+                adj_a.fill(f32::NAN);
+            }
             None => self.inner.reward_vjp(s_next, a, adj_r, adj_s_next, adj_a),
             Some(f) => f.vjp(s_next, a, adj_r, adj_s_next, adj_a),
         }
     }
     fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
-        match self.done {
-            ModelDone::Analytic => self.inner.terminated(s_next, out),
-            ModelDone::None => out.fill(false),
+        match (self.done, &self.obs_spec) {
+            (ModelDone::Analytic, None) => self.inner.terminated(s_next, out),
+            _ => out.fill(false),
         }
     }
-    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, s: ArrayViewMut1<f32>) {
+    fn reset_state(&self, rng: &mut SeededRng, stochastic: bool, mut s: ArrayViewMut1<f32>) {
+        if self.obs_spec.is_some() {
+            let mut inner = ndarray::Array2::<f32>::zeros((1, self.inner.spec().state_dim));
+            self.inner.reset_state(rng, stochastic, inner.row_mut(0));
+            let mut o = ndarray::Array2::<f32>::zeros((1, s.len()));
+            self.inner.observe(inner.view(), o.view_mut());
+            s.assign(&o.row(0));
+            return;
+        }
         self.inner.reset_state(rng, stochastic, s);
     }
     fn episode_success(&self, states: ArrayView2<f32>) -> Option<bool> {
+        if self.obs_spec.is_some() {
+            return None;
+        }
         self.inner.episode_success(states)
     }
     fn scene(&self, state: ArrayView1<f32>) -> Option<Scene> {
+        if self.obs_spec.is_some() {
+            return None;
+        }
         self.inner.scene(state)
     }
 }
