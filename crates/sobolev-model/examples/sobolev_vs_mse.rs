@@ -22,7 +22,7 @@ use ndarray::{concatenate, Array2, Axis};
 use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
 use sim_rigid::CartPoleSwingUp;
 use sobolev_model::{
-    collect, evaluate, ModelConfig, SobolevConfig, SobolevForm, SobolevTrainer, TargetFilter,
+    collect, evaluate, ModelConfig, NetworkBackend, SobolevConfig, SobolevForm, SobolevTrainer, TargetFilter,
     TargetLayout, TargetSpec, Transitions,
 };
 use std::time::Instant;
@@ -72,6 +72,9 @@ struct Args {
     /// `sobolev.target_filter = { huber = D }`: Huber penalty on the Jacobian residual.
     #[arg(long)]
     huber: Option<f64>,
+    /// `model.network_backend` of both models: dfdx or fused (forms vjp_proj and none).
+    #[arg(long, default_value = "dfdx")]
+    backend: String,
 }
 
 /// Transitions of `envs` random-action rollouts of `steps` steps from stochastic resets,
@@ -132,6 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown task `{other}`").into()),
     };
     let form: SobolevForm = toml::Value::String(args.form.clone()).try_into()?;
+    let backend: NetworkBackend = toml::Value::String(args.backend.clone()).try_into()?;
     if form == SobolevForm::None {
         return Err("--form must name a Jacobian term (the MSE model is the baseline)".into());
     }
@@ -186,6 +190,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hidden: args.hidden.clone().unwrap_or(base.hidden.clone()),
             batch_size: args.batch_size,
             seed: args.seed,
+            network_backend: backend,
             sobolev: SobolevConfig {
                 form,
                 ..sob_cfg.clone()
