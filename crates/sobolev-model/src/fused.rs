@@ -226,11 +226,22 @@ where
         self.forward_pass(x).2
     }
 
+    /// The cotangent pass of `k` output rows per sample (`u` `[n·k, out]`) at the normalised
+    /// inputs `x` `[n, in]`: the rows `J_yᵀu` `[n·k, in]` (with the unit rows, `J_y` itself).
+    pub(crate) fn net_jacobian_rows_fused(
+        &self,
+        x: Array2<E>,
+        u: &Array2<E>,
+        k: usize,
+    ) -> Array2<E> {
+        let (saved, _, _) = self.forward_pass(x);
+        self.cotangent_pass(&saved, u, k).0
+    }
+
     /// The network's input VJP `J_yᵀu` `[n, in]` for normalised inputs `x` and output rows
     /// `u` `[n, out]` (the fused forward and cotangent passes).
     pub(crate) fn net_input_vjp_fused(&self, x: Array2<E>, u: &Array2<E>) -> Array2<E> {
-        let (saved, _, _) = self.forward_pass(x);
-        self.cotangent_pass(&saved, u, 1).0
+        self.net_jacobian_rows_fused(x, u, 1)
     }
 
     /// [`SobolevModel::sobolev_loss_grad`] by the hand-written passes of this module: J_M

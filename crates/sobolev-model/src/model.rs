@@ -68,8 +68,8 @@ pub struct SobolevModel<E: Float> {
     pub(crate) params: Vec<E>,
     /// The running input/output statistics (identity when `normalise` is off).
     pub normalizer: Normalizer,
-    /// `model.network_backend`: with `fused`, [`Self::predict`] and [`Self::vjp`] (a model
-    /// rollout's steps) also run the hand-written passes.
+    /// `model.network_backend`: with `fused`, [`Self::predict`], [`Self::vjp`] (a model
+    /// rollout's steps) and [`Self::jacobian`] also run the hand-written passes.
     pub(crate) backend: NetworkBackend,
 }
 
@@ -460,10 +460,30 @@ where
         let n = self.check_sa(&s, &a)?;
         let c = self.coords();
         let (ds, din) = (self.state_dim, self.input_dim());
-        let dev = Cpu::default();
-        let x: Mat<E> = dev.tensor_from_vec(self.normalized_input(&c, &s, &a), (n, din));
-        let (_, t) = self.forward_pair(&self.tensors(), x, Some(InputTangent::Identity));
-        let t = t.expect("a tangent was given").as_vec();
+        let x = self.normalized_input(&c, &s, &a);
+        // J_y of sample k as `jy(k, o, i)` = ∂y_o/∂x_i
+        let jy: Box<dyn Fn(usize, usize, usize) -> E> = match self.backend {
+            NetworkBackend::Fused => {
+                // the cotangent pass with the unit rows of every output: rows `[n·out, in]`
+                let x = Array2::from_shape_vec((n, din), x).expect("input");
+                let eye = Array2::from_shape_fn((n * ds, ds), |(r, o)| {
+                    if r % ds == o {
+                        E::one()
+                    } else {
+                        E::zero()
+                    }
+                });
+                let rows = self.net_jacobian_rows_fused(x, &eye, ds);
+                Box::new(move |k, o, i| rows[[k * ds + o, i]])
+            }
+            NetworkBackend::Dfdx => {
+                let dev = Cpu::default();
+                let x: Mat<E> = dev.tensor_from_vec(x, (n, din));
+                let (_, t) = self.forward_pair(&self.tensors(), x, Some(InputTangent::Identity));
+                let t = t.expect("a tangent was given").as_vec();
+                Box::new(move |k, o, i| t[(k * din + i) * ds + o])
+            }
+        };
         let r = if self.is_residual() {
             E::one()
         } else {
@@ -471,7 +491,7 @@ where
         };
         Ok(Array3::from_shape_fn((n, ds, din), |(k, o, i)| {
             let eye = if o == i { r } else { E::zero() };
-            eye + c.std_out[o] * t[(k * din + i) * ds + o] / c.std_in[i]
+            eye + c.std_out[o] * jy(k, o, i) / c.std_in[i]
         }))
     }
 }

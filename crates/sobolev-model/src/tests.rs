@@ -484,8 +484,9 @@ fn fused_loss_gradient_matches_dfdx_and_finite_differences() {
     assert!(err.contains("network_backend"), "{err}");
 }
 
-/// With `network_backend = "fused"`, `predict` and `vjp` (what a model rollout calls) run
-/// the hand-written passes and give the dfdx path's values on every network variant.
+/// With `network_backend = "fused"`, `predict`, `vjp` (what a model rollout calls) and
+/// `jacobian` (the diagnostics) run the hand-written passes and give the dfdx path's values
+/// on every network variant.
 #[test]
 fn fused_predict_and_vjp_match_dfdx() {
     let mut rng = seeded(61, 0);
@@ -509,6 +510,14 @@ fn fused_predict_and_vjp_match_dfdx() {
         let (ds, da) = m.vjp(s.view(), a.view(), adj.view()).unwrap();
         close(&fs, &ds, "vjp state");
         close(&fa, &da, "vjp action");
+        let jf = f.jacobian(s.view(), a.view()).unwrap();
+        let jd = m.jacobian(s.view(), a.view()).unwrap();
+        let e = rel_err(
+            &jf.iter().copied().collect::<Vec<_>>(),
+            &jd.iter().copied().collect::<Vec<_>>(),
+            1e-12,
+        );
+        assert!(e < 1e-12, "jacobian {:?}: {e:.2e}", cfg.hidden);
     }
 }
 
