@@ -179,6 +179,27 @@ impl Transitions {
     }
 }
 
+/// `F(s, a)`: the given next states (checked) or one simulated step.
+fn next_states<T: Task + ?Sized>(
+    task: &T,
+    s: ArrayView2<f32>,
+    a: ArrayView2<f32>,
+    next: Option<ArrayView2<f32>>,
+) -> Result<Array2<f32>> {
+    let (n, ds) = s.dim();
+    Ok(match next {
+        Some(next) => {
+            check_shape("collect next states", next.shape(), n, ds)?;
+            next.to_owned()
+        }
+        None => {
+            let mut s_next = Array2::<f32>::zeros((n, ds));
+            task.step(s, a, s_next.view_mut());
+            s_next
+        }
+    })
+}
+
 /// Output directions handed to [`collect_with_directions`] (`sobolev.direction_source =
 /// policy_adjoint`): one row per transition, in physical coordinates.
 #[derive(Clone, Copy, Debug)]
@@ -280,17 +301,7 @@ pub fn collect_with_directions<T: Task + ?Sized>(
     };
     let given_vjp = given.as_ref().and_then(|g| g.vjp);
     let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
-    let s_next = match next {
-        Some(next) => {
-            check_shape("collect next states", next.shape(), n, ds)?;
-            next.to_owned()
-        }
-        None => {
-            let mut s_next = Array2::<f32>::zeros((n, ds));
-            task.step(s.view(), a.view(), s_next.view_mut());
-            s_next
-        }
-    };
+    let s_next = next_states(task, s.view(), a.view(), next)?;
 
     let layout = TargetLayout::new(spec.form, ds, da, spec.directions);
     let (block, k) = (layout.block(), layout.directions);
@@ -518,17 +529,7 @@ pub fn collect_observed<T: Task + ?Sized>(
         ));
     }
     let (s, a) = (states.as_standard_layout(), actions.as_standard_layout());
-    let s_next = match next {
-        Some(next) => {
-            check_shape("collect next states", next.shape(), n, ds)?;
-            next.to_owned()
-        }
-        None => {
-            let mut s_next = Array2::<f32>::zeros((n, ds));
-            task.step(s.view(), a.view(), s_next.view_mut());
-            s_next
-        }
-    };
+    let s_next = next_states(task, s.view(), a.view(), next)?;
     let mut o = Array2::<f32>::zeros((n, od));
     let mut o_next = Array2::<f32>::zeros((n, od));
     task.observe(s.view(), o.view_mut());
