@@ -7,7 +7,12 @@
 use std::path::Path;
 
 /// Must match `kernels::KERNEL_FILES`.
-const KERNELS: &[&str] = &["src/cholesky.cu", "src/step.cu", "src/step_vjp.cu"];
+const KERNELS: &[&str] = &[
+    "src/cholesky.cu",
+    "src/step.cu",
+    "src/step_vjp.cu",
+    "src/locomotion.cu",
+];
 
 fn main() {
     let dir = env!("CARGO_MANIFEST_DIR");

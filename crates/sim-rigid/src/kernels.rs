@@ -16,12 +16,17 @@
 //!   every substep kept, then each stage's hand-written adjoint in reverse);
 //! - `cholesky.cu`: the dense Cholesky factorisation, solve and solve adjoint (twins
 //!   [`crate::dynamics::cholesky`], [`crate::dynamics::cholesky_solve`],
-//!   [`crate::Articulation::solve_vjp`]).
+//!   [`crate::Articulation::solve_vjp`]);
+//! - `locomotion.cu`: the task layer of Ant, Humanoid and Bruce (observation, reward,
+//!   termination, and the observation's and reward's VJPs; twin
+//!   [`crate::tasks::locomotion::Locomotion`]), one thread per env, with its model in
+//!   [`PackedLocomotion`].
 //!
 //! [`crate::batch::KernelEnv`] puts a [`Physics`] backend (the GPU, or the host build)
 //! behind the `Task` contract; that is what `mbmix train --device cuda` uses. Not yet: the
-//! window's state resident on the device between steps, and the task layer (actuation,
-//! observation, reward, resets) on the device.
+//! window's state resident on the device between steps, and a window engine calling the
+//! device task layer ([`gpu::LocomotionLayer`] exists for the locomotion tasks; CartPole's
+//! and the planar tasks' layers, actuation and resets are still CPU-only).
 
 use diff_core::{Error, Result};
 
@@ -31,6 +36,7 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ("cholesky.cu", include_str!("cholesky.cu")),
     ("step.cu", include_str!("step.cu")),
     ("step_vjp.cu", include_str!("step_vjp.cu")),
+    ("locomotion.cu", include_str!("locomotion.cu")),
 ];
 
 /// The module's name in the per-process cache.
@@ -63,6 +69,65 @@ pub struct PackedArticulation {
     /// Scratch floats per env of the step's VJP (`step_vjp_scratch_len` in
     /// `step_vjp.cu`): every substep's intermediates.
     pub vjp_scratch_len: usize,
+}
+
+/// A locomotion task's constants packed for `locomotion.cu` (layouts in its header
+/// comment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedLocomotion {
+    /// `ti`: n_q, n_j, n_a, height mode.
+    pub ints: Vec<i32>,
+    /// `td`, in f64 (the kernels cast where the CPU twin casts).
+    pub doubles: Vec<f64>,
+    /// State and observation widths.
+    pub state_dim: usize,
+    pub obs_dim: usize,
+    pub act_dim: usize,
+}
+
+impl PackedLocomotion {
+    /// Packs the task layer of `task`.
+    pub fn new(task: &crate::tasks::locomotion::Locomotion) -> Result<Self> {
+        use crate::tasks::locomotion::HeightReward;
+        let c = &task.cfg;
+        let spec = crate::batch::RigidTask::spec(task);
+        let nq = c.art.n_q;
+        let nj = nq - 7;
+        let na = c.actuators.len();
+        let (mode, tol, scale) = match c.height_reward {
+            HeightReward::Linear => (0, 0.0, 0.0),
+            HeightReward::Clipped { tolerance, scale } => (1, tolerance, scale),
+        };
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| Error::InvalidParameter {
+                name: format!("task `{}`", c.name),
+                reason: "a size does not fit the kernels' 32-bit index".into(),
+            })
+        };
+        let inv = task.inv_start();
+        Ok(PackedLocomotion {
+            ints: vec![int(nq)?, int(nj)?, int(na)?, mode],
+            doubles: vec![
+                c.start_pos[0] + c.target[0],
+                c.start_pos[2] + c.target[2],
+                inv[0],
+                inv[1],
+                inv[2],
+                inv[3],
+                c.up_weight,
+                c.heading_weight,
+                c.joint_vel_obs_scale,
+                c.termination_height,
+                tol,
+                scale,
+                c.action_penalty,
+                c.ang_vel_penalty,
+            ],
+            state_dim: spec.state_dim,
+            obs_dim: spec.obs_dim,
+            act_dim: spec.act_dim,
+        })
+    }
 }
 
 /// Floats per link and per contact, and the header sizes, as in `step.cu`.
@@ -305,7 +370,7 @@ fn dims(n_envs: usize, n: usize) -> Result<(i32, i32)> {
 
 /// The kernels compiled as C for the host (same source as the GPU's).
 pub mod host {
-    use super::{check_batch, dims, PackedArticulation};
+    use super::{check_batch, dims, PackedArticulation, PackedLocomotion};
     use diff_core::Result;
     use std::os::raw::c_int;
 
@@ -335,6 +400,46 @@ pub mod host {
             adj_act: *mut f32,
             scratch: *mut f32,
         );
+        fn mbmix_loco_observe(
+            n_envs: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            states: *const f32,
+            obs: *mut f32,
+        );
+        fn mbmix_loco_observe_vjp(
+            n_envs: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            states: *const f32,
+            adj_obs: *const f32,
+            adj_states: *mut f32,
+        );
+        fn mbmix_loco_reward(
+            n_envs: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            next_states: *const f32,
+            actions: *const f32,
+            rewards: *mut f32,
+        );
+        fn mbmix_loco_reward_vjp(
+            n_envs: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            next_states: *const f32,
+            actions: *const f32,
+            adj_rewards: *const f32,
+            adj_states: *mut f32,
+            adj_actions: *mut f32,
+        );
+        fn mbmix_loco_terminated(
+            n_envs: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            next_states: *const f32,
+            terminated: *mut c_int,
+        );
         fn mbmix_cholesky(n_envs: c_int, n: c_int, a: *const f32, l: *mut f32);
         fn mbmix_cholesky_solve(n_envs: c_int, n: c_int, l: *const f32, b: *mut f32);
         fn mbmix_solve_vjp(
@@ -346,6 +451,135 @@ pub mod host {
             adj_tau: *mut f32,
             adj_h: *mut f32,
         );
+    }
+
+    /// The locomotion task layer on `n_envs` rows (`locomotion.cu`): which output to compute.
+    pub enum LocoCall<'a> {
+        /// `Task::observe`: states → observations (overwritten).
+        Observe {
+            states: &'a [f32],
+            obs: &'a mut [f32],
+        },
+        /// `Task::observe_vjp`: adds into `adj_states`.
+        ObserveVjp {
+            states: &'a [f32],
+            adj_obs: &'a [f32],
+            adj_states: &'a mut [f32],
+        },
+        /// `Task::reward` of the next states and actions (overwritten).
+        Reward {
+            next_states: &'a [f32],
+            actions: &'a [f32],
+            rewards: &'a mut [f32],
+        },
+        /// `Task::reward_vjp`: adds into `adj_states` and `adj_actions`.
+        RewardVjp {
+            next_states: &'a [f32],
+            actions: &'a [f32],
+            adj_rewards: &'a [f32],
+            adj_states: &'a mut [f32],
+            adj_actions: &'a mut [f32],
+        },
+        /// `Task::terminated` of the next states.
+        Terminated {
+            next_states: &'a [f32],
+            terminated: &'a mut [bool],
+        },
+    }
+
+    /// Runs one locomotion task-layer kernel on the host (lengths checked against
+    /// `task`'s widths).
+    pub fn locomotion(task: &PackedLocomotion, n_envs: usize, call: LocoCall<'_>) -> Result<()> {
+        let (ne, _) = dims(n_envs, 1)?;
+        let (sd, od, ad) = (task.state_dim, task.obs_dim, task.act_dim);
+        let (ti, td) = (task.ints.as_ptr(), task.doubles.as_ptr());
+        // SAFETY (every arm): the task arrays come from `PackedLocomotion::new` and every
+        // buffer's length is checked against what the kernel indexes first.
+        match call {
+            LocoCall::Observe { states, obs } => {
+                check_batch("locomotion states", states.len(), n_envs, sd)?;
+                check_batch("locomotion observations", obs.len(), n_envs, od)?;
+                unsafe { mbmix_loco_observe(ne, ti, td, states.as_ptr(), obs.as_mut_ptr()) };
+            }
+            LocoCall::ObserveVjp {
+                states,
+                adj_obs,
+                adj_states,
+            } => {
+                check_batch("locomotion states", states.len(), n_envs, sd)?;
+                check_batch("locomotion observation adjoint", adj_obs.len(), n_envs, od)?;
+                check_batch("locomotion state adjoint", adj_states.len(), n_envs, sd)?;
+                unsafe {
+                    mbmix_loco_observe_vjp(
+                        ne,
+                        ti,
+                        td,
+                        states.as_ptr(),
+                        adj_obs.as_ptr(),
+                        adj_states.as_mut_ptr(),
+                    )
+                };
+            }
+            LocoCall::Reward {
+                next_states,
+                actions,
+                rewards,
+            } => {
+                check_batch("locomotion next states", next_states.len(), n_envs, sd)?;
+                check_batch("locomotion actions", actions.len(), n_envs, ad)?;
+                check_batch("locomotion rewards", rewards.len(), n_envs, 1)?;
+                unsafe {
+                    mbmix_loco_reward(
+                        ne,
+                        ti,
+                        td,
+                        next_states.as_ptr(),
+                        actions.as_ptr(),
+                        rewards.as_mut_ptr(),
+                    )
+                };
+            }
+            LocoCall::RewardVjp {
+                next_states,
+                actions,
+                adj_rewards,
+                adj_states,
+                adj_actions,
+            } => {
+                check_batch("locomotion next states", next_states.len(), n_envs, sd)?;
+                check_batch("locomotion actions", actions.len(), n_envs, ad)?;
+                check_batch("locomotion reward adjoint", adj_rewards.len(), n_envs, 1)?;
+                check_batch("locomotion state adjoint", adj_states.len(), n_envs, sd)?;
+                check_batch("locomotion action adjoint", adj_actions.len(), n_envs, ad)?;
+                unsafe {
+                    mbmix_loco_reward_vjp(
+                        ne,
+                        ti,
+                        td,
+                        next_states.as_ptr(),
+                        actions.as_ptr(),
+                        adj_rewards.as_ptr(),
+                        adj_states.as_mut_ptr(),
+                        adj_actions.as_mut_ptr(),
+                    )
+                };
+            }
+            LocoCall::Terminated {
+                next_states,
+                terminated,
+            } => {
+                check_batch("locomotion next states", next_states.len(), n_envs, sd)?;
+                check_batch("locomotion termination flags", terminated.len(), n_envs, 1)?;
+                let mut flags = vec![0 as c_int; n_envs];
+                unsafe {
+                    mbmix_loco_terminated(ne, ti, td, next_states.as_ptr(), flags.as_mut_ptr())
+                };
+                for (o, f) in terminated.iter_mut().zip(flags) {
+                    *o = f != 0;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One control step of `n_envs` envs (`Articulation::step` on each row): `q`
@@ -478,7 +712,7 @@ pub mod host {
 /// The kernels on a CUDA device (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub mod gpu {
-    use super::{check_batch, dims, PackedArticulation};
+    use super::{check_batch, dims, PackedArticulation, PackedLocomotion};
     use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
     use diff_core::cuda::{driver_error, Gpu};
     use diff_core::Result;
@@ -492,6 +726,195 @@ pub mod gpu {
             grid_dim: ((n_envs as u32).div_ceil(BLOCK).max(1), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
+        }
+    }
+
+    /// The locomotion task layer on the device (`locomotion.cu`, layouts as
+    /// [`super::host::locomotion`]): the packed task lives on the device; every buffer is
+    /// a device slice, so a window kept on the device calls these without host copies.
+    pub struct LocomotionLayer {
+        gpu: Arc<Gpu>,
+        /// observe, observe_vjp, reward, reward_vjp, terminated.
+        funcs: [CudaFunction; 5],
+        packed: PackedLocomotion,
+        ints: CudaSlice<i32>,
+        doubles: CudaSlice<f64>,
+    }
+
+    impl LocomotionLayer {
+        /// Uploads `task`'s constants and loads the task-layer kernels.
+        pub fn new(task: &crate::tasks::locomotion::Locomotion) -> Result<LocomotionLayer> {
+            let packed = PackedLocomotion::new(task)?;
+            let gpu = Gpu::get()?;
+            let m = gpu.module(super::MODULE, &super::module_source())?;
+            let load = |n: &str| {
+                m.load_function(n)
+                    .map_err(|e| driver_error(&format!("kernel `{n}`"), e))
+            };
+            let funcs = [
+                load("mbmix_loco_observe")?,
+                load("mbmix_loco_observe_vjp")?,
+                load("mbmix_loco_reward")?,
+                load("mbmix_loco_reward_vjp")?,
+                load("mbmix_loco_terminated")?,
+            ];
+            let stream = gpu.stream();
+            let ints = stream
+                .clone_htod(&packed.ints)
+                .map_err(|e| driver_error("upload the task", e))?;
+            let doubles = stream
+                .clone_htod(&packed.doubles)
+                .map_err(|e| driver_error("upload the task", e))?;
+            Ok(LocomotionLayer {
+                gpu,
+                funcs,
+                packed,
+                ints,
+                doubles,
+            })
+        }
+
+        /// The device.
+        pub fn gpu(&self) -> &Arc<Gpu> {
+            &self.gpu
+        }
+
+        fn check(&self, n_envs: usize, what: &[(&str, usize, usize)]) -> Result<i32> {
+            for &(name, len, per_env) in what {
+                check_batch(name, len, n_envs, per_env)?;
+            }
+            Ok(dims(n_envs, 1)?.0)
+        }
+
+        fn launch<'a>(
+            &'a self,
+            k: usize,
+            n_envs: usize,
+            ne: &'a i32,
+            args: impl FnOnce(&mut cudarc::driver::LaunchArgs<'a>),
+        ) -> Result<()> {
+            let mut b = self.gpu.stream().launch_builder(&self.funcs[k]);
+            b.arg(ne).arg(&self.ints).arg(&self.doubles);
+            args(&mut b);
+            // SAFETY: the task arrays come from `PackedLocomotion::new` and every caller
+            // checked its buffers' lengths against what the kernel indexes.
+            unsafe { b.launch(config(n_envs)) }
+                .map(|_| ())
+                .map_err(|e| driver_error("launch a locomotion task kernel", e))
+        }
+
+        /// Observations of `states` `[n, S]` into `obs` `[n, O]`.
+        pub fn observe(
+            &self,
+            n_envs: usize,
+            states: &CudaSlice<f32>,
+            obs: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            let ne = self.check(
+                n_envs,
+                &[
+                    ("states", states.len(), p.state_dim),
+                    ("observations", obs.len(), p.obs_dim),
+                ],
+            )?;
+            self.launch(0, n_envs, &ne, |b| {
+                b.arg(states).arg(obs);
+            })
+        }
+
+        /// Adds the observation's VJP of `adj_obs` into `adj_states`.
+        pub fn observe_vjp(
+            &self,
+            n_envs: usize,
+            states: &CudaSlice<f32>,
+            adj_obs: &CudaSlice<f32>,
+            adj_states: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            let ne = self.check(
+                n_envs,
+                &[
+                    ("states", states.len(), p.state_dim),
+                    ("observation adjoint", adj_obs.len(), p.obs_dim),
+                    ("state adjoint", adj_states.len(), p.state_dim),
+                ],
+            )?;
+            self.launch(1, n_envs, &ne, |b| {
+                b.arg(states).arg(adj_obs).arg(adj_states);
+            })
+        }
+
+        /// Rewards of `(next_states, actions)` into `rewards` `[n]`.
+        pub fn reward(
+            &self,
+            n_envs: usize,
+            next_states: &CudaSlice<f32>,
+            actions: &CudaSlice<f32>,
+            rewards: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            let ne = self.check(
+                n_envs,
+                &[
+                    ("next states", next_states.len(), p.state_dim),
+                    ("actions", actions.len(), p.act_dim),
+                    ("rewards", rewards.len(), 1),
+                ],
+            )?;
+            self.launch(2, n_envs, &ne, |b| {
+                b.arg(next_states).arg(actions).arg(rewards);
+            })
+        }
+
+        /// Adds the reward's VJP of `adj_rewards` into `adj_states` and `adj_actions`.
+        pub fn reward_vjp(
+            &self,
+            n_envs: usize,
+            next_states: &CudaSlice<f32>,
+            actions: &CudaSlice<f32>,
+            adj_rewards: &CudaSlice<f32>,
+            adj_states: &mut CudaSlice<f32>,
+            adj_actions: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            let ne = self.check(
+                n_envs,
+                &[
+                    ("next states", next_states.len(), p.state_dim),
+                    ("actions", actions.len(), p.act_dim),
+                    ("reward adjoint", adj_rewards.len(), 1),
+                    ("state adjoint", adj_states.len(), p.state_dim),
+                    ("action adjoint", adj_actions.len(), p.act_dim),
+                ],
+            )?;
+            self.launch(3, n_envs, &ne, |b| {
+                b.arg(next_states)
+                    .arg(actions)
+                    .arg(adj_rewards)
+                    .arg(adj_states)
+                    .arg(adj_actions);
+            })
+        }
+
+        /// Termination flags (0 or 1) of `next_states` into `terminated` `[n]`.
+        pub fn terminated(
+            &self,
+            n_envs: usize,
+            next_states: &CudaSlice<f32>,
+            terminated: &mut CudaSlice<i32>,
+        ) -> Result<()> {
+            let p = &self.packed;
+            let ne = self.check(
+                n_envs,
+                &[
+                    ("next states", next_states.len(), p.state_dim),
+                    ("termination flags", terminated.len(), 1),
+                ],
+            )?;
+            self.launch(4, n_envs, &ne, |b| {
+                b.arg(next_states).arg(terminated);
+            })
         }
     }
 

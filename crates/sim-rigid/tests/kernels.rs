@@ -484,6 +484,156 @@ fn kernel_env_equals_the_cpu_env() {
     check("humanoid", || humanoid_def().unwrap());
 }
 
+/// The locomotion task layer (`locomotion.cu`) compiled for the host equals the CPU task
+/// layer bit for bit: observation, its VJP, reward, its VJP and termination, on Ant,
+/// Humanoid and Bruce, over states spread across the height branches (termination, and
+/// Humanoid's clipped height term on both sides) with random orientations and velocities
+/// and actions beyond ±1.
+#[test]
+fn host_locomotion_kernels_match_the_cpu_task_layer() {
+    use diff_core::Task;
+    use ndarray::{Array1, Array2};
+    use sim_rigid::batch::RigidEnv;
+    use sim_rigid::kernels::host::{locomotion, LocoCall};
+    use sim_rigid::kernels::PackedLocomotion;
+    use sim_rigid::tasks::bruce::{bruce_def, BruceConfig};
+    use sim_rigid::tasks::locomotion::Locomotion;
+    fn check(name: &str, def: impl Fn() -> Locomotion) {
+        let packed = PackedLocomotion::new(&def()).unwrap();
+        let term = def().cfg.termination_height as f32;
+        let cpu = RigidEnv::from_def(def());
+        let spec = cpu.spec().clone();
+        let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
+        let n = 64;
+        let mut rng = seeded(17, 0);
+        let mut s = Array2::<f32>::zeros((n, sd));
+        for (i, mut row) in s.outer_iter_mut().enumerate() {
+            cpu.reset_state(&mut rng, true, row.view_mut());
+            for x in row.iter_mut() {
+                *x += rng.gen_range(-0.5..0.5);
+            }
+            // heights across the termination threshold and the clipped term's range
+            row[1] = term + (i as f32 / n as f32) * 2.0 - 0.6;
+            let q: [f32; 4] = std::array::from_fn(|_| rng.gen_range(-1.0..1.0));
+            let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+            for k in 0..4 {
+                row[3 + k] = q[k] / qn;
+            }
+        }
+        let a = Array2::from_shape_fn((n, ad), |_| rng.gen_range(-1.5f32..1.5));
+        let flat = |x: &Array2<f32>| x.as_slice().unwrap().to_vec();
+
+        let mut o1 = Array2::<f32>::zeros((n, od));
+        cpu.observe(s.view(), o1.view_mut());
+        let mut o2 = vec![0.0f32; n * od];
+        locomotion(
+            &packed,
+            n,
+            LocoCall::Observe {
+                states: &flat(&s),
+                obs: &mut o2,
+            },
+        )
+        .unwrap();
+        assert_eq!(flat(&o1), o2, "{name}: observe");
+
+        let ao = Array2::from_shape_fn((n, od), |_| rng.gen_range(-1.0f32..1.0));
+        let mut g1 = Array2::<f32>::from_elem((n, sd), 0.5);
+        cpu.observe_vjp(s.view(), ao.view(), g1.view_mut());
+        let mut g2 = vec![0.5f32; n * sd];
+        locomotion(
+            &packed,
+            n,
+            LocoCall::ObserveVjp {
+                states: &flat(&s),
+                adj_obs: &flat(&ao),
+                adj_states: &mut g2,
+            },
+        )
+        .unwrap();
+        assert_eq!(flat(&g1), g2, "{name}: observe VJP");
+
+        let mut r1 = Array1::<f32>::zeros(n);
+        cpu.reward(s.view(), a.view(), r1.view_mut());
+        let mut r2 = vec![0.0f32; n];
+        locomotion(
+            &packed,
+            n,
+            LocoCall::Reward {
+                next_states: &flat(&s),
+                actions: &flat(&a),
+                rewards: &mut r2,
+            },
+        )
+        .unwrap();
+        assert_eq!(r1.to_vec(), r2, "{name}: reward");
+
+        let ar = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0f32..1.0));
+        let mut gs1 = Array2::<f32>::from_elem((n, sd), 0.25);
+        let mut ga1 = Array2::<f32>::from_elem((n, ad), -0.25);
+        cpu.reward_vjp(
+            s.view(),
+            a.view(),
+            ar.view(),
+            gs1.view_mut(),
+            ga1.view_mut(),
+        );
+        let (mut gs2, mut ga2) = (vec![0.25f32; n * sd], vec![-0.25f32; n * ad]);
+        locomotion(
+            &packed,
+            n,
+            LocoCall::RewardVjp {
+                next_states: &flat(&s),
+                actions: &flat(&a),
+                adj_rewards: ar.as_slice().unwrap(),
+                adj_states: &mut gs2,
+                adj_actions: &mut ga2,
+            },
+        )
+        .unwrap();
+        assert_eq!(flat(&gs1), gs2, "{name}: reward VJP (state)");
+        assert_eq!(flat(&ga1), ga2, "{name}: reward VJP (action)");
+
+        let mut d1 = vec![false; n];
+        cpu.terminated(s.view(), &mut d1);
+        let mut d2 = vec![false; n];
+        locomotion(
+            &packed,
+            n,
+            LocoCall::Terminated {
+                next_states: &flat(&s),
+                terminated: &mut d2,
+            },
+        )
+        .unwrap();
+        assert_eq!(d1, d2, "{name}: terminated");
+        assert!(
+            d1.iter().any(|&d| d) && d1.iter().any(|&d| !d),
+            "{name}: both branches"
+        );
+        // wrong sizes are errors
+        let err = locomotion(
+            &packed,
+            n + 1,
+            LocoCall::Observe {
+                states: &flat(&s),
+                obs: &mut vec![0.0; n * od],
+            },
+        );
+        assert!(err.is_err(), "{name}: size check");
+    }
+    check("ant", || ant_def().unwrap());
+    check("humanoid", || humanoid_def().unwrap());
+    check("bruce", || bruce_def(&BruceConfig::default()).unwrap());
+    // every weight in use: the angular-velocity and action penalties
+    check("ant with penalties", || {
+        let mut d = ant_def().unwrap();
+        d.cfg.ang_vel_penalty = -0.05;
+        d.cfg.action_penalty = -0.01;
+        d
+    });
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
@@ -573,6 +723,106 @@ mod cuda {
 
     /// The step kernel on the GPU against the CPU path, N = 256 random envs per
     /// articulation, relative error ≤ 1e-4 (issue 7's parity bound in f32).
+    #[test]
+    fn gpu_locomotion_kernels_match_the_host_build() {
+        use sim_rigid::kernels::gpu::LocomotionLayer;
+        use sim_rigid::kernels::host::{locomotion, LocoCall};
+        use sim_rigid::kernels::PackedLocomotion;
+        if let Err(e) = diff_core::cuda::Gpu::get() {
+            println!("skipped: {e}");
+            return;
+        }
+        for (name, def) in [
+            ("ant", ant_def().unwrap()),
+            ("humanoid", humanoid_def().unwrap()),
+        ] {
+            let layer = LocomotionLayer::new(&def).unwrap();
+            let p = PackedLocomotion::new(&def).unwrap();
+            let (sd, od, ad) = (p.state_dim, p.obs_dim, p.act_dim);
+            let n = N_ENVS;
+            let mut rng = seeded(19, 0);
+            let mut s = random(&mut rng, n * sd);
+            for i in 0..n {
+                s[i * sd + 1] = def.cfg.termination_height as f32 + rng.gen_range(-0.5..1.5);
+            }
+            let a: Vec<f32> = (0..n * ad).map(|_| rng.gen_range(-1.5..1.5)).collect();
+            let (ao, ar) = (random(&mut rng, n * od), random(&mut rng, n));
+            // the host build (equal to the CPU task layer, tested above)
+            let mut obs = vec![0.0; n * od];
+            locomotion(
+                &p,
+                n,
+                LocoCall::Observe {
+                    states: &s,
+                    obs: &mut obs,
+                },
+            )
+            .unwrap();
+            let mut gs = vec![0.0; n * sd];
+            let adj_obs = LocoCall::ObserveVjp {
+                states: &s,
+                adj_obs: &ao,
+                adj_states: &mut gs,
+            };
+            locomotion(&p, n, adj_obs).unwrap();
+            let mut r = vec![0.0; n];
+            let call = LocoCall::Reward {
+                next_states: &s,
+                actions: &a,
+                rewards: &mut r,
+            };
+            locomotion(&p, n, call).unwrap();
+            let (mut rs, mut ra) = (vec![0.0; n * sd], vec![0.0; n * ad]);
+            let call = LocoCall::RewardVjp {
+                next_states: &s,
+                actions: &a,
+                adj_rewards: &ar,
+                adj_states: &mut rs,
+                adj_actions: &mut ra,
+            };
+            locomotion(&p, n, call).unwrap();
+            let mut d = vec![false; n];
+            let call = LocoCall::Terminated {
+                next_states: &s,
+                terminated: &mut d,
+            };
+            locomotion(&p, n, call).unwrap();
+            // the device
+            let stream = layer.gpu().stream().clone();
+            let up = |x: &[f32]| stream.clone_htod(x).unwrap();
+            let (ds, da, dao, dar) = (up(&s), up(&a), up(&ao), up(&ar));
+            let mut dobs = up(&vec![0.0; n * od]);
+            layer.observe(n, &ds, &mut dobs).unwrap();
+            let mut dgs = up(&vec![0.0; n * sd]);
+            layer.observe_vjp(n, &ds, &dao, &mut dgs).unwrap();
+            let mut dr = up(&vec![0.0; n]);
+            layer.reward(n, &ds, &da, &mut dr).unwrap();
+            let (mut drs, mut dra) = (up(&vec![0.0; n * sd]), up(&vec![0.0; n * ad]));
+            layer
+                .reward_vjp(n, &ds, &da, &dar, &mut drs, &mut dra)
+                .unwrap();
+            let mut dd = stream.clone_htod(&vec![0i32; n]).unwrap();
+            layer.terminated(n, &ds, &mut dd).unwrap();
+            let down = |x: &cudarc::driver::CudaSlice<f32>| stream.clone_dtoh(x).unwrap();
+            let e = [
+                rel(&down(&dobs), &obs),
+                rel(&down(&dgs), &gs),
+                rel(&down(&dr), &r),
+                rel(&down(&drs), &rs),
+                rel(&down(&dra), &ra),
+            ];
+            println!("{name}: task layer {e:.1?}");
+            assert!(e.iter().all(|&x| x <= 1e-4), "{name}: {e:?}");
+            let flags: Vec<bool> = stream
+                .clone_dtoh(&dd)
+                .unwrap()
+                .iter()
+                .map(|&f| f != 0)
+                .collect();
+            assert_eq!(flags, d, "{name}: terminated");
+        }
+    }
+
     #[test]
     fn gpu_step_kernel_matches_the_cpu_path() {
         if let Err(e) = diff_core::cuda::Gpu::get() {

@@ -195,6 +195,11 @@ impl Locomotion {
         self.cfg.art.n_q
     }
 
+    /// `start_rot⁻¹` (x, y, z, w), in f64 (the kernels' task model).
+    pub fn inv_start(&self) -> [f64; 4] {
+        self.inv_start
+    }
+
     /// Unit direction from the torso to the target in the ground plane, and the length of
     /// the unnormalised vector.
     fn target_dir<T: Real>(&self, s: &[T]) -> ([T; 3], T) {
