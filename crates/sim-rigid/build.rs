@@ -12,6 +12,8 @@ const KERNELS: &[&str] = &[
     "src/step.cu",
     "src/step_vjp.cu",
     "src/locomotion.cu",
+    "src/planar.cu",
+    "src/cartpole.cu",
 ];
 
 fn main() {

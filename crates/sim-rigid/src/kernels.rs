@@ -17,16 +17,16 @@
 //! - `cholesky.cu`: the dense Cholesky factorisation, solve and solve adjoint (twins
 //!   [`crate::dynamics::cholesky`], [`crate::dynamics::cholesky_solve`],
 //!   [`crate::Articulation::solve_vjp`]);
-//! - `locomotion.cu`: the task layer of Ant, Humanoid and Bruce (observation, reward,
-//!   termination, and the observation's and reward's VJPs; twin
-//!   [`crate::tasks::locomotion::Locomotion`]), one thread per env, with its model in
-//!   [`PackedLocomotion`].
+//! - `locomotion.cu`, `planar.cu`, `cartpole.cu`: the task layers of Ant, Humanoid and
+//!   Bruce, of Hopper and HalfCheetah, and of CartPole (observation, reward, termination,
+//!   and the observation's and reward's VJPs; twins in `tasks/`), one thread per env, with
+//!   their constants in [`PackedTaskLayer`].
 //!
 //! [`crate::batch::KernelEnv`] puts a [`Physics`] backend (the GPU, or the host build)
 //! behind the `Task` contract; that is what `mbmix train --device cuda` uses. Not yet: the
 //! window's state resident on the device between steps, and a window engine calling the
-//! device task layer ([`gpu::LocomotionLayer`] exists for the locomotion tasks; CartPole's
-//! and the planar tasks' layers, actuation and resets are still CPU-only).
+//! device task layer ([`gpu::TaskLayer`] runs every DiffRL task's layer; actuation and
+//! resets are still CPU-only).
 
 use diff_core::{Error, Result};
 
@@ -37,6 +37,8 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ("step.cu", include_str!("step.cu")),
     ("step_vjp.cu", include_str!("step_vjp.cu")),
     ("locomotion.cu", include_str!("locomotion.cu")),
+    ("planar.cu", include_str!("planar.cu")),
+    ("cartpole.cu", include_str!("cartpole.cu")),
 ];
 
 /// The module's name in the per-process cache.
@@ -71,43 +73,88 @@ pub struct PackedArticulation {
     pub vjp_scratch_len: usize,
 }
 
-/// A locomotion task's constants packed for `locomotion.cu` (layouts in its header
-/// comment).
+/// Which task-layer kernel family a [`PackedTaskLayer`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskLayerKind {
+    /// `locomotion.cu`: Ant, Humanoid, Bruce.
+    Locomotion,
+    /// `planar.cu`: Hopper, HalfCheetah.
+    Planar,
+    /// `cartpole.cu`: CartPole swing-up.
+    CartPole,
+}
+
+impl TaskLayerKind {
+    /// The kernels' name prefix (`mbmix_<prefix>_observe`, …).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TaskLayerKind::Locomotion => "loco",
+            TaskLayerKind::Planar => "planar",
+            TaskLayerKind::CartPole => "cartpole",
+        }
+    }
+}
+
+/// A task layer's constants packed for its kernels (layouts in each `.cu` file's header
+/// comment): observation, reward, termination and the two VJPs of one rigid task.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PackedLocomotion {
-    /// `ti`: n_q, n_j, n_a, height mode.
+pub struct PackedTaskLayer {
+    /// The kernel family.
+    pub kind: TaskLayerKind,
+    /// `ti`.
     pub ints: Vec<i32>,
     /// `td`, in f64 (the kernels cast where the CPU twin casts).
     pub doubles: Vec<f64>,
-    /// State and observation widths.
+    /// State, observation and action widths.
     pub state_dim: usize,
     pub obs_dim: usize,
     pub act_dim: usize,
 }
 
-impl PackedLocomotion {
-    /// Packs the task layer of `task`.
-    pub fn new(task: &crate::tasks::locomotion::Locomotion) -> Result<Self> {
+fn int32(task: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::InvalidParameter {
+        name: format!("task `{task}`"),
+        reason: "a size does not fit the kernels' 32-bit index".into(),
+    })
+}
+
+impl PackedTaskLayer {
+    fn with_spec(
+        kind: TaskLayerKind,
+        spec: &diff_core::TaskSpec,
+        ints: Vec<i32>,
+        doubles: Vec<f64>,
+    ) -> Self {
+        PackedTaskLayer {
+            kind,
+            ints,
+            doubles,
+            state_dim: spec.state_dim,
+            obs_dim: spec.obs_dim,
+            act_dim: spec.act_dim,
+        }
+    }
+
+    /// The task layer of a locomotion task (`locomotion.cu`).
+    pub fn locomotion(task: &crate::tasks::locomotion::Locomotion) -> Result<Self> {
         use crate::tasks::locomotion::HeightReward;
         let c = &task.cfg;
-        let spec = crate::batch::RigidTask::spec(task);
         let nq = c.art.n_q;
-        let nj = nq - 7;
-        let na = c.actuators.len();
         let (mode, tol, scale) = match c.height_reward {
             HeightReward::Linear => (0, 0.0, 0.0),
             HeightReward::Clipped { tolerance, scale } => (1, tolerance, scale),
         };
-        let int = |v: usize| {
-            i32::try_from(v).map_err(|_| Error::InvalidParameter {
-                name: format!("task `{}`", c.name),
-                reason: "a size does not fit the kernels' 32-bit index".into(),
-            })
-        };
         let inv = task.inv_start();
-        Ok(PackedLocomotion {
-            ints: vec![int(nq)?, int(nj)?, int(na)?, mode],
-            doubles: vec![
+        Ok(Self::with_spec(
+            TaskLayerKind::Locomotion,
+            crate::batch::RigidTask::spec(task),
+            vec![
+                int32(&c.name, nq)?,
+                int32(&c.name, nq - 7)?,
+                int32(&c.name, c.actuators.len())?,
+                mode,
+            ],
+            vec![
                 c.start_pos[0] + c.target[0],
                 c.start_pos[2] + c.target[2],
                 inv[0],
@@ -123,10 +170,58 @@ impl PackedLocomotion {
                 c.action_penalty,
                 c.ang_vel_penalty,
             ],
-            state_dim: spec.state_dim,
-            obs_dim: spec.obs_dim,
-            act_dim: spec.act_dim,
-        })
+        ))
+    }
+
+    /// The task layer of a planar task (`planar.cu`).
+    pub fn planar(task: &crate::tasks::planar::Planar) -> Result<Self> {
+        let c = &task.cfg;
+        let h = c.hopper;
+        let (th, tol, clip, scale, angle) = h.map_or((0.0, 0.0, 0.0, 0.0, 1.0), |h| {
+            (
+                h.termination_height,
+                h.height_tolerance,
+                h.height_clip,
+                h.height_scale,
+                h.termination_angle,
+            )
+        });
+        Ok(Self::with_spec(
+            TaskLayerKind::Planar,
+            crate::batch::RigidTask::spec(task),
+            vec![
+                int32(&c.name, c.art.n_q)?,
+                int32(&c.name, c.actuators.len())?,
+                i32::from(h.is_some()),
+            ],
+            vec![
+                th,
+                th + tol,
+                clip,
+                scale,
+                angle * angle,
+                -2.0 / (angle * angle),
+                c.action_penalty,
+            ],
+        ))
+    }
+
+    /// The task layer of CartPole swing-up (`cartpole.cu`).
+    pub fn cartpole(task: &crate::tasks::CartPole) -> Self {
+        use crate::tasks::cartpole::{
+            CART_POSITION_PENALTY, CART_VELOCITY_PENALTY, POLE_ANGLE_PENALTY, POLE_VELOCITY_PENALTY,
+        };
+        Self::with_spec(
+            TaskLayerKind::CartPole,
+            crate::batch::RigidTask::spec(task),
+            vec![0],
+            vec![
+                POLE_ANGLE_PENALTY,
+                POLE_VELOCITY_PENALTY,
+                CART_POSITION_PENALTY,
+                CART_VELOCITY_PENALTY,
+            ],
+        )
     }
 }
 
@@ -370,7 +465,7 @@ fn dims(n_envs: usize, n: usize) -> Result<(i32, i32)> {
 
 /// The kernels compiled as C for the host (same source as the GPU's).
 pub mod host {
-    use super::{check_batch, dims, PackedArticulation, PackedLocomotion};
+    use super::{check_batch, dims, PackedArticulation, PackedTaskLayer, TaskLayerKind};
     use diff_core::Result;
     use std::os::raw::c_int;
 
@@ -401,44 +496,124 @@ pub mod host {
             scratch: *mut f32,
         );
         fn mbmix_loco_observe(
-            n_envs: c_int,
+            n: c_int,
             ti: *const c_int,
             td: *const f64,
-            states: *const f32,
-            obs: *mut f32,
+            s: *const f32,
+            o: *mut f32,
         );
         fn mbmix_loco_observe_vjp(
-            n_envs: c_int,
+            n: c_int,
             ti: *const c_int,
             td: *const f64,
-            states: *const f32,
-            adj_obs: *const f32,
-            adj_states: *mut f32,
+            s: *const f32,
+            adj_o: *const f32,
+            adj_s: *mut f32,
         );
         fn mbmix_loco_reward(
-            n_envs: c_int,
+            n: c_int,
             ti: *const c_int,
             td: *const f64,
-            next_states: *const f32,
-            actions: *const f32,
-            rewards: *mut f32,
+            s: *const f32,
+            a: *const f32,
+            r: *mut f32,
         );
         fn mbmix_loco_reward_vjp(
-            n_envs: c_int,
+            n: c_int,
             ti: *const c_int,
             td: *const f64,
-            next_states: *const f32,
-            actions: *const f32,
-            adj_rewards: *const f32,
-            adj_states: *mut f32,
-            adj_actions: *mut f32,
+            s: *const f32,
+            a: *const f32,
+            adj_r: *const f32,
+            adj_s: *mut f32,
+            adj_a: *mut f32,
         );
         fn mbmix_loco_terminated(
-            n_envs: c_int,
+            n: c_int,
             ti: *const c_int,
             td: *const f64,
-            next_states: *const f32,
-            terminated: *mut c_int,
+            s: *const f32,
+            d: *mut c_int,
+        );
+        fn mbmix_planar_observe(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            o: *mut f32,
+        );
+        fn mbmix_planar_observe_vjp(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            adj_o: *const f32,
+            adj_s: *mut f32,
+        );
+        fn mbmix_planar_reward(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            a: *const f32,
+            r: *mut f32,
+        );
+        fn mbmix_planar_reward_vjp(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            a: *const f32,
+            adj_r: *const f32,
+            adj_s: *mut f32,
+            adj_a: *mut f32,
+        );
+        fn mbmix_planar_terminated(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            d: *mut c_int,
+        );
+        fn mbmix_cartpole_observe(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            o: *mut f32,
+        );
+        fn mbmix_cartpole_observe_vjp(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            adj_o: *const f32,
+            adj_s: *mut f32,
+        );
+        fn mbmix_cartpole_reward(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            a: *const f32,
+            r: *mut f32,
+        );
+        fn mbmix_cartpole_reward_vjp(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            a: *const f32,
+            adj_r: *const f32,
+            adj_s: *mut f32,
+            adj_a: *mut f32,
+        );
+        fn mbmix_cartpole_terminated(
+            n: c_int,
+            ti: *const c_int,
+            td: *const f64,
+            s: *const f32,
+            d: *mut c_int,
         );
         fn mbmix_cholesky(n_envs: c_int, n: c_int, a: *const f32, l: *mut f32);
         fn mbmix_cholesky_solve(n_envs: c_int, n: c_int, l: *const f32, b: *mut f32);
@@ -453,8 +628,55 @@ pub mod host {
         );
     }
 
-    /// The locomotion task layer on `n_envs` rows (`locomotion.cu`): which output to compute.
-    pub enum LocoCall<'a> {
+    type ObserveFn = unsafe extern "C" fn(c_int, *const c_int, *const f64, *const f32, *mut f32);
+    type ObserveVjpFn =
+        unsafe extern "C" fn(c_int, *const c_int, *const f64, *const f32, *const f32, *mut f32);
+    type RewardFn =
+        unsafe extern "C" fn(c_int, *const c_int, *const f64, *const f32, *const f32, *mut f32);
+    type RewardVjpFn = unsafe extern "C" fn(
+        c_int,
+        *const c_int,
+        *const f64,
+        *const f32,
+        *const f32,
+        *const f32,
+        *mut f32,
+        *mut f32,
+    );
+    type TerminatedFn =
+        unsafe extern "C" fn(c_int, *const c_int, *const f64, *const f32, *mut c_int);
+
+    /// The host build's entry points of one task-layer kernel family.
+    fn layer_fns(
+        kind: TaskLayerKind,
+    ) -> (ObserveFn, ObserveVjpFn, RewardFn, RewardVjpFn, TerminatedFn) {
+        match kind {
+            TaskLayerKind::Locomotion => (
+                mbmix_loco_observe,
+                mbmix_loco_observe_vjp,
+                mbmix_loco_reward,
+                mbmix_loco_reward_vjp,
+                mbmix_loco_terminated,
+            ),
+            TaskLayerKind::Planar => (
+                mbmix_planar_observe,
+                mbmix_planar_observe_vjp,
+                mbmix_planar_reward,
+                mbmix_planar_reward_vjp,
+                mbmix_planar_terminated,
+            ),
+            TaskLayerKind::CartPole => (
+                mbmix_cartpole_observe,
+                mbmix_cartpole_observe_vjp,
+                mbmix_cartpole_reward,
+                mbmix_cartpole_reward_vjp,
+                mbmix_cartpole_terminated,
+            ),
+        }
+    }
+
+    /// A task layer's call on `n_envs` rows: which output to compute.
+    pub enum LayerCall<'a> {
         /// `Task::observe`: states → observations (overwritten).
         Observe {
             states: &'a [f32],
@@ -487,21 +709,21 @@ pub mod host {
         },
     }
 
-    /// Runs one locomotion task-layer kernel on the host (lengths checked against
-    /// `task`'s widths).
-    pub fn locomotion(task: &PackedLocomotion, n_envs: usize, call: LocoCall<'_>) -> Result<()> {
+    /// Runs one task-layer kernel on the host (lengths checked against `task`'s widths).
+    pub fn task_layer(task: &PackedTaskLayer, n_envs: usize, call: LayerCall<'_>) -> Result<()> {
         let (ne, _) = dims(n_envs, 1)?;
         let (sd, od, ad) = (task.state_dim, task.obs_dim, task.act_dim);
         let (ti, td) = (task.ints.as_ptr(), task.doubles.as_ptr());
-        // SAFETY (every arm): the task arrays come from `PackedLocomotion::new` and every
+        let (observe, observe_vjp, reward, reward_vjp, terminated_fn) = layer_fns(task.kind);
+        // SAFETY (every arm): the task arrays come from `PackedTaskLayer`'s constructors and every
         // buffer's length is checked against what the kernel indexes first.
         match call {
-            LocoCall::Observe { states, obs } => {
+            LayerCall::Observe { states, obs } => {
                 check_batch("locomotion states", states.len(), n_envs, sd)?;
                 check_batch("locomotion observations", obs.len(), n_envs, od)?;
-                unsafe { mbmix_loco_observe(ne, ti, td, states.as_ptr(), obs.as_mut_ptr()) };
+                unsafe { observe(ne, ti, td, states.as_ptr(), obs.as_mut_ptr()) };
             }
-            LocoCall::ObserveVjp {
+            LayerCall::ObserveVjp {
                 states,
                 adj_obs,
                 adj_states,
@@ -510,7 +732,7 @@ pub mod host {
                 check_batch("locomotion observation adjoint", adj_obs.len(), n_envs, od)?;
                 check_batch("locomotion state adjoint", adj_states.len(), n_envs, sd)?;
                 unsafe {
-                    mbmix_loco_observe_vjp(
+                    observe_vjp(
                         ne,
                         ti,
                         td,
@@ -520,7 +742,7 @@ pub mod host {
                     )
                 };
             }
-            LocoCall::Reward {
+            LayerCall::Reward {
                 next_states,
                 actions,
                 rewards,
@@ -529,7 +751,7 @@ pub mod host {
                 check_batch("locomotion actions", actions.len(), n_envs, ad)?;
                 check_batch("locomotion rewards", rewards.len(), n_envs, 1)?;
                 unsafe {
-                    mbmix_loco_reward(
+                    reward(
                         ne,
                         ti,
                         td,
@@ -539,7 +761,7 @@ pub mod host {
                     )
                 };
             }
-            LocoCall::RewardVjp {
+            LayerCall::RewardVjp {
                 next_states,
                 actions,
                 adj_rewards,
@@ -552,7 +774,7 @@ pub mod host {
                 check_batch("locomotion state adjoint", adj_states.len(), n_envs, sd)?;
                 check_batch("locomotion action adjoint", adj_actions.len(), n_envs, ad)?;
                 unsafe {
-                    mbmix_loco_reward_vjp(
+                    reward_vjp(
                         ne,
                         ti,
                         td,
@@ -564,16 +786,14 @@ pub mod host {
                     )
                 };
             }
-            LocoCall::Terminated {
+            LayerCall::Terminated {
                 next_states,
                 terminated,
             } => {
                 check_batch("locomotion next states", next_states.len(), n_envs, sd)?;
                 check_batch("locomotion termination flags", terminated.len(), n_envs, 1)?;
                 let mut flags = vec![0 as c_int; n_envs];
-                unsafe {
-                    mbmix_loco_terminated(ne, ti, td, next_states.as_ptr(), flags.as_mut_ptr())
-                };
+                unsafe { terminated_fn(ne, ti, td, next_states.as_ptr(), flags.as_mut_ptr()) };
                 for (o, f) in terminated.iter_mut().zip(flags) {
                     *o = f != 0;
                 }
@@ -712,7 +932,7 @@ pub mod host {
 /// The kernels on a CUDA device (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub mod gpu {
-    use super::{check_batch, dims, PackedArticulation, PackedLocomotion};
+    use super::{check_batch, dims, PackedArticulation, PackedTaskLayer};
     use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
     use diff_core::cuda::{driver_error, Gpu};
     use diff_core::Result;
@@ -729,34 +949,34 @@ pub mod gpu {
         }
     }
 
-    /// The locomotion task layer on the device (`locomotion.cu`, layouts as
-    /// [`super::host::locomotion`]): the packed task lives on the device; every buffer is
-    /// a device slice, so a window kept on the device calls these without host copies.
-    pub struct LocomotionLayer {
+    /// A task layer on the device (`locomotion.cu`, `planar.cu`, `cartpole.cu`; layouts as
+    /// [`super::host::task_layer`]): the packed constants live on the device; every buffer
+    /// is a device slice, so a window kept on the device calls these without host copies.
+    pub struct TaskLayer {
         gpu: Arc<Gpu>,
         /// observe, observe_vjp, reward, reward_vjp, terminated.
         funcs: [CudaFunction; 5],
-        packed: PackedLocomotion,
+        packed: PackedTaskLayer,
         ints: CudaSlice<i32>,
         doubles: CudaSlice<f64>,
     }
 
-    impl LocomotionLayer {
-        /// Uploads `task`'s constants and loads the task-layer kernels.
-        pub fn new(task: &crate::tasks::locomotion::Locomotion) -> Result<LocomotionLayer> {
-            let packed = PackedLocomotion::new(task)?;
+    impl TaskLayer {
+        /// Uploads `packed` and loads its kernels.
+        pub fn new(packed: PackedTaskLayer) -> Result<TaskLayer> {
             let gpu = Gpu::get()?;
             let m = gpu.module(super::MODULE, &super::module_source())?;
-            let load = |n: &str| {
-                m.load_function(n)
+            let load = |what: &str| {
+                let n = format!("mbmix_{}_{what}", packed.kind.prefix());
+                m.load_function(&n)
                     .map_err(|e| driver_error(&format!("kernel `{n}`"), e))
             };
             let funcs = [
-                load("mbmix_loco_observe")?,
-                load("mbmix_loco_observe_vjp")?,
-                load("mbmix_loco_reward")?,
-                load("mbmix_loco_reward_vjp")?,
-                load("mbmix_loco_terminated")?,
+                load("observe")?,
+                load("observe_vjp")?,
+                load("reward")?,
+                load("reward_vjp")?,
+                load("terminated")?,
             ];
             let stream = gpu.stream();
             let ints = stream
@@ -765,7 +985,7 @@ pub mod gpu {
             let doubles = stream
                 .clone_htod(&packed.doubles)
                 .map_err(|e| driver_error("upload the task", e))?;
-            Ok(LocomotionLayer {
+            Ok(TaskLayer {
                 gpu,
                 funcs,
                 packed,
@@ -796,11 +1016,11 @@ pub mod gpu {
             let mut b = self.gpu.stream().launch_builder(&self.funcs[k]);
             b.arg(ne).arg(&self.ints).arg(&self.doubles);
             args(&mut b);
-            // SAFETY: the task arrays come from `PackedLocomotion::new` and every caller
+            // SAFETY: the task arrays come from `PackedTaskLayer`'s constructors and every caller
             // checked its buffers' lengths against what the kernel indexes.
             unsafe { b.launch(config(n_envs)) }
                 .map(|_| ())
-                .map_err(|e| driver_error("launch a locomotion task kernel", e))
+                .map_err(|e| driver_error("launch a task-layer kernel", e))
         }
 
         /// Observations of `states` `[n, S]` into `obs` `[n, O]`.

@@ -484,24 +484,29 @@ fn kernel_env_equals_the_cpu_env() {
     check("humanoid", || humanoid_def().unwrap());
 }
 
-/// The locomotion task layer (`locomotion.cu`) compiled for the host equals the CPU task
-/// layer bit for bit: observation, its VJP, reward, its VJP and termination, on Ant,
-/// Humanoid and Bruce, over states spread across the height branches (termination, and
-/// Humanoid's clipped height term on both sides) with random orientations and velocities
-/// and actions beyond ±1.
+/// The task layers (`locomotion.cu`, `planar.cu`, `cartpole.cu`) compiled for the host equal
+/// the CPU task layers bit for bit: observation, its VJP, reward, its VJP and termination,
+/// on every DiffRL task and Bruce, over states spread across the height branches
+/// (termination, the clipped height terms on both sides) with random orientations, angles
+/// beyond ±π and velocities, and actions beyond ±1.
 #[test]
-fn host_locomotion_kernels_match_the_cpu_task_layer() {
+fn host_task_layer_kernels_match_the_cpu_task_layers() {
     use diff_core::Task;
     use ndarray::{Array1, Array2};
     use sim_rigid::batch::RigidEnv;
-    use sim_rigid::kernels::host::{locomotion, LocoCall};
-    use sim_rigid::kernels::PackedLocomotion;
+    use sim_rigid::kernels::host::{task_layer, LayerCall};
+    use sim_rigid::kernels::PackedTaskLayer;
     use sim_rigid::tasks::bruce::{bruce_def, BruceConfig};
-    use sim_rigid::tasks::locomotion::Locomotion;
-    fn check(name: &str, def: impl Fn() -> Locomotion) {
-        let packed = PackedLocomotion::new(&def()).unwrap();
-        let term = def().cfg.termination_height as f32;
-        let cpu = RigidEnv::from_def(def());
+    /// `height`: the state index of the height and its termination threshold (both
+    /// branches must occur); `quat`: where a unit quaternion sits in the state.
+    fn check<D: RigidTask>(
+        name: &str,
+        def: D,
+        packed: PackedTaskLayer,
+        height: Option<(usize, f32)>,
+        quat: Option<usize>,
+    ) {
+        let cpu = RigidEnv::from_def(def);
         let spec = cpu.spec().clone();
         let (sd, od, ad) = (spec.state_dim, spec.obs_dim, spec.act_dim);
         let n = 64;
@@ -510,62 +515,51 @@ fn host_locomotion_kernels_match_the_cpu_task_layer() {
         for (i, mut row) in s.outer_iter_mut().enumerate() {
             cpu.reset_state(&mut rng, true, row.view_mut());
             for x in row.iter_mut() {
-                *x += rng.gen_range(-0.5..0.5);
+                *x += rng.gen_range(-4.0..4.0);
             }
-            // heights across the termination threshold and the clipped term's range
-            row[1] = term + (i as f32 / n as f32) * 2.0 - 0.6;
-            let q: [f32; 4] = std::array::from_fn(|_| rng.gen_range(-1.0..1.0));
-            let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
-            for k in 0..4 {
-                row[3 + k] = q[k] / qn;
+            if let Some((k, term)) = height {
+                row[k] = term + (i as f32 / n as f32) * 2.0 - 0.6;
+            }
+            if let Some(k) = quat {
+                let q: [f32; 4] = std::array::from_fn(|_| rng.gen_range(-1.0..1.0));
+                let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+                for j in 0..4 {
+                    row[k + j] = q[j] / qn;
+                }
             }
         }
         let a = Array2::from_shape_fn((n, ad), |_| rng.gen_range(-1.5f32..1.5));
         let flat = |x: &Array2<f32>| x.as_slice().unwrap().to_vec();
+        let run = |call: LayerCall<'_>| task_layer(&packed, n, call).unwrap();
 
         let mut o1 = Array2::<f32>::zeros((n, od));
         cpu.observe(s.view(), o1.view_mut());
         let mut o2 = vec![0.0f32; n * od];
-        locomotion(
-            &packed,
-            n,
-            LocoCall::Observe {
-                states: &flat(&s),
-                obs: &mut o2,
-            },
-        )
-        .unwrap();
+        run(LayerCall::Observe {
+            states: &flat(&s),
+            obs: &mut o2,
+        });
         assert_eq!(flat(&o1), o2, "{name}: observe");
 
         let ao = Array2::from_shape_fn((n, od), |_| rng.gen_range(-1.0f32..1.0));
         let mut g1 = Array2::<f32>::from_elem((n, sd), 0.5);
         cpu.observe_vjp(s.view(), ao.view(), g1.view_mut());
         let mut g2 = vec![0.5f32; n * sd];
-        locomotion(
-            &packed,
-            n,
-            LocoCall::ObserveVjp {
-                states: &flat(&s),
-                adj_obs: &flat(&ao),
-                adj_states: &mut g2,
-            },
-        )
-        .unwrap();
+        run(LayerCall::ObserveVjp {
+            states: &flat(&s),
+            adj_obs: &flat(&ao),
+            adj_states: &mut g2,
+        });
         assert_eq!(flat(&g1), g2, "{name}: observe VJP");
 
         let mut r1 = Array1::<f32>::zeros(n);
         cpu.reward(s.view(), a.view(), r1.view_mut());
         let mut r2 = vec![0.0f32; n];
-        locomotion(
-            &packed,
-            n,
-            LocoCall::Reward {
-                next_states: &flat(&s),
-                actions: &flat(&a),
-                rewards: &mut r2,
-            },
-        )
-        .unwrap();
+        run(LayerCall::Reward {
+            next_states: &flat(&s),
+            actions: &flat(&a),
+            rewards: &mut r2,
+        });
         assert_eq!(r1.to_vec(), r2, "{name}: reward");
 
         let ar = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0f32..1.0));
@@ -579,59 +573,64 @@ fn host_locomotion_kernels_match_the_cpu_task_layer() {
             ga1.view_mut(),
         );
         let (mut gs2, mut ga2) = (vec![0.25f32; n * sd], vec![-0.25f32; n * ad]);
-        locomotion(
-            &packed,
-            n,
-            LocoCall::RewardVjp {
-                next_states: &flat(&s),
-                actions: &flat(&a),
-                adj_rewards: ar.as_slice().unwrap(),
-                adj_states: &mut gs2,
-                adj_actions: &mut ga2,
-            },
-        )
-        .unwrap();
+        run(LayerCall::RewardVjp {
+            next_states: &flat(&s),
+            actions: &flat(&a),
+            adj_rewards: ar.as_slice().unwrap(),
+            adj_states: &mut gs2,
+            adj_actions: &mut ga2,
+        });
         assert_eq!(flat(&gs1), gs2, "{name}: reward VJP (state)");
         assert_eq!(flat(&ga1), ga2, "{name}: reward VJP (action)");
 
         let mut d1 = vec![false; n];
         cpu.terminated(s.view(), &mut d1);
-        let mut d2 = vec![false; n];
-        locomotion(
-            &packed,
-            n,
-            LocoCall::Terminated {
-                next_states: &flat(&s),
-                terminated: &mut d2,
-            },
-        )
-        .unwrap();
+        let mut d2 = vec![true; n];
+        run(LayerCall::Terminated {
+            next_states: &flat(&s),
+            terminated: &mut d2,
+        });
         assert_eq!(d1, d2, "{name}: terminated");
-        assert!(
-            d1.iter().any(|&d| d) && d1.iter().any(|&d| !d),
-            "{name}: both branches"
-        );
+        if height.is_some() {
+            assert!(
+                d1.iter().any(|&d| d) && d1.iter().any(|&d| !d),
+                "{name}: both branches"
+            );
+        }
         // wrong sizes are errors
-        let err = locomotion(
+        let err = task_layer(
             &packed,
             n + 1,
-            LocoCall::Observe {
+            LayerCall::Observe {
                 states: &flat(&s),
                 obs: &mut vec![0.0; n * od],
             },
         );
         assert!(err.is_err(), "{name}: size check");
     }
-    check("ant", || ant_def().unwrap());
-    check("humanoid", || humanoid_def().unwrap());
-    check("bruce", || bruce_def(&BruceConfig::default()).unwrap());
+    let loco = |name: &str, def: sim_rigid::tasks::locomotion::Locomotion| {
+        let packed = PackedTaskLayer::locomotion(&def).unwrap();
+        let term = def.cfg.termination_height as f32;
+        check(name, def, packed, Some((1, term)), Some(3));
+    };
+    loco("ant", ant_def().unwrap());
+    loco("humanoid", humanoid_def().unwrap());
+    loco("bruce", bruce_def(&BruceConfig::default()).unwrap());
     // every weight in use: the angular-velocity and action penalties
-    check("ant with penalties", || {
-        let mut d = ant_def().unwrap();
-        d.cfg.ang_vel_penalty = -0.05;
-        d.cfg.action_penalty = -0.01;
-        d
-    });
+    let mut penalised = ant_def().unwrap();
+    penalised.cfg.ang_vel_penalty = -0.05;
+    penalised.cfg.action_penalty = -0.01;
+    loco("ant with penalties", penalised);
+    let hopper = hopper_def().unwrap();
+    let term = hopper.cfg.hopper.unwrap().termination_height as f32;
+    let packed = PackedTaskLayer::planar(&hopper).unwrap();
+    check("hopper", hopper, packed, Some((1, term)), None);
+    let cheetah = cheetah_def().unwrap();
+    let packed = PackedTaskLayer::planar(&cheetah).unwrap();
+    check("half-cheetah", cheetah, packed, None, None);
+    let cart = CartPole::new();
+    let packed = PackedTaskLayer::cartpole(&cart);
+    check("cartpole", cart, packed, None, None);
 }
 
 #[cfg(feature = "cuda")]
@@ -724,69 +723,73 @@ mod cuda {
     /// The step kernel on the GPU against the CPU path, N = 256 random envs per
     /// articulation, relative error ≤ 1e-4 (issue 7's parity bound in f32).
     #[test]
-    fn gpu_locomotion_kernels_match_the_host_build() {
-        use sim_rigid::kernels::gpu::LocomotionLayer;
-        use sim_rigid::kernels::host::{locomotion, LocoCall};
-        use sim_rigid::kernels::PackedLocomotion;
+    fn gpu_task_layer_kernels_match_the_host_build() {
+        use sim_rigid::kernels::gpu::TaskLayer;
+        use sim_rigid::kernels::host::{task_layer, LayerCall};
+        use sim_rigid::kernels::PackedTaskLayer;
         if let Err(e) = diff_core::cuda::Gpu::get() {
             println!("skipped: {e}");
             return;
         }
-        for (name, def) in [
-            ("ant", ant_def().unwrap()),
-            ("humanoid", humanoid_def().unwrap()),
-        ] {
-            let layer = LocomotionLayer::new(&def).unwrap();
-            let p = PackedLocomotion::new(&def).unwrap();
+        let layers = [
+            (
+                "ant",
+                PackedTaskLayer::locomotion(&ant_def().unwrap()).unwrap(),
+            ),
+            (
+                "humanoid",
+                PackedTaskLayer::locomotion(&humanoid_def().unwrap()).unwrap(),
+            ),
+            (
+                "hopper",
+                PackedTaskLayer::planar(&hopper_def().unwrap()).unwrap(),
+            ),
+            (
+                "half-cheetah",
+                PackedTaskLayer::planar(&cheetah_def().unwrap()).unwrap(),
+            ),
+            ("cartpole", PackedTaskLayer::cartpole(&CartPole::new())),
+        ];
+        for (name, p) in layers {
+            let layer = TaskLayer::new(p.clone()).unwrap();
             let (sd, od, ad) = (p.state_dim, p.obs_dim, p.act_dim);
             let n = N_ENVS;
             let mut rng = seeded(19, 0);
-            let mut s = random(&mut rng, n * sd);
-            for i in 0..n {
-                s[i * sd + 1] = def.cfg.termination_height as f32 + rng.gen_range(-0.5..1.5);
-            }
+            let s = random(&mut rng, n * sd);
             let a: Vec<f32> = (0..n * ad).map(|_| rng.gen_range(-1.5..1.5)).collect();
             let (ao, ar) = (random(&mut rng, n * od), random(&mut rng, n));
             // the host build (equal to the CPU task layer, tested above)
+            let run = |call: LayerCall<'_>| task_layer(&p, n, call).unwrap();
             let mut obs = vec![0.0; n * od];
-            locomotion(
-                &p,
-                n,
-                LocoCall::Observe {
-                    states: &s,
-                    obs: &mut obs,
-                },
-            )
-            .unwrap();
+            run(LayerCall::Observe {
+                states: &s,
+                obs: &mut obs,
+            });
             let mut gs = vec![0.0; n * sd];
-            let adj_obs = LocoCall::ObserveVjp {
+            run(LayerCall::ObserveVjp {
                 states: &s,
                 adj_obs: &ao,
                 adj_states: &mut gs,
-            };
-            locomotion(&p, n, adj_obs).unwrap();
+            });
             let mut r = vec![0.0; n];
-            let call = LocoCall::Reward {
+            run(LayerCall::Reward {
                 next_states: &s,
                 actions: &a,
                 rewards: &mut r,
-            };
-            locomotion(&p, n, call).unwrap();
+            });
             let (mut rs, mut ra) = (vec![0.0; n * sd], vec![0.0; n * ad]);
-            let call = LocoCall::RewardVjp {
+            run(LayerCall::RewardVjp {
                 next_states: &s,
                 actions: &a,
                 adj_rewards: &ar,
                 adj_states: &mut rs,
                 adj_actions: &mut ra,
-            };
-            locomotion(&p, n, call).unwrap();
+            });
             let mut d = vec![false; n];
-            let call = LocoCall::Terminated {
+            run(LayerCall::Terminated {
                 next_states: &s,
                 terminated: &mut d,
-            };
-            locomotion(&p, n, call).unwrap();
+            });
             // the device
             let stream = layer.gpu().stream().clone();
             let up = |x: &[f32]| stream.clone_htod(x).unwrap();
