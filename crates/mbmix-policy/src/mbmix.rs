@@ -310,7 +310,13 @@ impl MbMix {
                 weight: 1.0,
             }]
         } else {
-            self.plans.clone()
+            let ramp = self.cfg.rollout.model_ramp_epochs;
+            let k = e + 1 - self.cfg.rollout.model_warmup_epochs;
+            if ramp > k {
+                ramped_plans(&self.plans, k as f64 / ramp as f64)
+            } else {
+                self.plans.clone()
+            }
         };
         let diagnose = (e + 1).is_multiple_of(self.cfg.diagnostics.every);
 
@@ -918,6 +924,49 @@ fn window_rewards(tape: &WindowTape) -> (Array2<f32>, Array2<f32>, Vec<f32>) {
     (sn, a, r)
 }
 
+/// `(1 − ρ)·J_sim + ρ·J_plans` as plans (`rollout.model_ramp_epochs`): every weight of
+/// `plans` times ρ, and a simulator window of weight 1 − ρ merged into the plans' own
+/// simulator window when they have one (so that window is swept once).
+fn ramped_plans(plans: &[Plan], rho: f64) -> Vec<Plan> {
+    let mut out: Vec<Plan> = plans
+        .iter()
+        .map(|p| match *p {
+            Plan::Window { model_grad, weight } => Plan::Window {
+                model_grad,
+                weight: weight * rho,
+            },
+            Plan::Rollout {
+                prefix,
+                len,
+                model_grad,
+                weight,
+            } => Plan::Rollout {
+                prefix,
+                len,
+                model_grad,
+                weight: weight * rho,
+            },
+        })
+        .collect();
+    match out.iter_mut().find_map(|p| match p {
+        Plan::Window {
+            model_grad: false,
+            weight,
+        } => Some(weight),
+        _ => None,
+    }) {
+        Some(w) => *w += 1.0 - rho,
+        None => out.insert(
+            0,
+            Plan::Window {
+                model_grad: false,
+                weight: 1.0 - rho,
+            },
+        ),
+    }
+    out
+}
+
 /// A batch snapshot of `task` with every state replaced by its observation: where an
 /// observation-space model's rollout starts (`model.space = "obs"`).
 fn observed_snapshot(task: &dyn Task, snap: &BatchEnvSnapshot) -> BatchEnvSnapshot {
@@ -1219,6 +1268,44 @@ pub(crate) mod tests {
         let mut analytic = c;
         analytic.model.reward = RewardSource::Analytic;
         assert!(err(analytic).contains("model.space"));
+    }
+
+    /// `rollout.model_ramp_epochs`: in the first epoch after the warm-up of a 4-epoch ramp,
+    /// reading A with c = 1 is exactly reading A with c = 1/4 (J_sim + ρ·c·J_model); the
+    /// two runs part in the next epoch. A sim-only plan list gains the (1 − ρ) window.
+    #[test]
+    fn the_model_ramp_fades_the_model_objective_in() {
+        let run = |weight: f64, ramp: usize, epochs: usize| {
+            let mut c = toy_mbmix(Reading::A);
+            c.rollout.model_weight = weight;
+            c.rollout.model_ramp_epochs = ramp;
+            let mut agent = MbMix::new(c, toy_task(), 6).unwrap();
+            for _ in 0..epochs {
+                agent.train_epoch().unwrap();
+            }
+            agent.actor().params_flat()
+        };
+        // warm-up: 2 epochs; epoch 3 is the first with the model (ρ = 1/4)
+        assert_eq!(run(1.0, 4, 3), run(0.25, 0, 3));
+        assert_ne!(run(1.0, 4, 4), run(0.25, 0, 4));
+        assert_ne!(run(1.0, 4, 3), run(1.0, 0, 3));
+        // a reading without a simulator window gets one of weight 1 − ρ
+        let model_only = [Plan::Rollout {
+            prefix: 0,
+            len: 8,
+            model_grad: false,
+            weight: 1.0,
+        }];
+        let r = ramped_plans(&model_only, 0.25);
+        assert_eq!(r.len(), 2);
+        assert!(matches!(
+            r[0],
+            Plan::Window {
+                model_grad: false,
+                weight
+            } if weight == 0.75
+        ));
+        assert!(matches!(r[1], Plan::Rollout { weight, .. } if weight == 0.25));
     }
 
     #[test]

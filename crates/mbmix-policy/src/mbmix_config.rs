@@ -146,6 +146,11 @@ pub struct RolloutConfig {
     /// Epochs of simulator-only updates (λ-mixed) before the model's rollouts or gradients
     /// are used; the model is trained from the first epoch on. Default 20.
     pub model_warmup_epochs: usize,
+    /// Epochs over which the model's objectives fade in after the warm-up ("ramp c from
+    /// 0", §3.4): in the k-th epoch after the warm-up the objective is (1 − ρ)·J_sim +
+    /// ρ·J_reading with ρ = min(1, k/ramp), k = 1, 2, …; for reading A that is
+    /// J_sim + ρ·c·J_model. Default 0: no ramp (the full objective right after the warm-up).
+    pub model_ramp_epochs: usize,
     /// The general mechanism of which the readings are presets: a list of objectives, each
     /// a rollout with its per-step sources and a weight. When present it replaces
     /// `reading`, `model_weight`, `model_horizon` and `sim_prefix`. Default (absent):
@@ -163,6 +168,7 @@ impl Default for RolloutConfig {
             model_horizon: None,
             sim_prefix: None,
             model_warmup_epochs: 20,
+            model_ramp_epochs: 0,
             per_step_source: None,
         }
     }
