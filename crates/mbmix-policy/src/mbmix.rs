@@ -791,33 +791,22 @@ impl MbMix {
         let adj = SimulatorAdjoint(task.as_ref());
         let mix_online = self.cfg.mix.bootstrap == Bootstrap::Online;
         let mut variance = |seeds: &WindowSeeds, online: bool| -> f64 {
-            let per_group: Vec<Vec<f32>> = (0..groups)
-                .map(|k| {
-                    let mut masked = seeds.clone();
-                    for i in 0..n {
-                        if i * groups / n != k {
-                            masked.reward.column_mut(i).fill(0.0);
-                            masked.value.column_mut(i).fill(0.0);
-                        }
-                    }
-                    let mut g = vec![0.0f32; sh.actor.num_params()];
-                    let value_net = if online {
-                        &sh.critic
-                    } else {
-                        &sh.target_critic
-                    };
-                    sh.engine.reverse_sweep(
-                        task.as_ref(),
-                        &adj,
-                        &sh.actor,
-                        value_net,
-                        frozen,
-                        &masked,
-                        &mut g,
-                    );
-                    g
-                })
-                .collect();
+            // one sweep, the actor gradient split by env group (rows are independent)
+            let mut per_group = vec![vec![0.0f32; sh.actor.num_params()]; groups];
+            let value_net = if online {
+                &sh.critic
+            } else {
+                &sh.target_critic
+            };
+            sh.engine.reverse_sweep_grouped(
+                task.as_ref(),
+                &adj,
+                &sh.actor,
+                value_net,
+                frozen,
+                seeds,
+                &mut per_group,
+            );
             group_variance(&per_group)
         };
         let v_mix = variance(&mix, mix_online);
@@ -1665,8 +1654,22 @@ pub(crate) mod tests {
         let mut full = vec![0.0f32; agent.shac.actor.num_params()];
         sweep_sim(&mut agent.shac, &adj, frozen.as_ref(), &mut full);
         let seeds = agent.shac.seeds.clone();
+        // the grouped sweep (what the diagnostic runs): one sweep, gradients split by group
+        let mut grouped = vec![vec![0.0f32; full.len()]; 4];
+        {
+            let sh = &mut agent.shac;
+            sh.engine.reverse_sweep_grouped(
+                task.as_ref(),
+                &adj,
+                &sh.actor,
+                &sh.target_critic,
+                frozen.as_ref(),
+                &seeds,
+                &mut grouped,
+            );
+        }
         let mut sum = vec![0.0f64; full.len()];
-        for k in 0..4 {
+        for (k, group) in grouped.iter().enumerate() {
             let mut masked = seeds.clone();
             for i in 0..16 {
                 if i * 4 / 16 != k {
@@ -1680,6 +1683,12 @@ pub(crate) mod tests {
             for (a, b) in sum.iter_mut().zip(&g) {
                 *a += *b as f64;
             }
+            // group k of the grouped sweep is the sweep with the other groups masked
+            let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+            let k64: Vec<f64> = group.iter().map(|&v| v as f64).collect();
+            let err = diff_core::gradcheck::rel_err(&k64, &g64, 1e-9);
+            assert!(err < 1e-5, "group {k}: relative error {err}");
+            assert!(g.iter().any(|x| x.abs() > 1e-5), "group {k}: trivial");
         }
         let full64: Vec<f64> = full.iter().map(|&v| v as f64).collect();
         let err = diff_core::gradcheck::rel_err(&sum, &full64, 1e-9);

@@ -452,7 +452,40 @@ impl WindowEngine {
             Some(value_net),
             frozen,
             seeds,
-            actor_grad,
+            &mut [actor_grad],
+        );
+    }
+
+    /// [`WindowEngine::reverse_sweep`] with the actor gradient split by env group: group
+    /// k (the rows i with i·G/n = k, G = `group_grads.len()`) adds its rows' contribution
+    /// into `group_grads[k]`. Rows are independent through the sweep, so each group's
+    /// gradient is the gradient of the objective with the other groups' seeds zeroed, for
+    /// the cost of one sweep instead of G (the MB-MIX gradient-variance diagnostic).
+    #[allow(clippy::too_many_arguments)]
+    pub fn reverse_sweep_grouped(
+        &mut self,
+        task: &dyn Task,
+        dynamics: &dyn StepAdjoint,
+        actor: &StochasticActor,
+        value_net: &Mlp<f32>,
+        frozen: Option<&RunningMeanStd>,
+        seeds: &WindowSeeds,
+        group_grads: &mut [Vec<f32>],
+    ) {
+        let tasks = HandoverTasks {
+            before: task,
+            after: task,
+            at: 0,
+        };
+        let mut grads: Vec<&mut [f32]> = group_grads.iter_mut().map(|g| g.as_mut_slice()).collect();
+        self.sweep(
+            &tasks,
+            dynamics,
+            actor,
+            Some(value_net),
+            frozen,
+            seeds,
+            &mut grads,
         );
     }
 
@@ -477,7 +510,7 @@ impl WindowEngine {
             Some(value_net),
             frozen,
             seeds,
-            actor_grad,
+            &mut [actor_grad],
         );
     }
 
@@ -504,7 +537,15 @@ impl WindowEngine {
             after: task,
             at: 0,
         };
-        self.sweep(&tasks, dynamics, actor, None, frozen, seeds, actor_grad);
+        self.sweep(
+            &tasks,
+            dynamics,
+            actor,
+            None,
+            frozen,
+            seeds,
+            &mut [actor_grad],
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -516,17 +557,19 @@ impl WindowEngine {
         value_net: Option<&Mlp<f32>>,
         frozen: Option<&RunningMeanStd>,
         seeds: &WindowSeeds,
-        actor_grad: &mut [f32],
+        grads: &mut [&mut [f32]],
     ) {
         let h = self.horizon();
         let n = self.num_envs();
         let od = self.obs.len_of(Axis(2));
         let ad = self.noise.len_of(Axis(2));
-        assert_eq!(
-            actor_grad.len(),
-            actor.num_params(),
-            "actor gradient length"
-        );
+        let groups = grads.len();
+        assert!((1..=n.max(1)).contains(&groups), "actor gradient groups");
+        for g in grads.iter() {
+            assert_eq!(g.len(), actor.num_params(), "actor gradient length");
+        }
+        // row group k is the rows i with i·G/n = k (contiguous)
+        let group_of = |i: usize| i * groups / n;
         assert_eq!(seeds.reward.dim(), (h, n), "seed shape");
         let inv_std: Vec<f32> = match frozen {
             Some(f) => f.inv_std(),
@@ -579,7 +622,6 @@ impl WindowEngine {
         // 2. The sweep.
         let mu_params = actor.mu.num_params();
         let std: Vec<f32> = actor.logstd.iter().map(|l| l.exp()).collect();
-        let (mu_grad, logstd_grad) = actor_grad.split_at_mut(mu_params);
         self.carry.fill(0.0);
         for t in (0..h).rev() {
             let done = &self.tape.done[t];
@@ -664,20 +706,25 @@ impl WindowEngine {
                     let g = self.adj_a[[i, j]] * (1.0 - a * a);
                     self.adj_a[[i, j]] = g;
                     // ∂a_raw/∂logstd = σ ε.
-                    logstd_grad[j] += g * std[j] * noise[[i, j]];
+                    grads[group_of(i)][mu_params + j] += g * std[j] * noise[[i, j]];
                 }
             }
             self.adj_obs.fill(0.0);
-            actor.mu.vjp(
-                self.obs
-                    .slice(s![t, .., ..])
-                    .as_slice()
-                    .expect("contiguous obs"),
-                n,
-                self.adj_a.as_slice().expect("contiguous adjoint"),
-                mu_grad,
-                Some(&mut self.adj_obs),
-            );
+            let obs_t = self.obs.slice(s![t, .., ..]);
+            let obs_t = obs_t.as_slice().expect("contiguous obs");
+            let adj_a = self.adj_a.as_slice().expect("contiguous adjoint");
+            let mut r0 = 0;
+            for (k, g) in grads.iter_mut().enumerate() {
+                let r1 = (r0..n).find(|&i| group_of(i) != k).unwrap_or(n);
+                actor.mu.vjp(
+                    &obs_t[r0 * od..r1 * od],
+                    r1 - r0,
+                    &adj_a[r0 * ad..r1 * ad],
+                    &mut g[..mu_params],
+                    Some(&mut self.adj_obs[r0 * od..r1 * od]),
+                );
+                r0 = r1;
+            }
             for (k, v) in self.adj_obs.iter_mut().enumerate() {
                 *v *= inv_std[k % od];
             }
