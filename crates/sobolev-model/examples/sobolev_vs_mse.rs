@@ -75,6 +75,9 @@ struct Args {
     /// `model.network_backend` of both models: dfdx or fused (forms vjp_proj and none).
     #[arg(long, default_value = "dfdx")]
     backend: String,
+    /// `model.grad_clip_per_term` for the Sobolev model (needs `--backend fused`).
+    #[arg(long)]
+    clip_per_term: bool,
 }
 
 /// Transitions of `envs` random-action rollouts of `steps` steps from stochastic resets,
@@ -191,6 +194,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch_size: args.batch_size,
             seed: args.seed,
             network_backend: backend,
+            grad_clip_per_term: args.clip_per_term && form != SobolevForm::None,
             sobolev: SobolevConfig {
                 form,
                 ..sob_cfg.clone()

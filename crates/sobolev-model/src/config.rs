@@ -293,6 +293,11 @@ pub struct ModelConfig {
     pub network_backend: NetworkBackend,
     /// `sim_state` (default) or `obs`: what the model maps (see [`ModelSpace`]).
     pub space: ModelSpace,
+    /// Clip the value term's and the Jacobian term's gradients to `grad_clip` each, then
+    /// add them, instead of clipping their sum (needs `network_backend = "fused"`). With
+    /// contact Jacobians the Jacobian term's gradient is hundreds of times the value
+    /// term's, so clipping the sum leaves the value term almost no step. Default false.
+    pub grad_clip_per_term: bool,
 }
 
 impl Default for ModelConfig {
@@ -319,6 +324,7 @@ impl Default for ModelConfig {
             sobolev: SobolevConfig::default(),
             network_backend: NetworkBackend::default(),
             space: ModelSpace::default(),
+            grad_clip_per_term: false,
         }
     }
 }
@@ -389,6 +395,12 @@ impl ModelConfig {
                     "\"fused\" supports sobolev.form = \"none\" and \"vjp_proj\", got {:?}: set network_backend = \"dfdx\" for it",
                     self.sobolev.form
                 ),
+            ));
+        }
+        if self.grad_clip_per_term && self.network_backend != NetworkBackend::Fused {
+            return Err(Error::config(
+                "grad_clip_per_term",
+                "the per-term gradients come from the fused passes: set network_backend = \"fused\"",
             ));
         }
         if self.space == ModelSpace::Obs {

@@ -72,6 +72,14 @@ struct HiddenCot<E> {
     c_z: Array2<E>,
 }
 
+/// What the adjoint of the cotangent pass leaves on the primal z, x̂ and s, per hidden
+/// layer (per sample).
+struct JacAdjoints<'a, E> {
+    z: &'a [Option<Array2<E>>],
+    xhat: &'a [Option<Array2<E>>],
+    s: &'a [Option<Vec<E>>],
+}
+
 /// Row `i` of a standard-layout matrix as a slice.
 fn row<E: Float>(a: &Array2<E>, i: usize) -> &[E] {
     let d = a.ncols();
@@ -244,10 +252,117 @@ where
         self.net_jacobian_rows_fused(x, u, 1)
     }
 
+    /// The primal backward pass from the outputs' adjoint `y_bar` (the value term) and/or
+    /// the adjoints the cotangent pass's adjoint left on z, x̂ and s (the Jacobian term),
+    /// adding the parameter gradient into `grad`.
+    fn primal_backward(
+        &self,
+        saved: &[Hidden<E>],
+        h: &Array2<E>,
+        y_bar: Option<&Array2<E>>,
+        j: Option<&JacAdjoints<'_, E>>,
+        grad: &mut [E],
+    ) {
+        let n = h.nrows();
+        let ds = self.state_dim;
+        let one = E::one();
+        let (hidden_slots, out_slot) = self.layers.split_at(self.layers.len() - 1);
+        let out_slot = &out_slot[0];
+        let w_out = self.weight(out_slot);
+        let mut h_bar = Array2::zeros((n, out_slot.fan_in));
+        if let Some(y_bar) = y_bar {
+            let mut w_bar = Array2::zeros((out_slot.fan_in, ds));
+            gemm(&h.t(), &y_bar.view(), &mut w_bar, false);
+            add_into(grad, out_slot.weight, w_bar.iter());
+            add_into(grad, out_slot.bias, y_bar.sum_axis(Axis(0)).iter());
+            gemm(&y_bar.view(), &w_out.t(), &mut h_bar, false);
+        }
+        for (li, (l, hs)) in hidden_slots.iter().zip(saved).enumerate().rev() {
+            let d = l.fan_out;
+            let inv_d = one / E::from_usize(d).unwrap();
+            let mut z_bar = match (&hs.norm, l.norm) {
+                (Some((xhat, s)), Some((g_off, b_off))) => {
+                    let g = self.slot(g_off, d);
+                    let mut g_bar = vec![E::zero(); d];
+                    add_into(grad, b_off, h_bar.sum_axis(Axis(0)).iter());
+                    let mut e_bar = Array2::zeros((n, d));
+                    let mut xb = vec![E::zero(); d];
+                    for i in 0..n {
+                        let (xr, hb) = (row(xhat, i), row(&h_bar, i));
+                        for o in 0..d {
+                            g_bar[o] += hb[o] * xr[o];
+                            xb[o] = hb[o] * g[o];
+                        }
+                        if let Some(x) = j.and_then(|j| j.xhat[li].as_ref()) {
+                            for (a, &b) in xb.iter_mut().zip(row(x, i)) {
+                                *a += b;
+                            }
+                        }
+                        let mxb = sum(xb.iter().copied()) * inv_d;
+                        let mxbx = sum(xb.iter().zip(xr).map(|(&a, &x)| a * x)) * inv_d;
+                        let sb =
+                            j.and_then(|j| j.s[li].as_ref()).map_or(E::zero(), |v| v[i]) * inv_d;
+                        let inv_s = one / s[i];
+                        let er = row_mut(&mut e_bar, i);
+                        for o in 0..d {
+                            er[o] = (xb[o] - mxb - xr[o] * mxbx) * inv_s + sb * xr[o];
+                        }
+                    }
+                    add_into(grad, g_off, g_bar.iter());
+                    e_bar
+                }
+                _ => h_bar,
+            };
+            // z̄ = ē ⊙ σ′(z) + what the cotangent pass left on z
+            for (v, &dv) in z_bar.iter_mut().zip(hs.d1.iter()) {
+                *v *= dv;
+            }
+            if let Some(zb) = j.and_then(|j| j.z[li].as_ref()) {
+                z_bar += zb;
+            }
+            let mut w_bar = Array2::zeros((l.fan_in, d));
+            gemm(&hs.input.t(), &z_bar.view(), &mut w_bar, false);
+            add_into(grad, l.weight, w_bar.iter());
+            add_into(grad, l.bias, z_bar.sum_axis(Axis(0)).iter());
+            h_bar = Array2::zeros((n, l.fan_in));
+            if li > 0 {
+                gemm(&z_bar.view(), &self.weight(l).t(), &mut h_bar, false);
+            }
+        }
+    }
+
     /// [`SobolevModel::sobolev_loss_grad`] by the hand-written passes of this module: J_M
     /// on a prepared minibatch of the form `none` or `vjp_proj`, with its parameter gradient
     /// **added** into `grad`. The other forms are an error (`model.network_backend`).
     pub fn sobolev_loss_grad_fused(&self, p: &Prepared<E>, grad: &mut [E]) -> Result<LossParts> {
+        self.fused_loss_grad(p, grad, None)
+    }
+
+    /// [`SobolevModel::sobolev_loss_grad_fused`] with the two terms' gradients apart: the
+    /// value term's added into `grad_value`, the Jacobian term's into `grad_jacobian`
+    /// (`model.grad_clip_per_term`).
+    pub fn sobolev_loss_grad_fused_split(
+        &self,
+        p: &Prepared<E>,
+        grad_value: &mut [E],
+        grad_jacobian: &mut [E],
+    ) -> Result<LossParts> {
+        if grad_jacobian.len() != self.num_params() {
+            return Err(Error::dim(
+                "gradient",
+                self.num_params(),
+                grad_jacobian.len(),
+            ));
+        }
+        self.fused_loss_grad(p, grad_value, Some(grad_jacobian))
+    }
+
+    fn fused_loss_grad(
+        &self,
+        p: &Prepared<E>,
+        grad: &mut [E],
+        mut split: Option<&mut [E]>,
+    ) -> Result<LossParts> {
         self.check_prepared(p)?;
         if grad.len() != self.num_params() {
             return Err(Error::dim("gradient", self.num_params(), grad.len()));
@@ -271,7 +386,6 @@ where
         // 1. Forward.
         let x = Array2::from_shape_vec((n, din), p.x.clone()).expect("prepared inputs");
         let (saved, h, y) = self.forward_pass(x);
-        let w_out = self.weight(out_slot);
 
         // The value term and its seed ∂V/∂y.
         let inv_n = one / E::from_usize(n).unwrap();
@@ -291,6 +405,11 @@ where
         let mut jac = E::zero();
 
         if let Some((u, w)) = u_rows {
+            // the Jacobian term's own parameter gradient (apart with a split gradient)
+            let gj: &mut [E] = match split.as_deref_mut() {
+                Some(g) => g,
+                None => &mut *grad,
+            };
             let nk = n * k;
             let u_rows =
                 Array2::from_shape_vec((nk, ds), transpose_last(u, n, ds, k)).expect("directions");
@@ -336,7 +455,7 @@ where
                 gemm(&c_bar.view(), &self.weight(l), &mut ce_bar, false);
                 let mut w_bar = Array2::zeros((l.fan_in, d));
                 gemm(&c_bar.t(), &cot.c_z.view(), &mut w_bar, false);
-                add_into(grad, l.weight, w_bar.iter());
+                add_into(gj, l.weight, w_bar.iter());
                 // c_z = c_e ⊙ σ′(z): ce_bar holds c̄_z, then c̄_e
                 let mut zb = Array2::zeros((n, d));
                 for r in 0..nk {
@@ -385,7 +504,7 @@ where
                                 chb[o] = tb * g[o];
                             }
                         }
-                        add_into(grad, g_off, g_bar.iter());
+                        add_into(gj, g_off, g_bar.iter());
                         xhat_bar_j[li] = Some(xb);
                         s_bar_j[li] = Some(sb);
                         ch_bar
@@ -396,65 +515,21 @@ where
             // c_h of the last hidden layer = u·W_outᵀ
             let mut w_bar = Array2::zeros((out_slot.fan_in, ds));
             gemm(&c_bar.t(), &u_rows.view(), &mut w_bar, false);
-            add_into(grad, out_slot.weight, w_bar.iter());
+            add_into(gj, out_slot.weight, w_bar.iter());
         }
 
-        // 3b. The primal backward pass, seeded with ∂V/∂y plus what 3a left on z, x̂, s.
-        let mut w_bar = Array2::zeros((out_slot.fan_in, ds));
-        gemm(&h.t(), &y_bar.view(), &mut w_bar, false);
-        add_into(grad, out_slot.weight, w_bar.iter());
-        add_into(grad, out_slot.bias, y_bar.sum_axis(Axis(0)).iter());
-        let mut h_bar = Array2::zeros((n, out_slot.fan_in));
-        gemm(&y_bar.view(), &w_out.t(), &mut h_bar, false);
-        for (li, (l, hs)) in hidden_slots.iter().zip(&saved).enumerate().rev() {
-            let d = l.fan_out;
-            let inv_d = one / E::from_usize(d).unwrap();
-            let mut z_bar = match (&hs.norm, l.norm) {
-                (Some((xhat, s)), Some((g_off, b_off))) => {
-                    let g = self.slot(g_off, d);
-                    let mut g_bar = vec![E::zero(); d];
-                    add_into(grad, b_off, h_bar.sum_axis(Axis(0)).iter());
-                    let mut e_bar = Array2::zeros((n, d));
-                    let mut xb = vec![E::zero(); d];
-                    for i in 0..n {
-                        let (xr, hb) = (row(xhat, i), row(&h_bar, i));
-                        for o in 0..d {
-                            g_bar[o] += hb[o] * xr[o];
-                            xb[o] = hb[o] * g[o];
-                        }
-                        if let Some(x) = &xhat_bar_j[li] {
-                            for (a, &b) in xb.iter_mut().zip(row(x, i)) {
-                                *a += b;
-                            }
-                        }
-                        let mxb = sum(xb.iter().copied()) * inv_d;
-                        let mxbx = sum(xb.iter().zip(xr).map(|(&a, &x)| a * x)) * inv_d;
-                        let sb = s_bar_j[li].as_ref().map_or(E::zero(), |v| v[i]) * inv_d;
-                        let inv_s = one / s[i];
-                        let er = row_mut(&mut e_bar, i);
-                        for o in 0..d {
-                            er[o] = (xb[o] - mxb - xr[o] * mxbx) * inv_s + sb * xr[o];
-                        }
-                    }
-                    add_into(grad, g_off, g_bar.iter());
-                    e_bar
-                }
-                _ => h_bar,
-            };
-            // z̄ = ē ⊙ σ′(z) + what the cotangent pass left on z
-            for (v, &dv) in z_bar.iter_mut().zip(hs.d1.iter()) {
-                *v *= dv;
-            }
-            if let Some(zb) = &z_bar_j[li] {
-                z_bar += zb;
-            }
-            let mut w_bar = Array2::zeros((l.fan_in, d));
-            gemm(&hs.input.t(), &z_bar.view(), &mut w_bar, false);
-            add_into(grad, l.weight, w_bar.iter());
-            add_into(grad, l.bias, z_bar.sum_axis(Axis(0)).iter());
-            h_bar = Array2::zeros((n, l.fan_in));
-            if li > 0 {
-                gemm(&z_bar.view(), &self.weight(l).t(), &mut h_bar, false);
+        // 3b. The primal backward pass, seeded with ∂V/∂y plus what 3a left on z, x̂, s
+        // (or twice, once per term, for a split gradient).
+        let j_adj = JacAdjoints {
+            z: &z_bar_j,
+            xhat: &xhat_bar_j,
+            s: &s_bar_j,
+        };
+        match split {
+            None => self.primal_backward(&saved, &h, Some(&y_bar), Some(&j_adj), grad),
+            Some(g_jac) => {
+                self.primal_backward(&saved, &h, Some(&y_bar), None, grad);
+                self.primal_backward(&saved, &h, None, Some(&j_adj), g_jac);
             }
         }
 

@@ -521,6 +521,78 @@ fn fused_predict_and_vjp_match_dfdx() {
     }
 }
 
+/// The split fused gradient (`model.grad_clip_per_term`): the value part is the gradient of
+/// the value term alone (the MSE loss on the same transitions), and the two parts add up
+/// to the whole gradient. A trainer clipping per term trains; asking for it without the
+/// fused backend is an error.
+#[test]
+fn split_fused_gradient_is_the_two_terms() {
+    let mut rng = seeded(63, 0);
+    for base in variants() {
+        let cfg = ModelConfig {
+            sobolev: SobolevConfig {
+                form: SobolevForm::VjpProj,
+                ..base.sobolev.clone()
+            },
+            ..base
+        };
+        let m = model64(&cfg, &mut rng);
+        let b = toy_batch(&m, &cfg, 6, &mut rng);
+        let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
+        let p = m.prepare(&b, beta).unwrap();
+        let np = m.num_params();
+        let (mut gv, mut gj, mut whole) = (vec![0.0; np], vec![0.0; np], vec![0.0; np]);
+        let parts = m
+            .sobolev_loss_grad_fused_split(&p, &mut gv, &mut gj)
+            .unwrap();
+        assert_eq!(parts, m.sobolev_loss_grad_fused(&p, &mut whole).unwrap());
+        let sum: Vec<f64> = gv.iter().zip(&gj).map(|(a, b)| a + b).collect();
+        let e = rel_err(&sum, &whole, 1e-12);
+        assert!(e < 1e-12, "{:?}: parts do not add up: {e:.2e}", cfg.hidden);
+        let mse = Transitions::from_parts(
+            TargetLayout::new(SobolevForm::None, 3, 2, 1),
+            b.s.clone(),
+            b.a.clone(),
+            b.s_next.clone(),
+            Array2::zeros((b.len(), 0)),
+        )
+        .unwrap();
+        let pm = m.prepare(&mse, beta).unwrap();
+        let mut g_mse = vec![0.0; np];
+        m.sobolev_loss_grad_fused(&pm, &mut g_mse).unwrap();
+        let e = rel_err(&gv, &g_mse, 1e-12);
+        assert!(
+            e < 1e-12,
+            "{:?}: value part vs MSE gradient {e:.2e}",
+            cfg.hidden
+        );
+        assert!(gj.iter().any(|x| x.abs() > 1e-6), "a trivial Jacobian part");
+    }
+    let cfg = ModelConfig {
+        grad_clip_per_term: true,
+        batch_size: 16,
+        iterations: 8,
+        minibatches: 2,
+        ..tiny_cfg(SobolevForm::VjpProj)
+    };
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("grad_clip_per_term"), "{err}");
+    let cfg = ModelConfig {
+        network_backend: NetworkBackend::Fused,
+        ..cfg
+    };
+    let mut tr = SobolevTrainer::new(cfg, 3, 2).unwrap();
+    let (s, a) = random_inputs(&mut rng, 64);
+    let b = collect(&Toy::new(), s.view(), a.view(), &tr.target_spec(), &mut rng).unwrap();
+    tr.add(&b).unwrap();
+    let first = tr.train_epoch(&mut seeded(64, 0)).unwrap();
+    let mut last = first.clone();
+    for _ in 0..5 {
+        last = tr.train_epoch(&mut seeded(64, 0)).unwrap();
+    }
+    assert!(last.loss < first.loss, "{} → {}", first.loss, last.loss);
+}
+
 /// A trainer with `network_backend = "fused"` takes the dfdx trainer's steps: same data,
 /// seed and minibatches, parameters equal to f32 rounding after an epoch.
 #[test]

@@ -336,11 +336,29 @@ impl SobolevTrainer {
             self.model
                 .prepare_filtered(batch, beta, self.config.sobolev.target_filter)?;
         let mut grad = vec![0.0f32; self.model.num_params()];
-        let parts = match self.config.network_backend {
-            NetworkBackend::Dfdx => self.model.sobolev_loss_grad(&prepared, &mut grad)?,
-            NetworkBackend::Fused => self.model.sobolev_loss_grad_fused(&prepared, &mut grad)?,
+        let (parts, norm) = if self.config.grad_clip_per_term {
+            let mut g_jac = vec![0.0f32; self.model.num_params()];
+            let parts = self
+                .model
+                .sobolev_loss_grad_fused_split(&prepared, &mut grad, &mut g_jac)?;
+            let clip = self.config.grad_clip;
+            let n_value = clip_grad_norm(&mut grad, clip);
+            let n_jac = clip_grad_norm(&mut g_jac, clip);
+            for (g, j) in grad.iter_mut().zip(&g_jac) {
+                *g += *j;
+            }
+            // reported: the parts' norms combined (non-finite when either is)
+            (parts, (n_value * n_value + n_jac * n_jac).sqrt())
+        } else {
+            let parts = match self.config.network_backend {
+                NetworkBackend::Dfdx => self.model.sobolev_loss_grad(&prepared, &mut grad)?,
+                NetworkBackend::Fused => {
+                    self.model.sobolev_loss_grad_fused(&prepared, &mut grad)?
+                }
+            };
+            let norm = clip_grad_norm(&mut grad, self.config.grad_clip);
+            (parts, norm)
         };
-        let norm = clip_grad_norm(&mut grad, self.config.grad_clip);
         if !norm.is_finite() {
             return Ok((parts, None));
         }
