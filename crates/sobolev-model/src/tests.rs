@@ -586,7 +586,7 @@ fn split_fused_gradient_is_the_two_terms() {
     let b = collect(&Toy::new(), s.view(), a.view(), &tr.target_spec(), &mut rng).unwrap();
     tr.add(&b).unwrap();
     let first = tr.train_epoch(&mut seeded(64, 0)).unwrap();
-    let mut last = first.clone();
+    let mut last = first;
     for _ in 0..5 {
         last = tr.train_epoch(&mut seeded(64, 0)).unwrap();
     }
