@@ -8,7 +8,12 @@
 //! 2. the cotangent pass: the rows `u` (k per sample) back through the network to `c_x`;
 //! 3. the adjoint of the cotangent pass, seeded with `∂J/∂c_x`, which gives the weights'
 //!    gradient through the cotangent pass and the adjoints of the primal `z`, `x̂` and `s`
-//!    it read; then the primal backward pass seeded with `∂V/∂y`, which adds those.
+//!    it read; then the primal backward pass seeded with `∂V/∂y`, which adds those. For a
+//!    split gradient (`model.grad_clip_per_term`) the primal backward pass runs twice,
+//!    once per term.
+//!
+//! The forward and cotangent passes alone serve `predict`, `vjp` and `jacobian` of a fused
+//! model (a model rollout's steps and the diagnostics).
 //!
 //! Notation for one hidden layer (rows are samples, `W` is `[in, out]`):
 //! `z = h·W + b`, `e = σ(z)`, LayerNorm `x̂ = (e − mean e)/s`, `s = sqrt(var e + ε)`,
