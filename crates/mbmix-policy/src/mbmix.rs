@@ -632,7 +632,7 @@ impl MbMix {
             // the head reads the model's state: the observation with `model.space = "obs"`
             let sn = match self.cfg.model.space {
                 ModelSpace::SimState => sn,
-                ModelSpace::Obs => observe_rows(task.as_ref(), &sn),
+                ModelSpace::Obs => observe_rows(task.as_ref(), sn.view()),
             };
             head.add(sn.view(), a.view(), &r);
             let m = &self.cfg.model;
@@ -962,18 +962,16 @@ fn observed_snapshot(task: &dyn Task, snap: &BatchEnvSnapshot) -> BatchEnvSnapsh
     let spec = task.spec();
     let n = snap.progress.len();
     let states = ArrayView2::from_shape((n, spec.state_dim), &snap.state).expect("snapshot");
-    let mut obs = Array2::<f32>::zeros((n, spec.obs_dim));
-    task.observe(states, obs.view_mut());
     BatchEnvSnapshot {
-        state: obs.into_raw_vec_and_offset().0,
+        state: observe_rows(task, states).into_raw_vec_and_offset().0,
         ..snap.clone()
     }
 }
 
 /// Observations of state rows `[k, S]` → `[k, O]`.
-fn observe_rows(task: &dyn Task, states: &Array2<f32>) -> Array2<f32> {
+fn observe_rows(task: &dyn Task, states: ArrayView2<f32>) -> Array2<f32> {
     let mut obs = Array2::<f32>::zeros((states.nrows(), task.spec().obs_dim));
-    task.observe(states.view(), obs.view_mut());
+    task.observe(states, obs.view_mut());
     obs
 }
 

@@ -1045,32 +1045,44 @@ mod tests {
         }
     }
 
+    /// The sweep's gradient of the mixed objective through `model` (a whole model rollout,
+    /// then a handover at step 2) against finite differences, and the power check: the
+    /// gradient `wrong(chain)` of a deliberately wrong sweep is far from them.
+    fn check_model_chain(
+        s: &Setup,
+        model: Arc<dyn Task>,
+        seed: u64,
+        name: &str,
+        wrong: impl Fn(&StochasticActor, &Chain) -> Vec<f32>,
+    ) {
+        let mut rng = seeded(seed, 1);
+        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
+        for chain in [
+            Chain::Model(model.clone()),
+            Chain::Handover(2, model.clone()),
+        ] {
+            let (err, fd, done) =
+                fd_error(s, &actor, Objective::Mix(0.8, MixStarts::First), &chain);
+            println!("{name} window gradient: relative error vs FD = {err:.2e}");
+            assert_eq!(done[1][0], Done::TimeLimit, "{done:?}");
+            assert!(err < 5e-3, "relative error {err}");
+            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
+            let wrong: Vec<f64> = wrong(&actor, &chain).iter().map(|&v| v as f64).collect();
+            assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
+        }
+    }
+
     #[test]
     fn gradient_through_a_model_task_matches_finite_differences() {
         let s = setup();
         let model = model_task(&s);
-        let mut rng = seeded(22, 1);
-        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
-        for chain in [Chain::Model(model.clone()), Chain::Handover(2, model)] {
-            let (err, fd, done) =
-                fd_error(&s, &actor, Objective::Mix(0.8, MixStarts::First), &chain);
-            println!("model-chain window gradient: relative error vs FD = {err:.2e}");
-            assert_eq!(done[1][0], Done::TimeLimit, "{done:?}");
-            assert!(err < 5e-3, "relative error {err}");
-            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
-            // Power: the sweep with the simulator's adjoint in place of the model's is wrong.
+        // power: the sweep with the simulator's adjoint in place of the model's is wrong
+        check_model_chain(&s, model, 22, "model-chain", |actor, _| {
             let mut wrong = Vec::new();
-            let (_, _) = loss_and_grad_of(
-                &s,
-                &actor,
-                Some(&mut wrong),
-                false,
-                Objective::Mix(0.8, MixStarts::First),
-                &Chain::Sim,
-            );
-            let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
-            assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
-        }
+            let objective = Objective::Mix(0.8, MixStarts::First);
+            loss_and_grad_of(&s, actor, Some(&mut wrong), false, objective, &Chain::Sim);
+            wrong
+        });
     }
 
     /// With a learned reward in the model task, the sweep differentiates the head's reward
@@ -1080,19 +1092,12 @@ mod tests {
     fn gradient_through_a_learned_reward_matches_finite_differences() {
         let s = setup();
         let model = learned_reward_model_task(&s);
-        let mut rng = seeded(24, 1);
-        let actor = StochasticActor::new(3, &[8, 8], 1, -1.0, &mut rng);
-        let objective = Objective::Mix(0.8, MixStarts::First);
-        for chain in [Chain::Model(model.clone()), Chain::Handover(2, model)] {
-            let (err, fd, _) = fd_error(&s, &actor, objective, &chain);
-            println!("learned-reward window gradient: relative error vs FD = {err:.2e}");
-            assert!(err < 5e-3, "relative error {err}");
-            assert!(fd.iter().any(|g| g.abs() > 1e-3), "trivial gradient");
+        check_model_chain(&s, model, 24, "learned-reward", |actor, chain| {
             let mut wrong = Vec::new();
-            loss_and_grad_with(&s, &actor, Some(&mut wrong), false, objective, &chain, true);
-            let wrong: Vec<f64> = wrong.iter().map(|&v| v as f64).collect();
-            assert!(rel_err(&wrong, &fd, 1e-6) > 20.0 * err.max(1e-4));
-        }
+            let objective = Objective::Mix(0.8, MixStarts::First);
+            loss_and_grad_with(&s, actor, Some(&mut wrong), false, objective, chain, true);
+            wrong
+        });
     }
 
     #[test]

@@ -462,29 +462,13 @@ pub fn collect_with_directions<T: Task + ?Sized>(
         }
     }
 
-    let finite = |row: ndarray::ArrayView1<f32>| row.iter().all(|x| x.is_finite());
-    // every filter drops the non-finite transitions; clipping and Huber act in the loss
-    let keep: Vec<usize> = (0..n)
-        .filter(|&r| {
-            finite(s.row(r)) && finite(a.row(r)) && finite(s_next.row(r)) && finite(targets.row(r))
-        })
-        .collect();
-    let dropped = n - keep.len();
-    let pick = |m: &Array2<f32>| {
-        if dropped == 0 {
-            m.clone()
-        } else {
-            m.select(Axis(0), &keep)
-        }
-    };
-    Ok(Transitions {
+    Ok(finite_transitions(
         layout,
-        s: pick(&s.to_owned()),
-        a: pick(&a.to_owned()),
-        s_next: pick(&s_next),
-        targets: pick(&targets),
-        dropped,
-    })
+        s.to_owned(),
+        a.to_owned(),
+        s_next,
+        targets,
+    ))
 }
 
 /// [`collect`] for an observation-space model (`model.space = "obs"`): the transitions
@@ -584,22 +568,42 @@ pub fn collect_observed<T: Task + ?Sized>(
         }
         _ => {}
     }
+    Ok(finite_transitions(layout, o, a.to_owned(), o_next, targets))
+}
+
+/// The transitions whose state, action, next state and targets are all finite (every
+/// target filter drops the others; clipping and Huber act in the loss), with the count
+/// of those dropped.
+fn finite_transitions(
+    layout: TargetLayout,
+    s: Array2<f32>,
+    a: Array2<f32>,
+    s_next: Array2<f32>,
+    targets: Array2<f32>,
+) -> Transitions {
     let finite = |row: ndarray::ArrayView1<f32>| row.iter().all(|x| x.is_finite());
+    let n = s.nrows();
     let keep: Vec<usize> = (0..n)
         .filter(|&r| {
-            finite(o.row(r)) && finite(a.row(r)) && finite(o_next.row(r)) && finite(targets.row(r))
+            finite(s.row(r)) && finite(a.row(r)) && finite(s_next.row(r)) && finite(targets.row(r))
         })
         .collect();
     let dropped = n - keep.len();
-    let pick = |m: &Array2<f32>| m.select(Axis(0), &keep);
-    Ok(Transitions {
+    let pick = |m: Array2<f32>| {
+        if dropped == 0 {
+            m
+        } else {
+            m.select(Axis(0), &keep)
+        }
+    };
+    Transitions {
         layout,
-        s: pick(&o),
-        a: pick(&a.to_owned()),
-        s_next: pick(&o_next),
-        targets: pick(&targets),
+        s: pick(s),
+        a: pick(a),
+        s_next: pick(s_next),
+        targets: pick(targets),
         dropped,
-    })
+    }
 }
 
 /// A FIFO of transitions with their targets: once `capacity` is reached, each new

@@ -34,6 +34,17 @@ fn tiny_cfg(form: SobolevForm) -> ModelConfig {
     }
 }
 
+/// `cfg` with the Sobolev form `form`.
+fn with_form(cfg: ModelConfig, form: SobolevForm) -> ModelConfig {
+    ModelConfig {
+        sobolev: SobolevConfig {
+            form,
+            ..cfg.sobolev.clone()
+        },
+        ..cfg
+    }
+}
+
 fn to64(a: &Array2<f32>) -> Array2<f64> {
     a.mapv(|v| v as f64)
 }
@@ -340,13 +351,7 @@ fn sobolev_loss_and_gradient_match_finite_differences() {
 fn vjp_proj_cotangent_on_every_network_variant() {
     let mut rng = seeded(31, 0);
     for base in variants() {
-        let cfg = ModelConfig {
-            sobolev: SobolevConfig {
-                form: SobolevForm::VjpProj,
-                ..base.sobolev.clone()
-            },
-            ..base
-        };
+        let cfg = with_form(base, SobolevForm::VjpProj);
         check_loss_and_gradient(&cfg, &mut rng);
     }
 }
@@ -404,13 +409,7 @@ fn fused_loss_gradient_matches_dfdx_and_finite_differences() {
     for base in variants() {
         for form in [SobolevForm::None, SobolevForm::VjpProj] {
             for filter in [TargetFilter::DropNonFinite, TargetFilter::Huber(0.05)] {
-                let cfg = ModelConfig {
-                    sobolev: SobolevConfig {
-                        form,
-                        ..base.sobolev.clone()
-                    },
-                    ..base.clone()
-                };
+                let cfg = with_form(base.clone(), form);
                 let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
                 let m = model64(&cfg, &mut rng);
                 let b = toy_batch(&m, &cfg, 6, &mut rng);
@@ -529,13 +528,7 @@ fn fused_predict_and_vjp_match_dfdx() {
 fn split_fused_gradient_is_the_two_terms() {
     let mut rng = seeded(63, 0);
     for base in variants() {
-        let cfg = ModelConfig {
-            sobolev: SobolevConfig {
-                form: SobolevForm::VjpProj,
-                ..base.sobolev.clone()
-            },
-            ..base
-        };
+        let cfg = with_form(base, SobolevForm::VjpProj);
         let m = model64(&cfg, &mut rng);
         let b = toy_batch(&m, &cfg, 6, &mut rng);
         let beta = (cfg.sobolev.beta_s, cfg.sobolev.beta_a);
