@@ -14,6 +14,7 @@ const KERNELS: &[&str] = &[
     "src/locomotion.cu",
     "src/planar.cu",
     "src/cartpole.cu",
+    "src/window.cu",
 ];
 
 fn main() {

@@ -488,9 +488,11 @@ pub fn make_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
 }
 
 /// Builds a task by name with its simulator on `device`. On `cuda` (feature `cuda`) the
-/// rigid tasks run their physics step and its VJP through the CUDA kernels
-/// (`sim_rigid::batch::KernelEnv`), with the task layer on the CPU; the deformable tasks
-/// have no kernels yet, which is an error naming the task.
+/// rigid tasks run on the CUDA kernels (`sim_rigid::batch::KernelEnv::cuda`): SHAC's
+/// training windows stay on the device for the whole window (physics, task layer, resets;
+/// `sim_rigid::resident`), and the other callers of the `Task` contract (evaluation, the
+/// other algorithms) run the physics step and its VJP on the device per call; the
+/// deformable tasks have no kernels yet, which is an error naming the task.
 pub fn make_task_on(name: &str, device: diff_core::Device) -> Result<Arc<dyn Task>, CoreError> {
     match device {
         diff_core::Device::Cpu => make_task(name),
@@ -517,12 +519,9 @@ fn cuda_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
 #[cfg(feature = "cuda")]
 fn cuda_task(name: &str) -> Result<Arc<dyn Task>, CoreError> {
     use sim_rigid::batch::{KernelEnv, RigidTask};
-    use sim_rigid::kernels::gpu::CudaPhysics;
     use sim_rigid::tasks::bruce::{bruce_def, BruceConfig};
     fn on<D: RigidTask>(def: Result<D, CoreError>) -> Result<Arc<dyn Task>, CoreError> {
-        let def = def?;
-        let physics = CudaPhysics::new(def.articulation(), def.sim_params())?;
-        Ok(Arc::new(KernelEnv::new(def, Box::new(physics))))
+        Ok(Arc::new(KernelEnv::cuda(def?)?))
     }
     match name {
         "cartpole-swingup" => on(Ok(sim_rigid::tasks::CartPole::new())),

@@ -149,20 +149,69 @@ impl BatchEnv {
         if reward.len() != n || done.len() != n {
             return Err(Error::dim("reward/done", n, reward.len().min(done.len())));
         }
-        let episode_length = spec.episode_length as u32;
         self.task
             .step(self.state.view(), actions, next_state.view_mut());
         self.task
             .reward(next_state.view(), actions, reward.view_mut());
-        self.task
-            .terminated(next_state.view(), &mut self.scratch_terminated);
-        for i in 0..n {
+        let mut terminated = std::mem::take(&mut self.scratch_terminated);
+        self.task.terminated(next_state.view(), &mut terminated);
+        let nonfinite: Vec<bool> = next_state
+            .outer_iter()
+            .map(|row| {
+                !row.iter()
+                    .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT)
+            })
+            .collect();
+        self.book(reward.view_mut(), &terminated, &nonfinite, done);
+        self.scratch_terminated = terminated;
+        self.state.assign(&next_state);
+        self.reset_done(done);
+        Ok(())
+    }
+
+    /// The bookkeeping of [`BatchEnv::step`] for a step simulated elsewhere (a
+    /// [`crate::ResidentWindow`], whose states stay on the device): from the step's rewards,
+    /// termination flags and non-finite flags, sets the done flags (zeroing the rewards of
+    /// non-finite rows), counts the episodes, and resets the envs whose episode ended.
+    /// Returns those envs; their reset states are the rows of [`BatchEnv::state`] with these
+    /// indices. The other rows of [`BatchEnv::state`] are not updated: the caller sets them
+    /// from the device at the window's end ([`BatchEnv::set_state`]).
+    pub fn step_external(
+        &mut self,
+        mut reward: ArrayViewMut1<f32>,
+        terminated: &[bool],
+        nonfinite: &[bool],
+        done: &mut [Done],
+    ) -> Result<Vec<usize>> {
+        let n = self.num_envs();
+        if reward.len() != n || terminated.len() != n || nonfinite.len() != n || done.len() != n {
+            return Err(Error::dim(
+                "external step outcomes",
+                n,
+                reward
+                    .len()
+                    .min(terminated.len())
+                    .min(nonfinite.len())
+                    .min(done.len()),
+            ));
+        }
+        self.book(reward.view_mut(), terminated, nonfinite, done);
+        self.reset_done(done);
+        Ok((0..n).filter(|&i| done[i].is_done()).collect())
+    }
+
+    /// Episode counters, done flags (rewards of non-finite rows zeroed) and returns.
+    fn book(
+        &mut self,
+        mut reward: ArrayViewMut1<f32>,
+        terminated: &[bool],
+        nonfinite: &[bool],
+        done: &mut [Done],
+    ) {
+        let episode_length = self.task.spec().episode_length as u32;
+        for i in 0..self.num_envs() {
             self.progress[i] += 1;
-            let finite = next_state
-                .row(i)
-                .iter()
-                .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT);
-            done[i] = if !finite {
+            done[i] = if nonfinite[i] {
                 reward[i] = 0.0;
                 Done::NonFinite
             } else if self.progress[i] >= episode_length {
@@ -170,21 +219,23 @@ impl BatchEnv {
                 // (`episode_length < max_episode_length` ⇒ early termination), so an
                 // episode that terminates on its last step still bootstraps.
                 Done::TimeLimit
-            } else if self.scratch_terminated[i] {
+            } else if terminated[i] {
                 Done::Terminated
             } else {
                 Done::No
             };
             self.episode_return[i] += reward[i];
         }
-        self.state.assign(&next_state);
+    }
+
+    /// Resets the envs whose episode ended, recording their returns.
+    fn reset_done(&mut self, done: &[Done]) {
         for (i, d) in done.iter().enumerate() {
             if d.is_done() {
                 self.finished_returns.push(self.episode_return[i]);
                 self.reset_env(i);
             }
         }
-        Ok(())
     }
 
     /// Returns and clears the undiscounted returns of the episodes finished since the

@@ -29,4 +29,4 @@ pub use openloop::{open_loop_rollout, open_loop_vjp, OpenLoopWindow};
 pub use rng::{seeded, SeededRng};
 pub use scalar::{Dual, Real};
 pub use scene::{Prim, Scene};
-pub use task::{check_batch, Task, TaskSpec};
+pub use task::{check_batch, ResidentWindow, Task, TaskSpec};

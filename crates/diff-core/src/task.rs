@@ -135,6 +135,75 @@ pub trait Task: Send + Sync {
     fn scene(&self, _state: ArrayView1<f32>) -> Option<Scene> {
         None
     }
+
+    /// A window of `h` steps of `n` envs whose states stay where the simulator runs (the
+    /// GPU, or the kernels' host build) for the whole window ([`ResidentWindow`]), when this
+    /// task's simulator offers one. Default: none (the window engine keeps the states on the
+    /// host and calls [`Task::step`] and the VJPs).
+    fn resident_window(
+        &self,
+        _h: usize,
+        _n: usize,
+    ) -> Option<crate::Result<Box<dyn ResidentWindow>>> {
+        None
+    }
+}
+
+/// The simulator's side of a window whose batch state stays on the device from the
+/// window's start to its end (ARCHITECTURE.md "Backends"; issue 7): only observations,
+/// actions, rewards, done flags and their adjoints cross to the host at each step, plus the
+/// reset states of the envs whose episode ended (drawn on the host, so that a seed gives the
+/// same episodes on every backend). The host keeps the episode bookkeeping
+/// ([`crate::BatchEnv::step_external`]) and the networks.
+///
+/// A window: [`ResidentWindow::begin`] with the start states, then for t = 0..h
+/// [`ResidentWindow::step`] and [`ResidentWindow::reset_rows`], then
+/// [`ResidentWindow::end`]. Its reverse sweep, for t = h−1 down to 0:
+/// [`ResidentWindow::sweep_step`], then [`ResidentWindow::sweep_observe`]. The device keeps
+/// every step's start state, action and pre-reset next state until the next `begin`.
+pub trait ResidentWindow: Send {
+    /// Where it runs, for messages.
+    fn describe(&self) -> String;
+    /// Uploads the window's start states `[N, S]`.
+    fn begin(&mut self, states: ArrayView2<f32>) -> crate::Result<()>;
+    /// Raw observations `[N, O]` of the current states (the start of the next step).
+    fn observe(&mut self, obs: ArrayViewMut2<f32>) -> crate::Result<()>;
+    /// Step `t` with `actions` `[N, A]`: the raw observations of the pre-reset next states
+    /// into `next_obs` `[N, O]`, the rewards, the task's termination flags, and whether each
+    /// next state is non-finite or beyond [`crate::NONFINITE_LIMIT`]. The next states
+    /// become the current states.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        t: usize,
+        actions: ArrayView2<f32>,
+        next_obs: ArrayViewMut2<f32>,
+        reward: ArrayViewMut1<f32>,
+        terminated: &mut [bool],
+        nonfinite: &mut [bool],
+    ) -> crate::Result<()>;
+    /// Replaces the current states of `rows` by `states` `[rows.len(), S]` (resets).
+    fn reset_rows(&mut self, rows: &[usize], states: ArrayView2<f32>) -> crate::Result<()>;
+    /// Downloads the current states `[N, S]` (the window's end).
+    fn end(&mut self, states: ArrayViewMut2<f32>) -> crate::Result<()>;
+    /// The reverse sweep's step `t` (as the host window engine's): the adjoint of the
+    /// pre-reset next state is `observe_vjp(s⁺_t, obs_adj)` (none: zero), plus the adjoint
+    /// carried from step t+1 on the rows of `carry`, plus `reward_vjp` with `reward_seed`
+    /// `[N]`; rows of `zero` are zeroed; then the step's VJP. The action adjoint (reward and
+    /// step parts) is written into `adj_a` `[N, A]`; the start state's adjoint stays on the
+    /// device for [`ResidentWindow::sweep_observe`].
+    fn sweep_step(
+        &mut self,
+        t: usize,
+        obs_adj: Option<ArrayView2<f32>>,
+        carry: &[bool],
+        reward_seed: ArrayView1<f32>,
+        zero: &[bool],
+        adj_a: ArrayViewMut2<f32>,
+    ) -> crate::Result<()>;
+    /// Adds `observe_vjp(s_t, adj_obs)` (`adj_obs` `[N, O]`, raw observation units) into the
+    /// start state's adjoint of step `t`, which becomes the adjoint carried to step t − 1.
+    fn sweep_observe(&mut self, t: usize, adj_obs: ArrayView2<f32>) -> crate::Result<()>;
 }
 
 /// Checks that a batch array has `rows × cols`, naming it in the error.

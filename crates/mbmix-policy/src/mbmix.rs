@@ -154,6 +154,8 @@ impl MbMix {
     pub fn new(cfg: MbMixConfig, task: Arc<dyn Task>, seed: u64) -> Result<MbMix> {
         cfg.validate()?;
         let mut shac = Shac::new(cfg.shac.clone(), task.clone(), seed)?;
+        // the model's data are the window's states: keep them on the host
+        shac.engine.detach_resident();
         // `policy_adjoint` targets reuse the window sweep's simulator VJPs
         shac.engine.record_step_vjp =
             cfg.model.sobolev.direction_source == DirectionSource::PolicyAdjoint;

@@ -143,6 +143,9 @@ impl Shac {
         let target_critic = critic.clone();
         let betas = (cfg.betas[0], cfg.betas[1]);
         let (h, n) = (cfg.horizon, cfg.num_envs);
+        let mut engine = WindowEngine::new(task.as_ref(), h, n);
+        // the window's states stay where the simulator runs, when it offers that
+        engine.attach_resident(task.as_ref())?;
         Ok(Shac {
             actor_opt: Adam::new(actor.num_params(), cfg.actor_lr, betas),
             critic_opt: Adam::new(critic.num_params(), cfg.critic_lr, betas),
@@ -153,7 +156,7 @@ impl Shac {
             epoch: 0,
             env_steps: 0,
             recent_returns: ReturnMeter::default(),
-            engine: WindowEngine::new(task.as_ref(), h, n),
+            engine,
             seeds: WindowSeeds::zeros(h, n),
             next_values: Array2::zeros((h, n)),
             targets: Array2::zeros((h, n)),
@@ -197,6 +200,15 @@ impl Shac {
     /// The running observation statistics (None with `obs_rms = false`).
     pub fn obs_rms(&self) -> Option<&RunningMeanStd> {
         self.obs_rms.as_ref()
+    }
+    /// Where the training window's states live when they stay with the simulator
+    /// ([`WindowEngine::attach_resident`]); `None`: on the host.
+    pub fn resident_window(&self) -> Option<String> {
+        self.engine.resident()
+    }
+    /// The training envs' current states `[N, S]` (between windows).
+    pub fn env_state(&self) -> ndarray::ArrayView2<'_, f32> {
+        self.env.state()
     }
 
     /// One SHAC epoch: a window rollout, the actor update (§1.3), critic fitting on TD(λ)

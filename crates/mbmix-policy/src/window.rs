@@ -38,7 +38,7 @@ use crate::nn::Mlp;
 use crate::policy::StochasticActor;
 use crate::rms::RunningMeanStd;
 use diff_core::rng::fill_normal;
-use diff_core::{BatchEnv, Done, SeededRng, Task, WindowTape, NONFINITE_LIMIT};
+use diff_core::{BatchEnv, Done, ResidentWindow, SeededRng, Task, WindowTape, NONFINITE_LIMIT};
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 
 /// The adjoint of one dynamics step `s_{t+1} = F(s_t, a_t)` of the recorded window:
@@ -234,6 +234,8 @@ pub struct WindowEngine {
     adj_a: Array2<f32>,
     adj_obs: Vec<f32>,
     value_param_scratch: Vec<f32>,
+    /// The simulator's resident window, when attached ([`WindowEngine::attach_resident`]).
+    resident: Option<Box<dyn ResidentWindow>>,
 }
 
 impl WindowEngine {
@@ -261,7 +263,39 @@ impl WindowEngine {
             adj_a: Array2::zeros((n, ad)),
             adj_obs: vec![0.0; n * od],
             value_param_scratch: Vec::new(),
+            resident: None,
         }
+    }
+
+    /// Keeps the window's batch state where `task`'s simulator runs, when it offers a
+    /// [`ResidentWindow`] ([`Task::resident_window`]: the CUDA kernels, or their host
+    /// build): the rollout then uploads the start states once, sends actions and receives
+    /// observations, rewards and done flags at each step, and downloads the end states
+    /// into the [`BatchEnv`]; the reverse sweep sends the adjoint seeds and receives the
+    /// action adjoints. Returns whether one was attached.
+    ///
+    /// A resident window serves the plain rollout and the sweeps of a single task
+    /// (SHAC, BPTT): the tape's `states` and `next_states` stay on the device (not filled on
+    /// the host), and handovers, [`Self::record_step_vjp`] and [`Self::aux_weight`] are
+    /// refused (the rollout returns an error, the sweep poisons the gradient with NaN).
+    pub fn attach_resident(&mut self, task: &dyn Task) -> Result<bool> {
+        match task.resident_window(self.horizon(), self.num_envs()) {
+            Some(w) => {
+                self.resident = Some(w?);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Goes back to host-side windows (MB-MIX, whose model data needs the states).
+    pub fn detach_resident(&mut self) {
+        self.resident = None;
+    }
+
+    /// Where the resident window runs, if one is attached.
+    pub fn resident(&self) -> Option<String> {
+        self.resident.as_ref().map(|r| r.describe())
     }
 
     /// Window length h.
@@ -281,15 +315,43 @@ impl WindowEngine {
         raw_obs: &mut Array2<f32>,
         running: Option<&mut RunningMeanStd>,
         frozen: Option<&RunningMeanStd>,
-        mut out: ArrayViewMut2<f32>,
+        out: ArrayViewMut2<f32>,
     ) {
         task.observe(state, raw_obs.view_mut());
+        Self::normalised(raw_obs, running, frozen, out);
+    }
+
+    /// Optionally updates `running` with `raw_obs` and writes its `frozen`-normalised
+    /// version into `out`.
+    fn normalised(
+        raw_obs: &Array2<f32>,
+        running: Option<&mut RunningMeanStd>,
+        frozen: Option<&RunningMeanStd>,
+        mut out: ArrayViewMut2<f32>,
+    ) {
         if let Some(r) = running {
             r.update(raw_obs.view());
         }
         out.assign(raw_obs);
         if let Some(f) = frozen {
             f.normalize_in_place(out);
+        }
+    }
+
+    /// `bootstrap[t]` from the done flags and the raw pre-reset observations in `raw_obs`,
+    /// and the rows of `next_obs[t]` that may not be valued zeroed.
+    fn mark_bootstrap(&mut self, t: usize) {
+        for (i, d) in self.tape.done[t].iter().enumerate() {
+            let raw_ok = self
+                .raw_obs
+                .row(i)
+                .iter()
+                .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT);
+            self.bootstrap[[t, i]] = d.bootstraps() && raw_ok;
+            let mut row = self.next_obs.slice_mut(s![t, i, ..]);
+            if !raw_ok || row.iter().any(|x| !x.is_finite()) {
+                row.fill(0.0);
+            }
         }
     }
 
@@ -326,6 +388,18 @@ impl WindowEngine {
         mut running: Option<&mut RunningMeanStd>,
         mut noise_rng: Option<&mut SeededRng>,
     ) -> Result<()> {
+        if let Some(mut r) = self.resident.take() {
+            let out = if handover.is_some() {
+                Err(crate::Error::config(
+                    "resident window",
+                    "cannot hand a rollout over to another task (detach it)",
+                ))
+            } else {
+                self.rollout_resident(r.as_mut(), env, actor, frozen, running, noise_rng)
+            };
+            self.resident = Some(r);
+            return out;
+        }
         let task = env.task().clone();
         let h = self.horizon();
         let n = self.num_envs();
@@ -374,18 +448,7 @@ impl WindowEngine {
                 frozen,
                 self.next_obs.slice_mut(s![t, .., ..]),
             );
-            for (i, d) in self.tape.done[t].iter().enumerate() {
-                let raw_ok = self
-                    .raw_obs
-                    .row(i)
-                    .iter()
-                    .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT);
-                self.bootstrap[[t, i]] = d.bootstraps() && raw_ok;
-                let mut row = self.next_obs.slice_mut(s![t, i, ..]);
-                if !raw_ok || row.iter().any(|x| !x.is_finite()) {
-                    row.fill(0.0);
-                }
-            }
+            self.mark_bootstrap(t);
             // Post-reset observation: the start of step t+1; updates the running stats.
             if t + 1 < h {
                 Self::observe_normalised(
@@ -401,6 +464,95 @@ impl WindowEngine {
                 r.update(self.raw_obs.view());
             }
         }
+        Ok(())
+    }
+
+    /// [`WindowEngine::rollout`] through a resident window `r` (see
+    /// [`WindowEngine::attach_resident`]): the same observations, actions, rewards, done
+    /// flags and bootstrap flags, with the states kept by `r`.
+    fn rollout_resident(
+        &mut self,
+        r: &mut dyn ResidentWindow,
+        env: &mut BatchEnv,
+        actor: &StochasticActor,
+        frozen: Option<&RunningMeanStd>,
+        mut running: Option<&mut RunningMeanStd>,
+        mut noise_rng: Option<&mut SeededRng>,
+    ) -> Result<()> {
+        let h = self.horizon();
+        let n = self.num_envs();
+        let ad = self.noise.len_of(Axis(2));
+        let sd = self.carry.ncols();
+        let mut actions = Array2::<f32>::zeros((n, ad));
+        let (mut terminated, mut nonfinite) = (vec![false; n], vec![false; n]);
+        r.begin(env.state())?;
+        r.observe(self.raw_obs.view_mut())?;
+        Self::normalised(
+            &self.raw_obs,
+            running.as_deref_mut(),
+            frozen,
+            self.obs.slice_mut(s![0, .., ..]),
+        );
+        for t in 0..h {
+            let mut eps = self.noise.slice_mut(s![t, .., ..]);
+            match noise_rng.as_deref_mut() {
+                Some(rng) => fill_normal(rng, eps.as_slice_mut().expect("contiguous noise")),
+                None => eps.fill(0.0),
+            }
+            let obs_t = self.obs.slice(s![t, .., ..]);
+            let noise_t = self.noise.slice(s![t, .., ..]);
+            actor.act(
+                obs_t.as_slice().expect("contiguous obs"),
+                n,
+                noise_rng
+                    .as_ref()
+                    .map(|_| noise_t.as_slice().expect("contiguous noise")),
+                actions.as_slice_mut().expect("contiguous actions"),
+            );
+            self.tape.actions.slice_mut(s![t, .., ..]).assign(&actions);
+            r.step(
+                t,
+                actions.view(),
+                self.raw_obs.view_mut(),
+                self.tape.rewards.row_mut(t),
+                &mut terminated,
+                &mut nonfinite,
+            )?;
+            let resets = env.step_external(
+                self.tape.rewards.row_mut(t),
+                &terminated,
+                &nonfinite,
+                &mut self.tape.done[t],
+            )?;
+            if !resets.is_empty() {
+                let rows = env.state().select(Axis(0), &resets);
+                r.reset_rows(&resets, rows.view())?;
+            }
+            // Pre-reset next observation (for the bootstrap value), not counted in the stats.
+            Self::normalised(
+                &self.raw_obs,
+                None,
+                frozen,
+                self.next_obs.slice_mut(s![t, .., ..]),
+            );
+            self.mark_bootstrap(t);
+            // Post-reset observation: the start of step t+1; updates the running stats.
+            if t + 1 < h {
+                r.observe(self.raw_obs.view_mut())?;
+                Self::normalised(
+                    &self.raw_obs,
+                    running.as_deref_mut(),
+                    frozen,
+                    self.obs.slice_mut(s![t + 1, .., ..]),
+                );
+            } else if let Some(rs) = running.as_deref_mut() {
+                r.observe(self.raw_obs.view_mut())?;
+                rs.update(self.raw_obs.view());
+            }
+        }
+        let mut end = Array2::<f32>::zeros((n, sd));
+        r.end(end.view_mut())?;
+        env.set_state(end.view())?;
         Ok(())
     }
 
@@ -562,7 +714,6 @@ impl WindowEngine {
         let h = self.horizon();
         let n = self.num_envs();
         let od = self.obs.len_of(Axis(2));
-        let ad = self.noise.len_of(Axis(2));
         let groups = grads.len();
         assert!((1..=n.max(1)).contains(&groups), "actor gradient groups");
         for g in grads.iter() {
@@ -608,7 +759,7 @@ impl WindowEngine {
             }
             let mut t_prev = usize::MAX;
             for &(t, _) in &rows {
-                if t != t_prev {
+                if t != t_prev && self.resident.is_none() {
                     tasks.at(t).observe_vjp(
                         self.tape.next_states.slice(s![t, .., ..]),
                         self.obs_adj.slice(s![t, .., ..]),
@@ -623,7 +774,86 @@ impl WindowEngine {
         let mu_params = actor.mu.num_params();
         let std: Vec<f32> = actor.logstd.iter().map(|l| l.exp()).collect();
         self.carry.fill(0.0);
+        let mut resident = self.resident.take();
+        if resident.is_some() && (self.record_step_vjp || self.aux_weight != 0.0) {
+            eprintln!(
+                "window engine: a resident window has no step VJP record and no auxiliary reward; \
+                 the actor gradient is void"
+            );
+            for g in grads.iter_mut() {
+                g.fill(f32::NAN);
+            }
+            self.resident = resident;
+            return;
+        }
+        // the steps t whose next-state adjoint gets a value VJP
+        let mut valued = vec![false; h];
+        if value_net.is_some() {
+            for &(t, _) in &rows {
+                valued[t] = true;
+            }
+        }
         for t in (0..h).rev() {
+            if let Some(r) = resident.as_deref_mut() {
+                let done = &self.tape.done[t];
+                let carry: Vec<bool> = done.iter().map(|d| t + 1 < h && !d.is_done()).collect();
+                let zero: Vec<bool> = done.iter().map(|d| *d == Done::NonFinite).collect();
+                let obs_adj = valued[t].then(|| self.obs_adj.slice(s![t, .., ..]));
+                if let Err(e) = r.sweep_step(
+                    t,
+                    obs_adj,
+                    &carry,
+                    seeds.reward.row(t),
+                    &zero,
+                    self.adj_a.view_mut(),
+                ) {
+                    eprintln!("{}: reverse sweep failed: {e}", r.describe());
+                    for g in grads.iter_mut() {
+                        g.fill(f32::NAN);
+                    }
+                    self.resident = resident;
+                    return;
+                }
+            } else {
+                self.host_step_adjoint(t, tasks, dynamics, seeds);
+            }
+            self.actor_adjoint(t, actor, &std, &inv_std, grads, mu_params, group_of);
+            let adj_obs = ArrayView2::from_shape((n, od), &self.adj_obs).expect("obs adjoint");
+            if let Some(r) = resident.as_deref_mut() {
+                if let Err(e) = r.sweep_observe(t, adj_obs) {
+                    eprintln!("{}: reverse sweep failed: {e}", r.describe());
+                    for g in grads.iter_mut() {
+                        g.fill(f32::NAN);
+                    }
+                    self.resident = resident;
+                    return;
+                }
+            } else {
+                tasks.at(t).observe_vjp(
+                    self.tape.states.slice(s![t, .., ..]),
+                    adj_obs,
+                    self.adj_s.view_mut(),
+                );
+                std::mem::swap(&mut self.carry, &mut self.adj_s);
+            }
+        }
+        self.resident = resident;
+    }
+
+    /// The host sweep's step t up to the action adjoint: the next-state adjoint (value part,
+    /// carry, reward VJP), the step VJP into `adj_s` and `adj_a`, the auxiliary reward, and
+    /// the non-finite rows zeroed.
+    fn host_step_adjoint(
+        &mut self,
+        t: usize,
+        tasks: &HandoverTasks<'_>,
+        dynamics: &dyn StepAdjoint,
+        seeds: &WindowSeeds,
+    ) {
+        let h = self.horizon();
+        let n = self.num_envs();
+        let ad = self.noise.len_of(Axis(2));
+        {
             let done = &self.tape.done[t];
             self.adj_next
                 .assign(&self.next_state_adj.slice(s![t, .., ..]));
@@ -697,6 +927,27 @@ impl WindowEngine {
                     self.adj_a.row_mut(i).fill(0.0);
                 }
             }
+        }
+    }
+
+    /// The sweep's step t from the action adjoint `adj_a` on: through tanh and the
+    /// Gaussian reparameterisation into the log-std, through μ into θ (by row group) and
+    /// into the raw observation adjoint `adj_obs`.
+    #[allow(clippy::too_many_arguments)]
+    fn actor_adjoint(
+        &mut self,
+        t: usize,
+        actor: &StochasticActor,
+        std: &[f32],
+        inv_std: &[f32],
+        grads: &mut [&mut [f32]],
+        mu_params: usize,
+        group_of: impl Fn(usize) -> usize,
+    ) {
+        let n = self.num_envs();
+        let od = self.obs.len_of(Axis(2));
+        let ad = self.noise.len_of(Axis(2));
+        {
             // Through tanh: a = tanh(a_raw) ⇒ ∂a/∂a_raw = 1 − a². Then a_raw = μ + σ ε.
             let actions = self.tape.actions.slice(s![t, .., ..]);
             let noise = self.noise.slice(s![t, .., ..]);
@@ -728,13 +979,6 @@ impl WindowEngine {
             for (k, v) in self.adj_obs.iter_mut().enumerate() {
                 *v *= inv_std[k % od];
             }
-            let adj_obs = ArrayView2::from_shape((n, od), &self.adj_obs).expect("obs adjoint");
-            tasks.at(t).observe_vjp(
-                self.tape.states.slice(s![t, .., ..]),
-                adj_obs,
-                self.adj_s.view_mut(),
-            );
-            std::mem::swap(&mut self.carry, &mut self.adj_s);
         }
     }
 }

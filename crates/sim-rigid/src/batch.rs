@@ -56,6 +56,15 @@ pub trait RigidTask: Send + Sync + 'static {
     fn episode_success(&self, _states: ArrayView2<f32>) -> Option<bool> {
         None
     }
+    /// The task layer and the window glue as kernels (`locomotion.cu`, `planar.cu`,
+    /// `cartpole.cu`, `window.cu`), for a window resident on the device
+    /// ([`crate::resident`]). Default: none (such a task's window stays on the host).
+    fn kernel_layer(
+        &self,
+    ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
+    {
+        None
+    }
 }
 
 /// Per-env working memory: the articulation workspace plus actuation buffers and, for the
@@ -374,6 +383,17 @@ impl<D: RigidTask> Task for RigidEnv<D> {
 pub struct KernelEnv<D> {
     cpu: RigidEnv<D>,
     physics: Box<dyn Physics>,
+    resident: Option<ResidentKind>,
+}
+
+/// Where a [`KernelEnv`]'s resident windows ([`Task::resident_window`]) run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResidentKind {
+    /// The kernels' host build ([`crate::resident::HostBackend`]).
+    Host,
+    /// The GPU (`crate::resident::gpu::GpuBackend`, feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda,
 }
 
 impl<D: RigidTask> KernelEnv<D> {
@@ -382,13 +402,30 @@ impl<D: RigidTask> KernelEnv<D> {
         KernelEnv {
             cpu: RigidEnv::from_def(task),
             physics,
+            resident: None,
         }
     }
 
-    /// With the host-compiled kernels.
+    /// With the host-compiled kernels, and resident windows on them.
     pub fn host(task: D) -> diff_core::Result<Self> {
         let packed = PackedArticulation::new(task.articulation(), task.sim_params())?;
-        Ok(Self::new(task, Box::new(HostPhysics(packed))))
+        Ok(Self::new(task, Box::new(HostPhysics(packed))).with_resident(Some(ResidentKind::Host)))
+    }
+
+    /// On the GPU: the physics of [`Task::step`] and [`Task::step_vjp`], and resident
+    /// windows.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(task: D) -> diff_core::Result<Self> {
+        let physics =
+            crate::kernels::gpu::CudaPhysics::new(task.articulation(), task.sim_params())?;
+        Ok(Self::new(task, Box::new(physics)).with_resident(Some(ResidentKind::Cuda)))
+    }
+
+    /// Where [`Task::resident_window`] runs (`None`: it offers none, and window engines
+    /// keep the states on the host).
+    pub fn with_resident(mut self, kind: Option<ResidentKind>) -> Self {
+        self.resident = kind;
+        self
     }
 
     /// The task definition.
@@ -551,5 +588,30 @@ impl<D: RigidTask> Task for KernelEnv<D> {
 
     fn scene(&self, state: ArrayView1<f32>) -> Option<diff_core::Scene> {
         self.cpu.scene(state)
+    }
+
+    fn resident_window(
+        &self,
+        h: usize,
+        n: usize,
+    ) -> Option<diff_core::Result<Box<dyn diff_core::ResidentWindow>>> {
+        use crate::resident::{HostBackend, ResidentModel, ResidentRigid};
+        let kind = self.resident?;
+        let model = match ResidentModel::of(self.def())? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let boxed = |w: Box<dyn diff_core::ResidentWindow>| w;
+        Some(match kind {
+            ResidentKind::Host => ResidentRigid::new(HostBackend::new(model.clone()), &model, h, n)
+                .map(|w| boxed(Box::new(w))),
+            #[cfg(feature = "cuda")]
+            ResidentKind::Cuda => {
+                let def = self.def();
+                crate::resident::gpu::GpuBackend::new(&model, def.articulation(), def.sim_params())
+                    .and_then(|b| ResidentRigid::new(b, &model, h, n))
+                    .map(|w| boxed(Box::new(w)))
+            }
+        })
     }
 }

@@ -22,11 +22,15 @@
 //!   and the observation's and reward's VJPs; twins in `tasks/`), one thread per env, with
 //!   their constants in [`PackedTaskLayer`].
 //!
+//! - `window.cu`: the glue of a window resident on the device ([`crate::resident`]): the
+//!   state split, the actuation, the join with the extra state and their VJPs, the
+//!   non-finite guard, the resets and the reverse sweep's carry.
+//!
 //! [`crate::batch::KernelEnv`] puts a [`Physics`] backend (the GPU, or the host build)
-//! behind the `Task` contract; that is what `mbmix train --device cuda` uses. Not yet: the
-//! window's state resident on the device between steps, and a window engine calling the
-//! device task layer ([`gpu::TaskLayer`] runs every DiffRL task's layer; actuation and
-//! resets are still CPU-only).
+//! behind the `Task` contract, and offers a resident window
+//! ([`diff_core::Task::resident_window`], [`crate::resident::ResidentRigid`]) in which the
+//! window's states stay on the device from its start to its end; `mbmix train --device
+//! cuda` uses both (SHAC's training windows are resident).
 
 use diff_core::{Error, Result};
 
@@ -39,6 +43,7 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ("locomotion.cu", include_str!("locomotion.cu")),
     ("planar.cu", include_str!("planar.cu")),
     ("cartpole.cu", include_str!("cartpole.cu")),
+    ("window.cu", include_str!("window.cu")),
 ];
 
 /// The module's name in the per-process cache.
@@ -941,7 +946,7 @@ pub mod gpu {
     /// Threads per block: one thread per env.
     const BLOCK: u32 = 128;
 
-    fn config(n_envs: usize) -> LaunchConfig {
+    pub(crate) fn config(n_envs: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: ((n_envs as u32).div_ceil(BLOCK).max(1), 1, 1),
             block_dim: (BLOCK, 1, 1),
@@ -1296,7 +1301,8 @@ pub mod gpu {
     }
 
     /// [`super::Physics`] on the GPU. Each call uploads its inputs and downloads its
-    /// outputs (the window's state is not yet resident on the device between steps).
+    /// outputs (the per-call path of the `Task` contract; a training window whose states
+    /// stay on the device is [`crate::resident::ResidentRigid`]).
     pub struct CudaPhysics(std::sync::Mutex<RigidStep>);
 
     impl CudaPhysics {

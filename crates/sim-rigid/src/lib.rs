@@ -6,6 +6,7 @@
 //! - [`dynamics`]: the substep pipeline, stage by stage, each with its adjoint;
 //! - [`batch`]: the batched driver over N envs (rayon, per-thread workspaces);
 //! - [`kernels`]: the CUDA kernels (feature `cuda`) and their host-compiled twins;
+//! - [`resident`]: a window whose batch state stays on the device (kernels' host build or GPU);
 //! - [`render`]: link world transforms and the [`diff_core::Scene`] of a state;
 //! - [`tasks`]: task definitions, one file each.
 
@@ -19,6 +20,7 @@ pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod render;
+pub mod resident;
 pub mod spatial;
 pub mod tasks;
 

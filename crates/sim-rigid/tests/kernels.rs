@@ -662,6 +662,14 @@ mod cuda {
                 "mbmix_solve_vjp",
                 "mbmix_rigid_step",
                 "mbmix_rigid_step_vjp",
+                "mbmix_window_split",
+                "mbmix_window_actuate",
+                "mbmix_window_join",
+                "mbmix_window_step_vjp_finish",
+                "mbmix_window_nonfinite",
+                "mbmix_window_scatter",
+                "mbmix_window_carry",
+                "mbmix_window_zero_rows",
             ] {
                 assert!(
                     ptx.contains(&format!(".entry {entry}")),

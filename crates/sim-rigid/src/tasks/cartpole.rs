@@ -162,6 +162,13 @@ impl RigidTask for CartPole {
     fn sim_params(&self) -> &SimParams {
         &self.params
     }
+    fn kernel_layer(
+        &self,
+    ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
+    {
+        let layer = crate::kernels::PackedTaskLayer::cartpole(self);
+        Some(crate::resident::PackedGlue::new(self, &[(0, ACTION_STRENGTH)], 0).map(|g| (layer, g)))
+    }
 
     fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
         act[0] = clip_unit(a[0]).0 * T::cst(ACTION_STRENGTH);

@@ -296,6 +296,18 @@ impl RigidTask for Locomotion {
     fn sim_params(&self) -> &SimParams {
         &self.cfg.params
     }
+    fn kernel_layer(
+        &self,
+    ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
+    {
+        let extra = self.spec.state_dim - self.cfg.art.n_q - self.cfg.art.n_qd;
+        Some(
+            crate::kernels::PackedTaskLayer::locomotion(self).and_then(|layer| {
+                let glue = crate::resident::PackedGlue::new(self, &self.cfg.actuators, extra)?;
+                Ok((layer, glue))
+            }),
+        )
+    }
 
     fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
         actuate(&self.cfg.actuators, a, act);

@@ -114,6 +114,17 @@ impl RigidTask for Planar {
     fn sim_params(&self) -> &SimParams {
         &self.cfg.params
     }
+    fn kernel_layer(
+        &self,
+    ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
+    {
+        Some(
+            crate::kernels::PackedTaskLayer::planar(self).and_then(|layer| {
+                let glue = crate::resident::PackedGlue::new(self, &self.cfg.actuators, 0)?;
+                Ok((layer, glue))
+            }),
+        )
+    }
 
     fn actuation<T: Real>(&self, a: &[T], act: &mut [T]) {
         actuate(&self.cfg.actuators, a, act);
