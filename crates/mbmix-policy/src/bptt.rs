@@ -213,7 +213,15 @@ impl Bptt {
             epoch: 0,
             env_steps: 0,
             recent_returns: ReturnMeter::default(),
-            engine: WindowEngine::new(task.as_ref(), h, n),
+            engine: {
+                let mut engine = WindowEngine::new(task.as_ref(), h, n);
+                // the window's states stay with the simulator when it offers that (the
+                // auxiliary reward reads them on the host)
+                if cfg.aux_reward == 0.0 {
+                    engine.attach_resident(task.as_ref())?;
+                }
+                engine
+            },
             seeds: WindowSeeds::zeros(h, n),
             cfg,
             task,

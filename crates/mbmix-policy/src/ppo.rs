@@ -394,7 +394,12 @@ impl Ppo {
             epoch: 0,
             env_steps: 0,
             recent_returns: ReturnMeter::default(),
-            engine: WindowEngine::new(task.as_ref(), cfg.horizon, cfg.num_envs),
+            engine: {
+                // the rollout's states stay with the simulator when it offers that
+                let mut engine = WindowEngine::new(task.as_ref(), cfg.horizon, cfg.num_envs);
+                engine.attach_resident(task.as_ref())?;
+                engine
+            },
             cfg,
             task,
             env,

@@ -100,3 +100,58 @@ fn mbmix_keeps_its_window_on_the_host() {
     let agent = MbMix::new(cfg, task, 0).unwrap();
     assert!(agent.shac().resident_window().is_none());
 }
+
+/// BPTT and PPO over the resident window train like over the host window.
+#[test]
+fn bptt_and_ppo_train_like_the_host_window() {
+    use mbmix_policy::{Bptt, BpttConfig, Ppo, PpoConfig};
+    let def = || sim_rigid::tasks::hopper::hopper_def().unwrap();
+    let tasks = || -> (Arc<dyn Task>, Arc<dyn Task>) {
+        (
+            Arc::new(KernelEnv::host(def()).unwrap()),
+            Arc::new(KernelEnv::host(def()).unwrap().with_resident(None)),
+        )
+    };
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    let cfg = BpttConfig {
+        num_envs: 8,
+        horizon: 24,
+        max_epochs: 3,
+        actor_units: vec![16, 16],
+        ..BpttConfig::default()
+    };
+    let (ra, rb) = tasks();
+    let (mut a, mut b) = (
+        Bptt::new(cfg.clone(), ra, 1).unwrap(),
+        Bptt::new(cfg, rb, 1).unwrap(),
+    );
+    for e in 0..3 {
+        let (sa, sb) = (a.train_epoch().unwrap(), b.train_epoch().unwrap());
+        assert_eq!(
+            serde_json::to_string(&sa).unwrap(),
+            serde_json::to_string(&sb).unwrap(),
+            "bptt epoch {e}"
+        );
+    }
+    assert_eq!(bits(a.actor().params_flat()), bits(b.actor().params_flat()));
+    let cfg = PpoConfig {
+        num_envs: 8,
+        horizon: 16,
+        max_epochs: 3,
+        ..PpoConfig::default()
+    };
+    let (ra, rb) = tasks();
+    let (mut a, mut b) = (
+        Ppo::new(cfg.clone(), ra, 1).unwrap(),
+        Ppo::new(cfg, rb, 1).unwrap(),
+    );
+    for e in 0..3 {
+        let (sa, sb) = (a.train_epoch().unwrap(), b.train_epoch().unwrap());
+        assert_eq!(
+            serde_json::to_string(&sa).unwrap(),
+            serde_json::to_string(&sb).unwrap(),
+            "ppo epoch {e}"
+        );
+    }
+    assert_eq!(bits(a.actor().params_flat()), bits(b.actor().params_flat()));
+}
