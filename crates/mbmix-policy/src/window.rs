@@ -338,6 +338,32 @@ impl WindowEngine {
         }
     }
 
+    /// Step t's actions from the observations `obs[t]`: `tanh(μ + σε)` with the noise ε drawn
+    /// from `noise_rng` into `noise[t]`, or `tanh(μ)` (and zero noise) without it.
+    fn act(
+        &mut self,
+        t: usize,
+        actor: &StochasticActor,
+        noise_rng: Option<&mut SeededRng>,
+        actions: &mut Array2<f32>,
+    ) {
+        let n = self.num_envs();
+        let sample = noise_rng.is_some();
+        let mut eps = self.noise.slice_mut(s![t, .., ..]);
+        match noise_rng {
+            Some(rng) => fill_normal(rng, eps.as_slice_mut().expect("contiguous noise")),
+            None => eps.fill(0.0),
+        }
+        let obs_t = self.obs.slice(s![t, .., ..]);
+        let noise_t = self.noise.slice(s![t, .., ..]);
+        actor.act(
+            obs_t.as_slice().expect("contiguous obs"),
+            n,
+            sample.then(|| noise_t.as_slice().expect("contiguous noise")),
+            actions.as_slice_mut().expect("contiguous actions"),
+        );
+    }
+
     /// `bootstrap[t]` from the done flags and the raw pre-reset observations in `raw_obs`,
     /// and the rows of `next_obs[t]` that may not be valued zeroed.
     fn mark_bootstrap(&mut self, t: usize) {
@@ -414,21 +440,7 @@ impl WindowEngine {
             self.obs.slice_mut(s![0, .., ..]),
         );
         for t in 0..h {
-            let mut eps = self.noise.slice_mut(s![t, .., ..]);
-            match noise_rng.as_deref_mut() {
-                Some(rng) => fill_normal(rng, eps.as_slice_mut().expect("contiguous noise")),
-                None => eps.fill(0.0),
-            }
-            let obs_t = self.obs.slice(s![t, .., ..]);
-            let noise_t = self.noise.slice(s![t, .., ..]);
-            actor.act(
-                obs_t.as_slice().expect("contiguous obs"),
-                n,
-                noise_rng
-                    .as_ref()
-                    .map(|_| noise_t.as_slice().expect("contiguous noise")),
-                actions.as_slice_mut().expect("contiguous actions"),
-            );
+            self.act(t, actor, noise_rng.as_deref_mut(), &mut actions);
             let cur: &mut BatchEnv = match &mut handover {
                 Some((k, next)) if t >= *k => {
                     if t == *k {
@@ -494,21 +506,7 @@ impl WindowEngine {
             self.obs.slice_mut(s![0, .., ..]),
         );
         for t in 0..h {
-            let mut eps = self.noise.slice_mut(s![t, .., ..]);
-            match noise_rng.as_deref_mut() {
-                Some(rng) => fill_normal(rng, eps.as_slice_mut().expect("contiguous noise")),
-                None => eps.fill(0.0),
-            }
-            let obs_t = self.obs.slice(s![t, .., ..]);
-            let noise_t = self.noise.slice(s![t, .., ..]);
-            actor.act(
-                obs_t.as_slice().expect("contiguous obs"),
-                n,
-                noise_rng
-                    .as_ref()
-                    .map(|_| noise_t.as_slice().expect("contiguous noise")),
-                actions.as_slice_mut().expect("contiguous actions"),
-            );
+            self.act(t, actor, noise_rng.as_deref_mut(), &mut actions);
             self.tape.actions.slice_mut(s![t, .., ..]).assign(&actions);
             r.step(
                 t,

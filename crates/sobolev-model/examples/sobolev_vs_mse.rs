@@ -78,6 +78,11 @@ struct Args {
     /// `model.grad_clip_per_term` for the Sobolev model (needs `--backend fused`).
     #[arg(long)]
     clip_per_term: bool,
+    /// `model.normalise = false` for both models: no input/output statistics, so both
+    /// losses (and the Jacobian term's Frobenius norm) are in physical coordinates, the
+    /// coordinates of the held-out errors.
+    #[arg(long)]
+    no_normalise: bool,
 }
 
 /// Transitions of `envs` random-action rollouts of `steps` steps from stochastic resets,
@@ -195,6 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: args.seed,
             network_backend: backend,
             grad_clip_per_term: args.clip_per_term && form != SobolevForm::None,
+            normalise: !args.no_normalise,
             sobolev: SobolevConfig {
                 form,
                 ..sob_cfg.clone()
