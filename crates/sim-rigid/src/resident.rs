@@ -350,6 +350,21 @@ impl<B: ResidentBackend> ResidentRigid<B> {
         Ok(())
     }
 
+    /// The sweep may only visit steps this window has simulated since its `begin`.
+    fn check_stepped(&self, t: usize) -> Result<()> {
+        if !self.ok || t >= self.cur {
+            return Err(Error::InvalidParameter {
+                name: "resident window sweep".into(),
+                reason: format!(
+                    "step {t} was not simulated in this window (it has {} step(s){})",
+                    self.cur,
+                    if self.ok { "" } else { " and a failed call" }
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Downloads `src` into `out` (`[n, width]`).
     fn fetch(b: &B, src: &B::F, host: &mut Vec<f32>, mut out: ArrayViewMut2<f32>) -> Result<()> {
         match out.as_slice_mut() {
@@ -446,6 +461,7 @@ impl<B: ResidentBackend> ResidentRigid<B> {
         adj_a: ArrayViewMut2<f32>,
     ) -> Result<()> {
         self.check_t(t, "sweep")?;
+        self.check_stepped(t)?;
         let n = self.n;
         if carry.len() != n || zero.len() != n || reward_seed.len() != n {
             return Err(Error::dim("sweep masks and seeds", n, carry.len()));
@@ -533,6 +549,12 @@ impl<B: ResidentBackend> ResidentWindow for ResidentRigid<B> {
 
     fn observe(&mut self, obs: ArrayViewMut2<f32>) -> Result<()> {
         self.check("observations", obs.shape(), self.od)?;
+        if !self.ok {
+            return Err(Error::InvalidParameter {
+                name: "resident window observe".into(),
+                reason: "the window was not begun, or a call failed".into(),
+            });
+        }
         self.b
             .observe(self.n, &self.states[self.cur], &mut self.obs)?;
         Self::fetch(&self.b, &self.obs, &mut self.host, obs)
@@ -600,6 +622,7 @@ impl<B: ResidentBackend> ResidentWindow for ResidentRigid<B> {
 
     fn sweep_observe(&mut self, t: usize, adj_obs: ArrayView2<f32>) -> Result<()> {
         self.check_t(t, "sweep")?;
+        self.check_stepped(t)?;
         self.check("observation adjoint", adj_obs.shape(), self.od)?;
         let mut tmp = std::mem::take(&mut self.host);
         let r = self.b.upload(flat(&adj_obs, &mut tmp), &mut self.obs);

@@ -235,6 +235,12 @@ fn resident_window_rejects_bad_calls() {
     r.begin(Array2::zeros((N, 4)).view()).unwrap();
     r.step(0, a.view(), o.view_mut(), rew.view_mut(), &mut t, &mut b)
         .unwrap();
+    // the sweep may only visit simulated steps
+    let mut adj1 = Array2::zeros((N, 1));
+    let err = r
+        .sweep_step(1, None, &t, Array1::zeros(N).view(), &b, adj1.view_mut())
+        .unwrap_err();
+    assert!(err.to_string().contains("not simulated"), "{err}");
     assert!(r.reset_rows(&[N], Array2::zeros((1, 4)).view()).is_err());
     assert!(r.reset_rows(&[0, 1], Array2::zeros((1, 4)).view()).is_err());
     let mut adj = Array2::zeros((N, 1));

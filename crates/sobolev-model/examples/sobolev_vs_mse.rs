@@ -22,8 +22,8 @@ use ndarray::{concatenate, Array2, Axis};
 use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
 use sim_rigid::CartPoleSwingUp;
 use sobolev_model::{
-    collect, evaluate, ModelConfig, SobolevModel, NetworkBackend, SobolevConfig, SobolevForm, SobolevTrainer,
-    TargetFilter, TargetLayout, TargetSpec, Transitions,
+    collect, evaluate, ModelConfig, NetworkBackend, SobolevConfig, SobolevForm, SobolevModel,
+    SobolevTrainer, TargetFilter, TargetLayout, TargetSpec, Transitions,
 };
 use std::time::Instant;
 
