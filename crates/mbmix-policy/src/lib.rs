@@ -44,7 +44,8 @@ pub use config::{NonFiniteGradPolicy, ShacConfig};
 pub use error::{Error, Result};
 pub use mbmix::{MbMix, MbMixEpochStats};
 pub use mbmix_config::{
-    CriticConfig, CriticData, DiagnosticsConfig, MbMixConfig, MixConfig, Reading, RolloutConfig,
+    CriticConfig, CriticData, DiagnosticsConfig, MbMixConfig, MixConfig, ModelGate, Reading,
+    RolloutConfig,
 };
 pub use mix::{mix_seeds, Bootstrap, LossScale, MixStarts};
 pub use nn::NetworkBackend;

@@ -35,7 +35,7 @@
 //! simulator window, from G disjoint groups of envs (see [`MbMixEpochStats::grad_var_mix`]).
 
 use crate::error::Result;
-use crate::mbmix_config::{CriticData, MbMixConfig, Plan};
+use crate::mbmix_config::{CriticData, MbMixConfig, ModelGate, Plan};
 use crate::mix::{mix_seeds, Bootstrap};
 use crate::model::{ModelAdjoint, ModelTask};
 use crate::policy::StochasticActor;
@@ -76,6 +76,10 @@ pub struct MbMixEpochStats {
     pub model_actor_loss: Option<f32>,
     /// Envs whose model rollout produced a non-finite state this epoch.
     pub model_nonfinite: usize,
+    /// With `rollout.model_gate` other than `none`: the cosine between the simulator
+    /// window's actor gradient and the model objectives' before gating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_grad_cos: Option<f64>,
     /// Mean Sobolev loss J_M of this epoch's model training.
     pub model_loss: f64,
     /// Its value term.
@@ -431,6 +435,9 @@ impl MbMix {
                 }
             });
         if let Some(mt) = &model_task {
+            // with a gate, the model objectives' gradient apart, then gated into `grad`
+            let gate = self.cfg.rollout.model_gate;
+            let mut gated = (gate != ModelGate::None).then(|| vec![0.0f32; grad.len()]);
             let mut r = 0;
             let mut model_loss = 0.0f32;
             for p in &plans {
@@ -450,7 +457,7 @@ impl MbMix {
                         noise_start.clone(),
                         frozen.as_ref(),
                         weight as f32,
-                        &mut grad,
+                        gated.as_deref_mut().unwrap_or(&mut grad),
                     )?;
                     model_loss += loss;
                     actor_loss += weight as f32 * loss;
@@ -466,6 +473,9 @@ impl MbMix {
                 }
             }
             stats.model_actor_loss = Some(model_loss);
+            if let Some(g) = gated {
+                stats.model_grad_cos = gate.combine(&mut grad, &g);
+            }
         }
 
         // Diagnostics that need the pre-update actor.
@@ -1574,6 +1584,26 @@ pub(crate) mod tests {
         shac2.train_epoch().unwrap();
         shac2.train_epoch().unwrap();
         assert_ne!(mixed.actor().params_flat(), shac2.actor().params_flat());
+    }
+
+    #[test]
+    fn model_gate_reports_the_gradients_cosine_after_the_warm_up() {
+        for gate in [ModelGate::None, ModelGate::Agree, ModelGate::Project] {
+            let mut c = toy_mbmix(Reading::A);
+            c.rollout.model_gate = gate;
+            let mut agent = MbMix::new(c, toy_task(), 1).unwrap();
+            for e in 0..4 {
+                let st = agent.train_epoch().unwrap();
+                let cos = st.mbmix.unwrap().model_grad_cos;
+                if gate == ModelGate::None || e < 2 {
+                    assert_eq!(cos, None, "{gate:?}, epoch {e}");
+                } else {
+                    let cos = cos.expect("a cosine once the model is used");
+                    assert!((-1.0..=1.0).contains(&cos), "{cos}");
+                }
+                assert!(st.actor_grad_norm.is_finite());
+            }
+        }
     }
 
     #[test]

@@ -158,6 +158,63 @@ pub struct RolloutConfig {
     /// C: `[{sim_fwd_model_bwd h}]`; `sim_only`: `[{sim h}]`; `model_only`: `[{model H}]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_step_source: Option<Vec<Objective>>,
+    /// How the gradient of the rollouts with model steps joins the simulator window's
+    /// (an extension of §3.4, not in the paper): `none` (default) adds it; `agree` adds it
+    /// only when it agrees with the window's gradient (positive inner product); `project`
+    /// removes its component against the window's gradient when they conflict (PCGrad).
+    /// Only objectives with model steps are gated; a window objective that steps back
+    /// through the model (reading C) is part of the window's gradient.
+    pub model_gate: ModelGate,
+}
+
+/// [`RolloutConfig::model_gate`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelGate {
+    /// g = g_sim + g_model (the paper's sum).
+    #[default]
+    None,
+    /// g = g_sim + g_model if ⟨g_sim, g_model⟩ > 0, else g_sim.
+    Agree,
+    /// g = g_sim + g_model − min(0, ⟨g_model, g_sim⟩)/‖g_sim‖² · g_sim.
+    Project,
+}
+
+impl ModelGate {
+    /// Adds the gated `model` gradient into `sim`; returns the cosine of the two before
+    /// gating (None when either is zero or non-finite).
+    pub fn combine(self, sim: &mut [f32], model: &[f32]) -> Option<f64> {
+        let dot: f64 = sim
+            .iter()
+            .zip(model)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let ns: f64 = sim.iter().map(|a| (*a as f64).powi(2)).sum();
+        let nm: f64 = model.iter().map(|b| (*b as f64).powi(2)).sum();
+        let cos = (ns > 0.0 && nm > 0.0 && dot.is_finite()).then(|| dot / (ns.sqrt() * nm.sqrt()));
+        let (scale, along) = match self {
+            ModelGate::None => (1.0, 0.0),
+            ModelGate::Agree => (if dot > 0.0 || ns == 0.0 { 1.0 } else { 0.0 }, 0.0),
+            ModelGate::Project => (
+                1.0,
+                if dot < 0.0 && ns > 0.0 {
+                    -dot / ns
+                } else {
+                    0.0
+                },
+            ),
+        };
+        if scale == 1.0 && along == 0.0 {
+            for (a, b) in sim.iter_mut().zip(model) {
+                *a += *b;
+            }
+        } else if scale != 0.0 {
+            for (a, b) in sim.iter_mut().zip(model) {
+                *a = (*a as f64 + *b as f64 + along * *a as f64) as f32;
+            }
+        }
+        cos
+    }
 }
 
 impl Default for RolloutConfig {
@@ -170,6 +227,7 @@ impl Default for RolloutConfig {
             model_warmup_epochs: 20,
             model_ramp_epochs: 0,
             per_step_source: None,
+            model_gate: ModelGate::None,
         }
     }
 }
@@ -597,5 +655,54 @@ mod tests {
         let back: MbMixConfig =
             serde_json::from_str(&serde_json::to_string(&MbMixConfig::default()).unwrap()).unwrap();
         assert_eq!(back, MbMixConfig::default());
+        for (name, gate) in [
+            ("none", ModelGate::None),
+            ("agree", ModelGate::Agree),
+            ("project", ModelGate::Project),
+        ] {
+            let c: RolloutConfig =
+                serde_json::from_str(&format!(r#"{{"model_gate": "{name}"}}"#)).unwrap();
+            assert_eq!(c.model_gate, gate);
+        }
+        let err = serde_json::from_str::<RolloutConfig>(r#"{"model_gate": "pcgrad"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pcgrad") && err.contains("project"), "{err}");
+    }
+
+    #[test]
+    fn model_gate_combines_as_documented() {
+        let sim = [1.0f32, 0.0, 2.0];
+        let agree = [0.5f32, 1.0, 0.0];
+        let conflict = [-1.0f32, 1.0, -1.0];
+        let run = |gate: ModelGate, m: &[f32]| {
+            let mut g = sim;
+            let cos = gate.combine(&mut g, m);
+            (g, cos.unwrap())
+        };
+        // none: the plain sum, whatever the angle
+        assert_eq!(run(ModelGate::None, &conflict).0, [0.0, 1.0, 1.0]);
+        // agree: the sum when the inner product is positive, the simulator's gradient else
+        let (g, cos) = run(ModelGate::Agree, &agree);
+        assert_eq!(g, [1.5, 1.0, 2.0]);
+        assert!(cos > 0.0);
+        let (g, cos) = run(ModelGate::Agree, &conflict);
+        assert_eq!(g, sim);
+        assert!((cos + 3.0 / (5f64.sqrt() * 3f64.sqrt())).abs() < 1e-12);
+        // project: an agreeing gradient is added whole; a conflicting one loses its
+        // component along the simulator's, so what is added is orthogonal to it
+        assert_eq!(run(ModelGate::Project, &agree).0, [1.5, 1.0, 2.0]);
+        let (g, _) = run(ModelGate::Project, &conflict);
+        let added: Vec<f64> = g.iter().zip(&sim).map(|(a, b)| (a - b) as f64).collect();
+        let along: f64 = added.iter().zip(&sim).map(|(a, b)| a * *b as f64).sum();
+        assert!(along.abs() < 1e-6, "{added:?}");
+        assert!(
+            (added[1] - 1.0).abs() < 1e-6,
+            "the orthogonal part is kept: {added:?}"
+        );
+        // a zero simulator gradient (model_only) takes the model's whole
+        let mut z = [0.0f32; 3];
+        assert_eq!(ModelGate::Agree.combine(&mut z, &conflict), None);
+        assert_eq!(z, conflict);
     }
 }
