@@ -93,6 +93,10 @@ pub struct MetricsLine {
     /// MB-MIX: envs whose model rollout went non-finite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_nonfinite: Option<usize>,
+    /// MB-MIX: cosine between the window's and the model objectives' actor gradients
+    /// (with `rollout.model_gate` other than `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_grad_cos: Option<f64>,
     /// MB-MIX: mean Sobolev loss of the model's training epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_loss: Option<f64>,
@@ -127,6 +131,7 @@ impl MetricsLine {
             self.sim_actor_loss = m.sim_actor_loss;
             self.model_actor_loss = m.model_actor_loss;
             self.model_nonfinite = Some(m.model_nonfinite);
+            self.model_grad_cos = m.model_grad_cos;
             self.model_loss = Some(m.model_loss);
             self.model_jacobian_loss = Some(m.model_jacobian_loss);
             self.model_next_state_err = m.model_next_state_err;
