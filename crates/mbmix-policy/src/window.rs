@@ -191,6 +191,15 @@ pub fn shac_seeds(
     loss as f32
 }
 
+/// A resident window's failed sweep: reported, and the actor gradient made NaN so that the
+/// trainer's non-finite rule (abort or skip) meets it.
+fn void_gradient(grads: &mut [&mut [f32]], who: &str, e: diff_core::Error) {
+    eprintln!("{who}: reverse sweep failed: {e}");
+    for g in grads.iter_mut() {
+        g.fill(f32::NAN);
+    }
+}
+
 /// Forward rollout and reverse sweep over windows of `h` steps of `N` envs. All buffers are
 /// allocated once and reused across windows.
 pub struct WindowEngine {
@@ -805,12 +814,8 @@ impl WindowEngine {
                     &zero,
                     self.adj_a.view_mut(),
                 ) {
-                    eprintln!("{}: reverse sweep failed: {e}", r.describe());
-                    for g in grads.iter_mut() {
-                        g.fill(f32::NAN);
-                    }
-                    self.resident = resident;
-                    return;
+                    void_gradient(grads, &r.describe(), e);
+                    break;
                 }
             } else {
                 self.host_step_adjoint(t, tasks, dynamics, seeds);
@@ -819,12 +824,8 @@ impl WindowEngine {
             let adj_obs = ArrayView2::from_shape((n, od), &self.adj_obs).expect("obs adjoint");
             if let Some(r) = resident.as_deref_mut() {
                 if let Err(e) = r.sweep_observe(t, adj_obs) {
-                    eprintln!("{}: reverse sweep failed: {e}", r.describe());
-                    for g in grads.iter_mut() {
-                        g.fill(f32::NAN);
-                    }
-                    self.resident = resident;
-                    return;
+                    void_gradient(grads, &r.describe(), e);
+                    break;
                 }
             } else {
                 tasks.at(t).observe_vjp(
@@ -1518,5 +1519,108 @@ mod tests {
             seeds.value.column(0).to_vec(),
             vec![0.0, 0.0, 0.0, -g * g / 4.0]
         );
+    }
+
+    /// A resident window that fails in the reverse sweep (the device lost, say).
+    struct FailingSweep(Box<dyn ResidentWindow>);
+
+    impl ResidentWindow for FailingSweep {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+        fn begin(&mut self, s: ArrayView2<f32>) -> diff_core::Result<()> {
+            self.0.begin(s)
+        }
+        fn observe(&mut self, o: ArrayViewMut2<f32>) -> diff_core::Result<()> {
+            self.0.observe(o)
+        }
+        fn step(
+            &mut self,
+            t: usize,
+            a: ArrayView2<f32>,
+            o: ArrayViewMut2<f32>,
+            r: ndarray::ArrayViewMut1<f32>,
+            term: &mut [bool],
+            bad: &mut [bool],
+        ) -> diff_core::Result<()> {
+            self.0.step(t, a, o, r, term, bad)
+        }
+        fn reset_rows(&mut self, rows: &[usize], s: ArrayView2<f32>) -> diff_core::Result<()> {
+            self.0.reset_rows(rows, s)
+        }
+        fn end(&mut self, s: ArrayViewMut2<f32>) -> diff_core::Result<()> {
+            self.0.end(s)
+        }
+        fn sweep_step(
+            &mut self,
+            _t: usize,
+            _o: Option<ArrayView2<f32>>,
+            _c: &[bool],
+            _r: ndarray::ArrayView1<f32>,
+            _z: &[bool],
+            _a: ArrayViewMut2<f32>,
+        ) -> diff_core::Result<()> {
+            Err(diff_core::Error::InvalidParameter {
+                name: "device".into(),
+                reason: "lost".into(),
+            })
+        }
+        fn sweep_observe(&mut self, t: usize, a: ArrayView2<f32>) -> diff_core::Result<()> {
+            self.0.sweep_observe(t, a)
+        }
+    }
+
+    /// A resident window's failures void the gradient (NaN, for the trainer's non-finite
+    /// rule) instead of panicking, and what it cannot do is refused.
+    #[test]
+    fn resident_window_failures_void_the_gradient() {
+        use sim_rigid::batch::KernelEnv;
+        let task: Arc<dyn Task> =
+            Arc::new(KernelEnv::host(sim_rigid::tasks::CartPole::new()).unwrap());
+        let mut rng = seeded(2, 2);
+        let actor = StochasticActor::new(5, &[8], 1, -1.0, &mut rng);
+        let critic = Mlp::new(5, &[8], 1, LinearInit::Orthogonal { gain: 1.0 }, &mut rng);
+        let mut seeds = WindowSeeds::zeros(H, N);
+        seeds.reward.fill(1.0);
+        seeds.value.fill(0.5);
+        let sweep = |engine: &mut WindowEngine| {
+            let mut env = BatchEnv::new(task.clone(), N, 1, true).unwrap();
+            engine
+                .rollout(&mut env, &actor, None, None, Some(&mut seeded(3, 3)))
+                .unwrap();
+            let mut g = vec![0.0f32; actor.num_params()];
+            engine.reverse_sweep(
+                task.as_ref(),
+                &SimulatorAdjoint(task.as_ref()),
+                &actor,
+                &critic,
+                None,
+                &seeds,
+                &mut g,
+            );
+            g
+        };
+        let mut engine = WindowEngine::new(task.as_ref(), H, N);
+        assert!(engine.attach_resident(task.as_ref()).unwrap());
+        assert!(sweep(&mut engine).iter().all(|g| g.is_finite()));
+        // a failing sweep
+        let inner = engine.resident.take().unwrap();
+        engine.resident = Some(Box::new(FailingSweep(inner)));
+        assert!(sweep(&mut engine).iter().all(|g| g.is_nan()));
+        assert!(engine.resident().is_some(), "the window stays attached");
+        // no step-VJP record in a resident window
+        let mut engine = WindowEngine::new(task.as_ref(), H, N);
+        engine.attach_resident(task.as_ref()).unwrap();
+        engine.record_step_vjp = true;
+        assert!(sweep(&mut engine).iter().all(|g| g.is_nan()));
+        // no handover
+        let mut engine = WindowEngine::new(task.as_ref(), H, N);
+        engine.attach_resident(task.as_ref()).unwrap();
+        let mut env = BatchEnv::new(task.clone(), N, 1, true).unwrap();
+        let mut other = BatchEnv::new(task.clone(), N, 1, true).unwrap();
+        let err = engine
+            .rollout_handover(&mut env, Some((2, &mut other)), &actor, None, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("resident window"), "{err}");
     }
 }
