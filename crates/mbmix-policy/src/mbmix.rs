@@ -1588,7 +1588,12 @@ pub(crate) mod tests {
 
     #[test]
     fn model_gate_reports_the_gradients_cosine_after_the_warm_up() {
-        for gate in [ModelGate::None, ModelGate::Agree, ModelGate::Project] {
+        for gate in [
+            ModelGate::None,
+            ModelGate::Agree,
+            ModelGate::Project,
+            ModelGate::Scale,
+        ] {
             let mut c = toy_mbmix(Reading::A);
             c.rollout.model_gate = gate;
             let mut agent = MbMix::new(c, toy_task(), 1).unwrap();

@@ -161,7 +161,8 @@ pub struct RolloutConfig {
     /// How the gradient of the rollouts with model steps joins the simulator window's
     /// (an extension of §3.4, not in the paper): `none` (default) adds it; `agree` adds it
     /// only when it agrees with the window's gradient (positive inner product); `project`
-    /// removes its component against the window's gradient when they conflict (PCGrad).
+    /// removes its component against the window's gradient when they conflict (PCGrad);
+    /// `scale` weighs it by the positive part of the two gradients' cosine.
     /// Only objectives with model steps are gated; a window objective that steps back
     /// through the model (reading C) is part of the window's gradient.
     pub model_gate: ModelGate,
@@ -178,6 +179,8 @@ pub enum ModelGate {
     Agree,
     /// g = g_sim + g_model − min(0, ⟨g_model, g_sim⟩)/‖g_sim‖² · g_sim.
     Project,
+    /// g = g_sim + max(0, cos)·g_model, cos the cosine of the two (a soft `agree`).
+    Scale,
 }
 
 impl ModelGate {
@@ -203,6 +206,14 @@ impl ModelGate {
                     0.0
                 },
             ),
+            ModelGate::Scale => (
+                if ns == 0.0 {
+                    1.0
+                } else {
+                    cos.unwrap_or(0.0).max(0.0)
+                },
+                0.0,
+            ),
         };
         if scale == 1.0 && along == 0.0 {
             for (a, b) in sim.iter_mut().zip(model) {
@@ -210,7 +221,7 @@ impl ModelGate {
             }
         } else if scale != 0.0 {
             for (a, b) in sim.iter_mut().zip(model) {
-                *a = (*a as f64 + *b as f64 + along * *a as f64) as f32;
+                *a = (*a as f64 + scale * *b as f64 + along * *a as f64) as f32;
             }
         }
         cos
@@ -659,6 +670,7 @@ mod tests {
             ("none", ModelGate::None),
             ("agree", ModelGate::Agree),
             ("project", ModelGate::Project),
+            ("scale", ModelGate::Scale),
         ] {
             let c: RolloutConfig =
                 serde_json::from_str(&format!(r#"{{"model_gate": "{name}"}}"#)).unwrap();
@@ -700,6 +712,12 @@ mod tests {
             (added[1] - 1.0).abs() < 1e-6,
             "the orthogonal part is kept: {added:?}"
         );
+        // scale: weighted by the positive part of the cosine
+        let (g, cos) = run(ModelGate::Scale, &agree);
+        for k in 0..3 {
+            assert!((g[k] as f64 - (sim[k] as f64 + cos * agree[k] as f64)).abs() < 1e-6);
+        }
+        assert_eq!(run(ModelGate::Scale, &conflict).0, sim);
         // a zero simulator gradient (model_only) takes the model's whole
         let mut z = [0.0f32; 3];
         assert_eq!(ModelGate::Agree.combine(&mut z, &conflict), None);
