@@ -60,6 +60,7 @@ pub struct BatchEnv {
     stochastic_init: bool,
     rng: SeededRng,
     scratch_terminated: Vec<bool>,
+    scratch_nonfinite: Vec<bool>,
 }
 
 impl BatchEnv {
@@ -81,6 +82,7 @@ impl BatchEnv {
             stochastic_init,
             rng: seeded(seed, 0x7e5e7),
             scratch_terminated: vec![false; n],
+            scratch_nonfinite: vec![false; n],
         };
         env.reset_all();
         Ok(env)
@@ -154,16 +156,16 @@ impl BatchEnv {
         self.task
             .reward(next_state.view(), actions, reward.view_mut());
         let mut terminated = std::mem::take(&mut self.scratch_terminated);
+        let mut nonfinite = std::mem::take(&mut self.scratch_nonfinite);
         self.task.terminated(next_state.view(), &mut terminated);
-        let nonfinite: Vec<bool> = next_state
-            .outer_iter()
-            .map(|row| {
-                !row.iter()
-                    .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT)
-            })
-            .collect();
+        for (f, row) in nonfinite.iter_mut().zip(next_state.outer_iter()) {
+            *f = !row
+                .iter()
+                .all(|x| x.is_finite() && x.abs() <= NONFINITE_LIMIT);
+        }
         self.book(reward.view_mut(), &terminated, &nonfinite, done);
         self.scratch_terminated = terminated;
+        self.scratch_nonfinite = nonfinite;
         self.state.assign(&next_state);
         self.reset_done(done);
         Ok(())

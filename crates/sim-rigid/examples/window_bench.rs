@@ -75,28 +75,28 @@ fn cpu(task: &dyn Task, inp: &Inputs, reps: usize) -> (f64, f64) {
         forward(&mut states);
     }
     let fwd = t0.elapsed().as_secs_f64() / reps as f64;
+    // the sweep's buffers, allocated once as the window engine does
+    let mut carry = Array2::<f32>::zeros((n, sd));
+    let mut adj_next = Array2::<f32>::zeros((n, sd));
+    let mut adj_s = Array2::<f32>::zeros((n, sd));
+    let mut adj_a = Array2::<f32>::zeros((n, ad));
     let t0 = Instant::now();
     for _ in 0..reps {
         forward(&mut states);
-        let mut carry = Array2::<f32>::zeros((n, sd));
+        carry.fill(0.0);
         for t in (0..H).rev() {
             let cur = states.index_axis(Axis(0), t);
             let next = states.index_axis(Axis(0), t + 1);
             let a = inp.actions.index_axis(Axis(0), t);
-            let mut adj_next = carry.clone();
+            adj_next.assign(&carry);
             task.observe_vjp(next, inp.obs_adj.view(), adj_next.view_mut());
-            let mut adj_a = Array2::zeros((n, ad));
-            task.reward_vjp(
-                next,
-                a,
-                inp.seed.view(),
-                adj_next.view_mut(),
-                adj_a.view_mut(),
-            );
-            let mut adj_s = Array2::zeros((n, sd));
+            adj_a.fill(0.0);
+            let seed = inp.seed.view();
+            task.reward_vjp(next, a, seed, adj_next.view_mut(), adj_a.view_mut());
+            adj_s.fill(0.0);
             task.step_vjp(cur, a, adj_next.view(), adj_s.view_mut(), adj_a.view_mut());
             task.observe_vjp(cur, inp.obs_adj.view(), adj_s.view_mut());
-            carry = adj_s;
+            std::mem::swap(&mut carry, &mut adj_s);
         }
     }
     (fwd, t0.elapsed().as_secs_f64() / reps as f64)

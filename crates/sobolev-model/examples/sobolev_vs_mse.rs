@@ -22,8 +22,8 @@ use ndarray::{concatenate, Array2, Axis};
 use sim_rigid::tasks::{Ant, HalfCheetah, Hopper, Humanoid};
 use sim_rigid::CartPoleSwingUp;
 use sobolev_model::{
-    collect, evaluate, ModelConfig, NetworkBackend, SobolevConfig, SobolevForm, SobolevModel,
-    SobolevTrainer, TargetFilter, TargetLayout, TargetSpec, Transitions,
+    collect, evaluate, ModelConfig, NetworkBackend, SobolevConfig, SobolevForm, SobolevTrainer,
+    TargetFilter, TargetLayout, TargetSpec, Transitions,
 };
 use std::time::Instant;
 
@@ -130,39 +130,6 @@ fn rollouts(
         cat(&|p| &p.targets),
     )
     .unwrap()
-}
-
-/// Per held-out transition r, `‖Ĵ_r − J_r‖_F / ‖J_r‖_F`: (median, mean). The aggregate
-/// error of [`evaluate`] weighs transitions by ‖J_r‖², so a few contact transitions with
-/// large Jacobians can dominate it; these weigh every transition alike.
-fn per_transition(model: &SobolevModel<f32>, held: &Transitions) -> (f64, f64) {
-    let ds = held.layout.state_dim;
-    let din = held.layout.input_dim();
-    let mut errs = Vec::with_capacity(held.len());
-    for start in (0..held.len()).step_by(1024) {
-        let end = (start + 1024).min(held.len());
-        let rows = start..end;
-        let jac = model
-            .jacobian(
-                held.s.slice(ndarray::s![rows.clone(), ..]),
-                held.a.slice(ndarray::s![rows, ..]),
-            )
-            .expect("jacobian");
-        for r in 0..end - start {
-            let (mut e, mut d) = (0.0f64, 0.0f64);
-            for o in 0..ds {
-                for i in 0..din {
-                    let jf = held.targets[[start + r, o * din + i]] as f64;
-                    e += (jac[[r, o, i]] as f64 - jf).powi(2);
-                    d += jf * jf;
-                }
-            }
-            errs.push((e / d.max(1e-30)).sqrt());
-        }
-    }
-    let mean = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
-    errs.sort_by(f64::total_cmp);
-    (errs[errs.len() / 2], mean)
 }
 
 /// The share of Σ_r ‖J_r‖² held by the 1 % of held-out transitions with the largest ‖J_r‖.
@@ -281,10 +248,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let secs = t.elapsed().as_secs_f64();
         let ev = evaluate(trainer.model(), &held)?;
-        let (median, mean) = per_transition(trainer.model(), &held);
         println!(
-            "  {:>4}: per-transition Jacobian error median {median:.4}, mean {mean:.4}",
-            form.name()
+            "  {:>4}: per-transition Jacobian error median {:.4}, mean {:.4}",
+            form.name(),
+            ev.jacobian_rel_err_median,
+            ev.jacobian_rel_err_mean
         );
         let steps = last.map_or(0, |s| s.steps) * args.epochs;
         rows.push((form, ev, steps, secs));

@@ -1099,6 +1099,7 @@ fn training_learns_the_toy_jacobians() {
     )
     .unwrap();
     let mut results = Vec::new();
+    let mut trained = Vec::new();
     for form in [SobolevForm::Full, SobolevForm::None] {
         let cfg = ModelConfig {
             hidden: vec![32, 32],
@@ -1130,13 +1131,46 @@ fn training_learns_the_toy_jacobians() {
             "{form:?}: {first:?} → {last:?}"
         );
         results.push(evaluate(tr.model(), &held).unwrap());
+        trained.push(tr);
     }
+    let trained_sob = &trained[0];
     let (sob, mse) = (results[0], results[1]);
     assert_eq!(sob.samples, 128);
     assert!(
         sob.jacobian_delta_rel_err < mse.jacobian_delta_rel_err,
         "sobolev {sob:?} vs mse {mse:?}"
     );
+    // the per-transition errors: one transition alone gives the aggregate error, and
+    // the median and mean of the whole set are those of the single-transition evaluations
+    let one = |r: usize| {
+        let sel = |x: &ndarray::Array2<f32>| x.slice(ndarray::s![r..r + 1, ..]).to_owned();
+        let t = Transitions::from_parts(
+            held.layout,
+            sel(&held.s),
+            sel(&held.a),
+            sel(&held.s_next),
+            sel(&held.targets),
+        )
+        .unwrap();
+        evaluate(trained_sob.model(), &t).unwrap()
+    };
+    let e0 = one(0);
+    assert!((e0.jacobian_rel_err_median - e0.jacobian_rel_err).abs() < 1e-12);
+    assert!((e0.jacobian_rel_err_mean - e0.jacobian_rel_err).abs() < 1e-12);
+    let mut each: Vec<f64> = (0..held.len()).map(|r| one(r).jacobian_rel_err).collect();
+    let mean = each.iter().sum::<f64>() / each.len() as f64;
+    each.sort_by(f64::total_cmp);
+    // the model runs in f32, and a batch of one rounds its products differently from a batch
+    // of 128: equal up to f32 rounding (the neighbours of the median are much further apart)
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
+    assert!(close(sob.jacobian_rel_err_mean, mean), "{sob:?} vs {mean}");
+    let m = each.len() / 2;
+    assert!(
+        close(sob.jacobian_rel_err_median, each[m]),
+        "{sob:?} vs {:?}",
+        &each[m - 1..=m + 1]
+    );
+    assert!(!close(each[m - 1], each[m]) && !close(each[m + 1], each[m]));
 }
 
 /// `sobolev.wrt = action` trains exactly as β_s = 0 (for every form), and differently from

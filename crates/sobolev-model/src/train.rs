@@ -137,6 +137,12 @@ pub struct EvalStats {
     /// `‖Ĵ − J_F‖ / ‖J_F − [I, 0]‖`: the same error relative to the Jacobian of the state
     /// change (stricter: the identity part of J_F is free for a residual model).
     pub jacobian_delta_rel_err: f64,
+    /// Median over the transitions r of their own `‖Ĵ_r − J_r‖ / ‖J_r‖`. The aggregate
+    /// [`EvalStats::jacobian_rel_err`] weighs transitions by ‖J_r‖², so a few with large
+    /// Jacobians (contacts) can dominate it; this weighs every transition alike.
+    pub jacobian_rel_err_median: f64,
+    /// Mean over the transitions of the same per-transition error.
+    pub jacobian_rel_err_mean: f64,
 }
 
 /// Evaluates `model` on held-out transitions collected with `full` targets.
@@ -166,6 +172,7 @@ pub fn evaluate_columns(
     }
     let (ds, din, n) = (l.state_dim, l.input_dim(), held_out.len());
     let (mut e_s, mut d_s, mut e_j, mut d_j, mut d_jd) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    let mut per_row = Vec::with_capacity(n);
     const CHUNK: usize = 1024;
     for start in (0..n).step_by(CHUNK) {
         let end = (start + CHUNK).min(n);
@@ -177,25 +184,34 @@ pub fn evaluate_columns(
         let jac = model.jacobian(s, a)?;
         for r in 0..end - start {
             let row = start + r;
+            let (mut e_r, mut d_r) = (0.0f64, 0.0f64);
             for o in 0..ds {
                 let truth = held_out.s_next[[row, o]] as f64;
                 e_s += (pred[[r, o]] as f64 - truth).powi(2);
                 d_s += (truth - held_out.s[[row, o]] as f64).powi(2);
                 for i in first..din {
                     let jf = held_out.targets[[row, o * din + i]] as f64;
-                    e_j += (jac[[r, o, i]] as f64 - jf).powi(2);
-                    d_j += jf * jf;
+                    e_r += (jac[[r, o, i]] as f64 - jf).powi(2);
+                    d_r += jf * jf;
                     d_jd += (jf - if i == o { 1.0 } else { 0.0 }).powi(2);
                 }
             }
+            e_j += e_r;
+            d_j += d_r;
+            per_row.push((e_r / d_r.max(1e-30)).sqrt());
         }
     }
     let ratio = |e: f64, d: f64| (e / d.max(1e-30)).sqrt();
+    let mean = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
+    per_row.sort_by(f64::total_cmp);
+    let median = per_row.get(per_row.len() / 2).copied().unwrap_or(0.0);
     Ok(EvalStats {
         samples: n,
         next_state_rel_err: ratio(e_s, d_s),
         jacobian_rel_err: ratio(e_j, d_j),
         jacobian_delta_rel_err: ratio(e_j, d_jd),
+        jacobian_rel_err_median: median,
+        jacobian_rel_err_mean: mean,
     })
 }
 
