@@ -83,6 +83,29 @@ pub fn reset_row64<R: RowTask>(task: &R, seed: u64, stochastic: bool) -> Vec<f64
     row.iter().map(|&x| x as f64).collect()
 }
 
+/// Moves every particle `p` of a state row (position at `x[24·p..24·p + 3]`) that lies
+/// closer than `min` to its goal position `goal[p]` out to distance `min`, along its own
+/// offset (along +x when it sits exactly on the goal). The index-matched shape loss has
+/// a `sqrt` kink at the goal whose curvature grows as 1/distance, so a central finite
+/// difference of step `h` is accurate to about `h²/distance²` only this far from it.
+pub fn clear_of_goal(x: &mut [f64], goal: &[[f64; 3]], min: f64) {
+    for (p, g) in goal.iter().enumerate() {
+        let e: [f64; 3] = std::array::from_fn(|d| x[24 * p + d] - g[d]);
+        let r = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
+        if r >= min {
+            continue;
+        }
+        let dir = if r > 1e-9 {
+            e.map(|c| c / r)
+        } else {
+            [1.0, 0.0, 0.0]
+        };
+        for d in 0..3 {
+            x[24 * p + d] = g[d] + min * dir[d];
+        }
+    }
+}
+
 /// Runs the batched contract on `n` stochastic resets and one step under deterministic
 /// pseudo-random actions: finite states, rewards, observations and a scene, distinct
 /// resets, and the batched `f32` action gradient of the reward through the step against
