@@ -78,6 +78,9 @@ struct Args {
     /// `model.grad_clip_per_term` for the Sobolev model (needs `--backend fused`).
     #[arg(long)]
     clip_per_term: bool,
+    /// `model.grad_clip_jacobian` (the Jacobian term's clip norm; needs `--clip-per-term`).
+    #[arg(long, requires = "clip_per_term")]
+    clip_jacobian: Option<f64>,
     /// `model.normalise = false` for both models: no input/output statistics, so both
     /// losses (and the Jacobian term's Frobenius norm) are in physical coordinates, the
     /// coordinates of the held-out errors.
@@ -213,6 +216,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: args.seed,
             network_backend: backend,
             grad_clip_per_term: args.clip_per_term && form != SobolevForm::None,
+            grad_clip_jacobian: args.clip_jacobian.filter(|_| form != SobolevForm::None),
             normalise: !args.no_normalise,
             sobolev: SobolevConfig {
                 form,

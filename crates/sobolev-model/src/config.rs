@@ -298,6 +298,10 @@ pub struct ModelConfig {
     /// contact Jacobians the Jacobian term's gradient is hundreds of times the value
     /// term's, so clipping the sum leaves the value term almost no step. Default false.
     pub grad_clip_per_term: bool,
+    /// With `grad_clip_per_term`, the norm the Jacobian term's gradient is clipped to
+    /// (the value term's stays `grad_clip`): the two terms' share of each step. `None`
+    /// (default) uses `grad_clip` for both. Needs `grad_clip_per_term`; must be > 0.
+    pub grad_clip_jacobian: Option<f64>,
 }
 
 impl Default for ModelConfig {
@@ -325,6 +329,7 @@ impl Default for ModelConfig {
             network_backend: NetworkBackend::default(),
             space: ModelSpace::default(),
             grad_clip_per_term: false,
+            grad_clip_jacobian: None,
         }
     }
 }
@@ -402,6 +407,20 @@ impl ModelConfig {
                 "grad_clip_per_term",
                 "the per-term gradients come from the fused passes: set network_backend = \"fused\"",
             ));
+        }
+        if let Some(c) = self.grad_clip_jacobian {
+            if !self.grad_clip_per_term {
+                return Err(Error::config(
+                    "grad_clip_jacobian",
+                    "it sets the Jacobian term's own clip norm: set grad_clip_per_term = true",
+                ));
+            }
+            if !(c > 0.0) {
+                return Err(Error::config(
+                    "grad_clip_jacobian",
+                    format!("must be > 0, got {c}"),
+                ));
+            }
         }
         if self.space == ModelSpace::Obs {
             if self.sobolev.form != SobolevForm::None && self.sobolev.wrt != Wrt::Action {

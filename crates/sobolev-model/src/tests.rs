@@ -570,11 +570,21 @@ fn split_fused_gradient_is_the_two_terms() {
     };
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("grad_clip_per_term"), "{err}");
+    for (per_term, c) in [(false, 0.5), (true, 0.0), (true, f64::NAN)] {
+        let bad = ModelConfig {
+            network_backend: NetworkBackend::Fused,
+            grad_clip_per_term: per_term,
+            grad_clip_jacobian: Some(c),
+            ..cfg.clone()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("grad_clip_jacobian"), "{err}");
+    }
     let cfg = ModelConfig {
         network_backend: NetworkBackend::Fused,
         ..cfg
     };
-    let mut tr = SobolevTrainer::new(cfg, 3, 2).unwrap();
+    let mut tr = SobolevTrainer::new(cfg.clone(), 3, 2).unwrap();
     let (s, a) = random_inputs(&mut rng, 64);
     let b = collect(&Toy::new(), s.view(), a.view(), &tr.target_spec(), &mut rng).unwrap();
     tr.add(&b).unwrap();
@@ -584,6 +594,26 @@ fn split_fused_gradient_is_the_two_terms() {
         last = tr.train_epoch(&mut seeded(64, 0)).unwrap();
     }
     assert!(last.loss < first.loss, "{} → {}", first.loss, last.loss);
+
+    // `grad_clip_jacobian`: equal to `grad_clip` it is the default; smaller, the
+    // Jacobian term's steps shrink and the weights go elsewhere
+    let trained = |clip_jac: Option<f64>| {
+        let mut tr = SobolevTrainer::new(
+            ModelConfig {
+                grad_clip_jacobian: clip_jac,
+                ..cfg.clone()
+            },
+            3,
+            2,
+        )
+        .unwrap();
+        tr.add(&b).unwrap();
+        tr.train_epoch(&mut seeded(64, 0)).unwrap();
+        tr.model().params().to_vec()
+    };
+    let default = trained(None);
+    assert_eq!(default, trained(Some(cfg.grad_clip)));
+    assert_ne!(default, trained(Some(0.1 * cfg.grad_clip)));
 }
 
 /// A trainer with `network_backend = "fused"` takes the dfdx trainer's steps: same data,

@@ -359,7 +359,8 @@ impl SobolevTrainer {
                 .sobolev_loss_grad_fused_split(&prepared, &mut grad, &mut g_jac)?;
             let clip = self.config.grad_clip;
             let n_value = clip_grad_norm(&mut grad, clip);
-            let n_jac = clip_grad_norm(&mut g_jac, clip);
+            let clip_jac = self.config.grad_clip_jacobian.unwrap_or(clip);
+            let n_jac = clip_grad_norm(&mut g_jac, clip_jac);
             for (g, j) in grad.iter_mut().zip(&g_jac) {
                 *g += *j;
             }
