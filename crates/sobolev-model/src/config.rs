@@ -415,10 +415,10 @@ impl ModelConfig {
                     "it sets the Jacobian term's own clip norm: set grad_clip_per_term = true",
                 ));
             }
-            if !c.is_finite() || c <= 0.0 {
+            if c.is_nan() || c <= 0.0 {
                 return Err(Error::config(
                     "grad_clip_jacobian",
-                    format!("must be a finite number > 0, got {c}"),
+                    format!("must be > 0 (inf: no clip), got {c}"),
                 ));
             }
         }
