@@ -173,6 +173,7 @@ pub fn evaluate_columns(
     let (ds, din, n) = (l.state_dim, l.input_dim(), held_out.len());
     let (mut e_s, mut d_s, mut e_j, mut d_j, mut d_jd) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
     let mut per_row = Vec::with_capacity(n);
+    let ratio = |e: f64, d: f64| (e / d.max(1e-30)).sqrt();
     const CHUNK: usize = 1024;
     for start in (0..n).step_by(CHUNK) {
         let end = (start + CHUNK).min(n);
@@ -198,10 +199,9 @@ pub fn evaluate_columns(
             }
             e_j += e_r;
             d_j += d_r;
-            per_row.push((e_r / d_r.max(1e-30)).sqrt());
+            per_row.push(ratio(e_r, d_r));
         }
     }
-    let ratio = |e: f64, d: f64| (e / d.max(1e-30)).sqrt();
     let mean = per_row.iter().sum::<f64>() / per_row.len().max(1) as f64;
     per_row.sort_by(f64::total_cmp);
     let median = per_row.get(per_row.len() / 2).copied().unwrap_or(0.0);
