@@ -1,11 +1,12 @@
 //! MLS-MPM substeps in f32 on one thread: particle-substeps per second, forward alone and
-//! forward + backward (the substep's adjoint, which replays its forward pass), for a
+//! forward + backward (the substep recording its tape, then its adjoint reading it; and,
+//! as the baseline, an adjoint that replays the forward pass), for a
 //! push-rope-like scene (576 elasto-plastic particles on DaXBench's 128-grid window
 //! 64×6×64, a box pusher) and a 3-D elastic block of 32,768 particles on a 64³ grid
 //! (the problem of issue 5's speed target), at rest and deformed.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sim_deformable::mpm::{Material, MpmModel, MpmParams, MpmState, ParticleMaterial};
+use sim_deformable::mpm::{Material, MpmModel, MpmParams, MpmState, MpmTape, ParticleMaterial};
 use sim_deformable::primitive::{Primitive, PrimitiveState};
 
 fn lattice(lo: [f64; 3], n: [usize; 3], h: f64) -> Vec<[f32; 3]> {
@@ -142,14 +143,30 @@ fn mpm(c: &mut Criterion) {
         let mut adj_p = vec![PrimitiveState::zero(); scene.prims.len()];
         let s0 = scene.state.clone();
         let mut s = scene.state.clone();
+        // the forward pass records its tape; the adjoint reads it (what the checkpointed
+        // reverse sweep does within a segment)
+        let mut tape = MpmTape::default();
         group.bench_with_input(BenchmarkId::new("forward_backward", n), &n, |b, _| {
             b.iter(|| {
                 s.clone_from(&s0);
-                m.substep(&mut s, &scene.prims, &mut sc);
+                m.substep_taped(&mut s, &scene.prims, &mut sc, &mut tape);
                 adj.v.iter_mut().for_each(|v| *v = [1.0, 0.5, -0.5]);
-                m.substep_vjp(&s0, &scene.prims, &mut adj, &mut adj_p, &mut sc);
+                m.substep_vjp_taped(&s0, &tape, &scene.prims, &mut adj, &mut adj_p, &mut sc);
             })
         });
+        // the baseline: an adjoint that replays the forward pass
+        group.bench_with_input(
+            BenchmarkId::new("forward_backward_replay", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    s.clone_from(&s0);
+                    m.substep(&mut s, &scene.prims, &mut sc);
+                    adj.v.iter_mut().for_each(|v| *v = [1.0, 0.5, -0.5]);
+                    m.substep_vjp(&s0, &scene.prims, &mut adj, &mut adj_p, &mut sc);
+                })
+            },
+        );
         group.finish();
     }
 }

@@ -7,6 +7,12 @@
 //! extra forward pass. With `every = 1` it is the store-everything sweep, and since the
 //! recomputation replays the same floating-point operations the two give identical
 //! gradients (a test checks this bit for bit).
+//!
+//! A simulator whose substep adjoint needs the forward pass's intermediates (the MPM
+//! substep's SVDs, affine momenta and grid) can hand them over in a *tape*
+//! ([`Substepper::records`]): the segment's recomputation records one tape per substep,
+//! and each substep's adjoint reads its tape instead of replaying the forward pass. The
+//! segment then holds `K` tapes beside its `K` states.
 
 /// A simulator advanced substep by substep, with the adjoint of one substep.
 pub trait Substepper {
@@ -15,13 +21,45 @@ pub trait Substepper {
     /// Adjoints: of the state, and of whatever inputs (actions, parameters) the substeps
     /// read, accumulated across substeps.
     type Adj;
+    /// What one substep's forward pass leaves for its adjoint (`()` for a simulator that
+    /// records none).
+    type Tape: Default;
+    /// Whether [`Self::substep_taped`] records tapes that [`Self::substep_vjp_taped`]
+    /// uses; when false (the default) the sweep never asks for them.
+    fn records(&self) -> bool {
+        false
+    }
     /// Advances `s` by substep number `k` (the index lets controls vary per substep).
     fn substep(&self, k: usize, s: &mut Self::State);
     /// Given the state `s_in` before substep `k`, maps the adjoint of the state after it
     /// (in `adj`) to the adjoint of `s_in`, in place, accumulating input adjoints.
     fn substep_vjp(&self, k: usize, s_in: &Self::State, adj: &mut Self::Adj);
+    /// [`Self::substep`], also recording into `tape` what [`Self::substep_vjp_taped`]
+    /// needs. The default records nothing.
+    fn substep_taped(&self, k: usize, s: &mut Self::State, tape: &mut Self::Tape) {
+        let _ = tape;
+        self.substep(k, s);
+    }
+    /// [`Self::substep_vjp`] from the tape that [`Self::substep_taped`] recorded while
+    /// advancing `s_in`; it must give the same result bit for bit. The default ignores
+    /// the tape.
+    fn substep_vjp_taped(
+        &self,
+        k: usize,
+        s_in: &Self::State,
+        tape: &Self::Tape,
+        adj: &mut Self::Adj,
+    ) {
+        let _ = tape;
+        self.substep_vjp(k, s_in, adj);
+    }
     /// Heap bytes one stored state occupies (for the reported peak).
     fn state_bytes(&self, s: &Self::State) -> usize;
+    /// Heap bytes one recorded tape occupies (for the reported peak). Default 0.
+    fn tape_bytes(&self, tape: &Self::Tape) -> usize {
+        let _ = tape;
+        0
+    }
 }
 
 /// What a checkpointed sweep kept.
@@ -31,7 +69,9 @@ pub struct SweepStats {
     pub checkpoints: usize,
     /// Most states held at once (checkpoints plus one recomputed segment).
     pub peak_states: usize,
-    /// `peak_states` in bytes.
+    /// Most tapes held at once (one segment's, when the simulator records them).
+    pub peak_tapes: usize,
+    /// `peak_states` and `peak_tapes` in bytes.
     pub peak_bytes: usize,
 }
 
@@ -70,6 +110,12 @@ pub fn vjp_checkpointed<S: Substepper>(
     }
     let n_ckpt = checkpoints.len();
     let mut segment: Vec<S::State> = Vec::with_capacity(every);
+    // one segment's tapes, reused across segments
+    let records = sim.records();
+    let mut tapes: Vec<S::Tape> = Vec::new();
+    if records {
+        tapes.resize_with(every, Default::default);
+    }
     for (c, ckpt) in checkpoints.into_iter().enumerate().rev() {
         let start = c * every;
         let end = (start + every).min(n);
@@ -77,19 +123,29 @@ pub fn vjp_checkpointed<S: Substepper>(
         let mut s = ckpt;
         for k in start..end {
             segment.push(s.clone());
-            if k + 1 < end {
+            if records {
+                // the segment's last substep too: its tape replaces the replay
+                sim.substep_taped(k, &mut s, &mut tapes[k - start]);
+            } else if k + 1 < end {
                 sim.substep(k, &mut s);
             }
         }
         for k in (start..end).rev() {
-            sim.substep_vjp(k, &segment[k - start], adj);
+            if records {
+                sim.substep_vjp_taped(k, &segment[k - start], &tapes[k - start], adj);
+            } else {
+                sim.substep_vjp(k, &segment[k - start], adj);
+            }
         }
     }
     let peak_states = n_ckpt + every;
+    let peak_tapes = tapes.len();
+    let tape_bytes: usize = tapes.iter().map(|t| sim.tape_bytes(t)).sum();
     SweepStats {
         checkpoints: n_ckpt,
         peak_states,
-        peak_bytes: peak_states * bytes,
+        peak_tapes,
+        peak_bytes: peak_states * bytes + tape_bytes,
     }
 }
 
@@ -106,6 +162,7 @@ mod tests {
     impl Substepper for Toy {
         type State = f64;
         type Adj = (f64, Vec<f64>);
+        type Tape = ();
         fn substep(&self, k: usize, s: &mut f64) {
             *s += 0.1 * s.sin() * self.c[k];
         }
@@ -116,6 +173,69 @@ mod tests {
         }
         fn state_bytes(&self, _: &f64) -> usize {
             8
+        }
+    }
+
+    /// [`Toy`] with a tape: the forward records `sin` and `cos` of the input, which the
+    /// taped adjoint reads instead of recomputing them.
+    struct TapedToy(Toy);
+
+    impl Substepper for TapedToy {
+        type State = f64;
+        type Adj = (f64, Vec<f64>);
+        type Tape = Option<(f64, f64)>;
+        fn records(&self) -> bool {
+            true
+        }
+        fn substep(&self, k: usize, s: &mut f64) {
+            self.0.substep(k, s);
+        }
+        fn substep_vjp(&self, k: usize, s_in: &f64, adj: &mut (f64, Vec<f64>)) {
+            self.0.substep_vjp(k, s_in, adj);
+        }
+        fn substep_taped(&self, k: usize, s: &mut f64, tape: &mut Self::Tape) {
+            *tape = Some((s.sin(), s.cos()));
+            self.0.substep(k, s);
+        }
+        fn substep_vjp_taped(
+            &self,
+            k: usize,
+            _s_in: &f64,
+            tape: &Self::Tape,
+            adj: &mut (f64, Vec<f64>),
+        ) {
+            let (sin, cos) = tape.expect("the sweep records a tape before its adjoint");
+            let a = adj.0;
+            adj.1[k] += a * 0.1 * sin;
+            adj.0 = a * (1.0 + 0.1 * cos * self.0.c[k]);
+        }
+        fn state_bytes(&self, _: &f64) -> usize {
+            8
+        }
+        fn tape_bytes(&self, _: &Self::Tape) -> usize {
+            16
+        }
+    }
+
+    #[test]
+    fn taped_sweep_equals_the_replaying_one() {
+        let n = 23;
+        let c: Vec<f64> = (0..n).map(|k| 1.0 - 0.07 * k as f64).collect();
+        let plain = Toy { c: c.clone() };
+        let taped = TapedToy(Toy { c });
+        for every in [1, 4, 23] {
+            let mut a = (0.3, vec![0.0; n]);
+            let mut b = (0.3, vec![0.0; n]);
+            let sa = vjp_checkpointed(&plain, &1.1, n, every, &mut a);
+            let sb = vjp_checkpointed(&taped, &1.1, n, every, &mut b);
+            assert_eq!(a.0.to_bits(), b.0.to_bits(), "every {every}");
+            assert!(a
+                .1
+                .iter()
+                .zip(&b.1)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_eq!((sa.peak_tapes, sb.peak_tapes), (0, every));
+            assert_eq!(sb.peak_bytes, sa.peak_bytes + 16 * every);
         }
     }
 

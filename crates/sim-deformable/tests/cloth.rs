@@ -1019,16 +1019,22 @@ fn checkpointed_sweeps_are_bit_identical() {
         a
     };
     for grad in [GradTreatment::Raw, GradTreatment::DaxbenchNormalize] {
-        let sim = ClothSim::pick_place(&cloth, &action, &s0.gripper, grad);
+        let mut sim = ClothSim::pick_place(&cloth, &action, &s0.gripper, grad);
         let n = sim.n_substeps();
         assert_eq!(n, 2000);
-        let run = |every: usize| {
+        let mut run = |every: usize, tapes: bool| {
+            sim.record_tapes = tapes;
             let mut adj = sim.adj(seed(cloth.n_particles()));
             let st = vjp_checkpointed(&sim, &s0, n, every, &mut adj);
             (adj, st)
         };
-        let (a1, st1) = run(1);
-        let (a7, st7) = run(7);
+        // the adjoints recompute their forward passes, or read the segment's tapes
+        let (a1, st1) = run(1, false);
+        let (a7, st7) = run(7, false);
+        let (t1, _) = run(1, true);
+        let (t7, st_t7) = run(7, true);
+        assert_eq!((st7.peak_tapes, st_t7.peak_tapes), (0, 7));
+        assert!(st_t7.peak_bytes > st7.peak_bytes);
         let bits = |a: &ClothAdj| -> Vec<u64> {
             let mut b: Vec<u64> = a.state.x.iter().flatten().map(|x| x.to_bits()).collect();
             b.extend(a.state.v.iter().flatten().map(|x| x.to_bits()));
@@ -1037,6 +1043,8 @@ fn checkpointed_sweeps_are_bit_identical() {
             b
         };
         assert_eq!(bits(&a1), bits(&a7), "{grad:?}");
+        assert_eq!(bits(&a1), bits(&t1), "{grad:?}, taped");
+        assert_eq!(bits(&a1), bits(&t7), "{grad:?}, taped every 7");
         assert!(st7.peak_states < st1.peak_states / 5);
         // the Substepper's forward is the generic forward
         let mut s = s0.clone();

@@ -45,8 +45,8 @@ mod params;
 mod pnp;
 
 pub use model::{
-    Cloth, ClothState, GradTreatment, GripperCmd, Kinks, Spring, StateAdj, GRIPPER_START, LINKS,
-    MIN_LEN_SQ, V3,
+    Cloth, ClothState, ClothTape, GradTreatment, GripperCmd, Kinks, Spring, StateAdj,
+    GRIPPER_START, LINKS, MIN_LEN_SQ, V3,
 };
 pub use params::{rect_mask, ClothParams};
 pub use pnp::{

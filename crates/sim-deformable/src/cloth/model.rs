@@ -599,11 +599,27 @@ impl Cloth {
     /// at `y = dt·v_y < 0` between substeps, as in DaXBench.
     ///
     /// `kinks` receives the records of friction, gripper and clip_advance, then springs.
-    pub fn substep<T: Real>(
+    pub fn substep<T: Real>(&self, s: &mut ClothState<T>, cmd: &GripperCmd<T>, kinks: Kinks<'_>) {
+        self.substep_recording(s, cmd, kinks, None);
+    }
+
+    /// [`Self::substep`], also recording into `tape` what [`Self::substep_vjp_taped`]
+    /// needs, so that the adjoint does not recompute the forward pass.
+    pub fn substep_taped(
+        &self,
+        s: &mut ClothState<f64>,
+        cmd: &GripperCmd<f64>,
+        tape: &mut ClothTape,
+    ) {
+        self.substep_recording(s, cmd, None, Some(tape));
+    }
+
+    fn substep_recording<T: Real>(
         &self,
         s: &mut ClothState<T>,
         cmd: &GripperCmd<T>,
         mut kinks: Kinks<'_>,
+        tape: Option<&mut ClothTape>,
     ) {
         let p = &self.params;
         let mut f = vec![[T::zero(); 3]; s.x.len()];
@@ -615,6 +631,14 @@ impl Cloth {
         for fi in f.iter_mut() {
             fi[1] -= T::cst(p.gravity);
         }
+        let record = |dst: &mut Vec<V3<f64>>, src: &[V3<T>]| {
+            dst.clear();
+            dst.extend(src.iter().map(|a| a.map(|c| c.re())));
+        };
+        let mut tape = tape;
+        if let Some(t) = tape.as_deref_mut() {
+            record(&mut t.f0, &f);
+        }
         self.friction(&s.x, &s.v, &mut f, kinks.as_deref_mut());
         self.integrate(&mut s.v, &f);
         self.gripper(
@@ -624,6 +648,10 @@ impl Cloth {
             cmd,
             kinks.as_deref_mut(),
         );
+        if let Some(t) = tape {
+            record(&mut t.x3, &s.x);
+            record(&mut t.v3, &s.v);
+        }
         self.clip_advance(&mut s.x, &mut s.v, kinks.as_deref_mut());
         if let (Some(k), Some(sk)) = (kinks, spring_kinks) {
             k.extend(sk);
@@ -649,27 +677,40 @@ impl Cloth {
         adj_d: &mut V3<f64>,
         grad: GradTreatment,
     ) {
+        // recompute the forward intermediates
+        let mut tape = ClothTape::default();
+        self.substep_taped(&mut s_in.clone(), cmd, &mut tape);
+        self.substep_vjp_taped(s_in, &tape, cmd, adj, adj_d, grad);
+    }
+
+    /// [`Self::substep_vjp`] from the tape that [`Self::substep_taped`] recorded while
+    /// advancing `s_in` with `cmd`: the same result bit for bit, without recomputing the
+    /// forward pass.
+    ///
+    /// # Panics
+    /// If the tape was not recorded on a cloth of this size.
+    pub fn substep_vjp_taped(
+        &self,
+        s_in: &ClothState<f64>,
+        tape: &ClothTape,
+        cmd: &GripperCmd<f64>,
+        adj: &mut StateAdj,
+        adj_d: &mut V3<f64>,
+        grad: GradTreatment,
+    ) {
         let p = &self.params;
         let n = s_in.x.len();
-        // recompute the forward intermediates
+        assert_eq!(
+            tape.f0.len(),
+            n,
+            "the tape was recorded by substep_taped on a cloth of this size"
+        );
         let x0 = &s_in.x;
         let mut v1 = s_in.v.clone();
         for vi in v1.iter_mut() {
             vi[1] -= p.gravity * p.dt;
         }
-        let mut f0 = vec![[0.0; 3]; n];
-        self.spring_forces(x0, &mut f0, None);
-        for fi in f0.iter_mut() {
-            fi[1] -= p.gravity;
-        }
-        let mut f1 = f0.clone();
-        self.friction(x0, &v1, &mut f1, None);
-        let mut v2 = v1.clone();
-        self.integrate(&mut v2, &f1);
-        let mut x3 = x0.clone();
-        let mut v3 = v2;
-        let mut p3 = s_in.gripper;
-        self.gripper(&mut x3, &mut v3, &mut p3, cmd, None);
+        let (f0, x3, v3) = (&tape.f0, &tape.x3, &tape.v3);
 
         // backward
         match grad {
@@ -697,7 +738,7 @@ impl Cloth {
                 }
             }
         }
-        self.clip_advance_vjp(&x3, &v3, &mut adj.x, &mut adj.v);
+        self.clip_advance_vjp(x3, v3, &mut adj.x, &mut adj.v);
         if grad == GradTreatment::DaxbenchNormalize {
             let cnt = n as f64;
             normalise_leaf(adj.x.as_flattened_mut(), cnt);
@@ -714,8 +755,25 @@ impl Cloth {
         );
         let mut adj_f = vec![[0.0; 3]; n];
         self.integrate_vjp(&mut adj.v, &mut adj_f);
-        self.friction_vjp(x0, &v1, &f0, &mut adj_f, &mut adj.v);
+        self.friction_vjp(x0, &v1, f0, &mut adj_f, &mut adj.v);
         self.spring_forces_vjp(x0, &adj_f, &mut adj.x);
+    }
+}
+
+/// What one cloth substep's forward pass leaves for its adjoint
+/// ([`Cloth::substep_taped`]): the forces before friction and the state after the
+/// gripper, before the clip and advance.
+#[derive(Clone, Debug, Default)]
+pub struct ClothTape {
+    f0: Vec<V3<f64>>,
+    x3: Vec<V3<f64>>,
+    v3: Vec<V3<f64>>,
+}
+
+impl ClothTape {
+    /// Heap bytes of the recorded intermediates.
+    pub fn bytes(&self) -> usize {
+        (self.f0.len() + self.x3.len() + self.v3.len()) * std::mem::size_of::<V3<f64>>()
     }
 }
 

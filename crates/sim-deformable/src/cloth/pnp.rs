@@ -1,7 +1,7 @@
 //! Robot sub-actions, DaXBench's pick-and-place macro, and [`ClothSim`], the
 //! [`Substepper`] over the substeps of a sequence of sub-actions.
 
-use super::model::{Cloth, ClothState, GradTreatment, GripperCmd, StateAdj, V3};
+use super::model::{Cloth, ClothState, ClothTape, GradTreatment, GripperCmd, StateAdj, V3};
 use super::params::ClothParams;
 use crate::checkpoint::{vjp_checkpointed, Substepper, SweepStats};
 use diff_core::Real;
@@ -187,6 +187,10 @@ pub struct ClothSim<'a> {
     cloth: &'a Cloth,
     sub_actions: Vec<SubAction<f64>>,
     grad: GradTreatment,
+    /// Record each substep's intermediates ([`ClothTape`], 1.5 times a state) during
+    /// the reverse sweep's recomputation, so that the adjoints do not recompute the
+    /// forward pass. Default true; the gradients are the same bit for bit.
+    pub record_tapes: bool,
 }
 
 impl<'a> ClothSim<'a> {
@@ -196,6 +200,7 @@ impl<'a> ClothSim<'a> {
             cloth,
             sub_actions,
             grad,
+            record_tapes: true,
         }
     }
 
@@ -239,26 +244,64 @@ impl<'a> ClothSim<'a> {
 impl Substepper for ClothSim<'_> {
     type State = ClothState<f64>;
     type Adj = ClothAdj;
+    type Tape = ClothTape;
 
     fn substep(&self, k: usize, s: &mut ClothState<f64>) {
         self.cloth.substep(s, &self.cmd(k), None);
     }
 
     fn substep_vjp(&self, k: usize, s_in: &ClothState<f64>, adj: &mut ClothAdj) {
-        let p = self.cloth.params();
-        let cmd = self.cmd(k);
         let mut adj_d = [0.0; 3];
         self.cloth
-            .substep_vjp(s_in, &cmd, &mut adj.state, &mut adj_d, self.grad);
-        let j = k / p.substeps;
-        let g = sub_action_cmd_vjp(p, &self.sub_actions[j], &adj_d);
-        for (a, gc) in adj.sub_actions[j].iter_mut().zip(g) {
-            *a += gc;
-        }
+            .substep_vjp(s_in, &self.cmd(k), &mut adj.state, &mut adj_d, self.grad);
+        self.sub_action_adjoint(k, &adj_d, adj);
+    }
+
+    fn records(&self) -> bool {
+        self.record_tapes
+    }
+
+    fn substep_taped(&self, k: usize, s: &mut ClothState<f64>, tape: &mut ClothTape) {
+        self.cloth.substep_taped(s, &self.cmd(k), tape);
+    }
+
+    fn substep_vjp_taped(
+        &self,
+        k: usize,
+        s_in: &ClothState<f64>,
+        tape: &ClothTape,
+        adj: &mut ClothAdj,
+    ) {
+        let mut adj_d = [0.0; 3];
+        self.cloth.substep_vjp_taped(
+            s_in,
+            tape,
+            &self.cmd(k),
+            &mut adj.state,
+            &mut adj_d,
+            self.grad,
+        );
+        self.sub_action_adjoint(k, &adj_d, adj);
     }
 
     fn state_bytes(&self, s: &ClothState<f64>) -> usize {
         (s.x.len() + s.v.len() + 1) * std::mem::size_of::<V3<f64>>()
+    }
+
+    fn tape_bytes(&self, tape: &ClothTape) -> usize {
+        tape.bytes()
+    }
+}
+
+impl ClothSim<'_> {
+    /// Adds substep `k`'s gripper-displacement adjoint `adj_d` to its sub-action's.
+    fn sub_action_adjoint(&self, k: usize, adj_d: &V3<f64>, adj: &mut ClothAdj) {
+        let p = self.cloth.params();
+        let j = k / p.substeps;
+        let g = sub_action_cmd_vjp(p, &self.sub_actions[j], adj_d);
+        for (a, gc) in adj.sub_actions[j].iter_mut().zip(g) {
+            *a += gc;
+        }
     }
 }
 
