@@ -83,6 +83,21 @@ pub fn reset_row64<R: RowTask>(task: &R, seed: u64, stochastic: bool) -> Vec<f64
     row.iter().map(|&x| x as f64).collect()
 }
 
+/// The distance from `p` to the nearest of the `n` particles whose positions start every
+/// `stride` entries of `s`. The contact auxiliary reward `exp(−‖e‖)` has a kink at
+/// `‖e‖ = 0`; its central finite difference of step `h` is accurate to about
+/// `h²/‖e‖²`, so the gradient tests keep this distance clear of 0.
+pub fn nearest_distance(p: &[f64; 3], s: &[f64], n: usize, stride: usize) -> f64 {
+    (0..n)
+        .map(|i| {
+            (0..3)
+                .map(|d| (p[d] - s[stride * i + d]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Moves every particle `p` of a state row (position at `x[24·p..24·p + 3]`) that lies
 /// closer than `min` to its goal position `goal[p]` out to distance `min`, along its own
 /// offset (along +x when it sits exactly on the goal). The index-matched shape loss has
