@@ -38,6 +38,72 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Draw the deterministic policy of a run as an animated GIF or a PNG frame strip.
     Render(RenderArgs),
+    /// Run benchmark suites (task × algorithm × seed jobs, in parallel, resumable) and
+    /// write their reports; or write them as a Slurm job array.
+    Bench(BenchArgs),
+    /// Regenerate the reports of a bench directory (or of any directory of runs).
+    Report(ReportArgs),
+}
+
+/// `mbmix bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Suites to run (repeat or comma-separate): diffrl, humanoid, daxbench.
+    #[arg(long = "suite", value_delimiter = ',', default_value = "diffrl")]
+    pub suites: Vec<String>,
+    /// Only these tasks of the suites.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Algorithms (default: the suite's list for the budget, e.g. shac,mbmix for quick).
+    #[arg(long, value_delimiter = ',')]
+    pub algos: Vec<String>,
+    /// Seeds per task and algorithm: 0..N (default 2 for quick and smoke, 5 for full).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// quick (minutes per job), full (the presets' paper-scale epochs) or smoke (a few
+    /// tiny epochs that check the pipeline).
+    #[arg(long, value_enum, default_value = "full")]
+    pub budget: crate::bench::Budget,
+    /// Override every job's epoch count.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// A TOML file merged over every job's configuration; its algorithm sections
+    /// (`[shac]`, `[mbmix...]`, `[bptt]`, `[ppo]`) apply to that algorithm's jobs only.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Jobs run at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Bench directory (default `runs/bench-<budget>`). Rerunning with the same directory
+    /// resumes: finished jobs are kept, started ones resume from their checkpoints.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Where the simulators run: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: diff_core::Device,
+    /// Write the jobs as a Slurm job array into DIR (a bench directory on a shared
+    /// filesystem) instead of running them; `mbmix report DIR` merges the results.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub emit_slurm: Option<PathBuf>,
+    /// CPUs per Slurm array task.
+    #[arg(long, default_value_t = 2)]
+    pub slurm_cpus: usize,
+    /// Slurm array tasks running at once.
+    #[arg(long)]
+    pub slurm_parallel: Option<usize>,
+    /// The mbmix executable of the jobs (default: this one).
+    #[arg(long, value_name = "FILE")]
+    pub mbmix: Option<PathBuf>,
+    /// One line per job event instead of progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `mbmix report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A bench directory (with `bench.json`), or a directory of run directories.
+    pub dir: PathBuf,
 }
 
 /// `mbmix train`.
@@ -196,6 +262,11 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
     match cli.command {
         Command::List => list(out).map_err(io)?,
         Command::Train(args) => return train(args, stop, out),
+        Command::Bench(args) => return bench(args, stop, out),
+        Command::Report(args) => {
+            let md = crate::bench::report::write_bench(&args.dir)?;
+            writeln!(out, "{md}").map_err(io)?;
+        }
         Command::Eval(args) => {
             let report = run::evaluate_run(
                 &args.run,
@@ -280,6 +351,118 @@ pub fn run(cli: Cli, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
             )
             .map_err(io)?;
         }
+    }
+    Ok(Exit::Success)
+}
+
+/// `mbmix bench`: plans the jobs, then runs them (or writes the Slurm array), then writes
+/// the reports. A failed job does not stop the others; it is listed in the report and
+/// makes the command fail at the end.
+fn bench(args: BenchArgs, stop: &AtomicBool, out: &mut dyn Write) -> Result<Exit> {
+    use crate::bench::{self, runner, slurm};
+    let io = |e| Error::Io {
+        action: "cannot write to",
+        path: PathBuf::from("<stdout>"),
+        cause: e,
+    };
+    check_device(args.device)?;
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(Error::io("cannot read", path))?;
+            Some(
+                toml::from_str::<toml::Table>(&text).map_err(|e| Error::Config {
+                    file: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let planned = bench::plan(&bench::PlanRequest {
+        suites: args.suites.clone(),
+        tasks: args.tasks.clone(),
+        algos: args.algos.clone(),
+        seeds: args.seeds,
+        budget: args.budget,
+        epochs: args.epochs,
+        config,
+    })?;
+    let exe = match &args.mbmix {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(Error::io("cannot locate", std::path::Path::new("mbmix")))?,
+    };
+    let device = args.device.to_string();
+    let dir = args
+        .emit_slurm
+        .clone()
+        .or(args.out.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("runs/bench-{}", args.budget.name())));
+    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+    runner::prepare(&dir, &planned)?;
+    let jobs: Vec<bench::JobSpec> = planned.into_iter().map(|(j, _)| j).collect();
+    if args.emit_slurm.is_some() {
+        let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+        slurm::emit(
+            &dir,
+            &jobs,
+            &slurm::SlurmOptions {
+                exe: exe.to_string_lossy().into_owned(),
+                device,
+                cpus_per_task: args.slurm_cpus.max(1),
+                max_parallel: args.slurm_parallel,
+            },
+        )?;
+        writeln!(
+            out,
+            "{} jobs written to {}/slurm/bench.sbatch (table: slurm/jobs.tsv).\n\
+             Submit: sbatch {}/slurm/bench.sbatch\nThen:   mbmix report {}",
+            jobs.len(),
+            dir.display(),
+            dir.display(),
+            dir.display()
+        )
+        .map_err(io)?;
+        return Ok(Exit::Success);
+    }
+    eprintln!(
+        "bench ({} budget): {} jobs into {}, {} at a time",
+        args.budget.name(),
+        jobs.len(),
+        dir.display(),
+        args.jobs
+    );
+    let outcomes = runner::run(
+        &dir,
+        &jobs,
+        &runner::RunnerOptions {
+            exe,
+            jobs: args.jobs,
+            device,
+            progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        },
+        stop,
+    )?;
+    let md = bench::report::write_bench(&dir)?;
+    writeln!(out, "{md}").map_err(io)?;
+    eprintln!("reports written under {}", dir.display());
+    let failed: Vec<String> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(j, o)| match o {
+            runner::Outcome::Failed(e) => Some(format!("{}/{}: {e}", j.suite, j.name)),
+            _ => None,
+        })
+        .collect();
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Exit::Interrupted);
+    }
+    if !failed.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} job(s) failed (listed in the report):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        )));
     }
     Ok(Exit::Success)
 }

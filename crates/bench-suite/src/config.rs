@@ -334,7 +334,7 @@ impl<'a> ConfigSource<'a> {
 }
 
 /// Writes the keys of `user` over `base`, recursing into tables present in both.
-fn merge(base: &mut toml::Table, user: toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, user: toml::Table) {
     for (key, value) in user {
         match (base.get_mut(&key), value) {
             (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),

@@ -9,6 +9,7 @@
 //! - [`render`]: pictures of a trained policy's rollout (GIF animation, PNG strip);
 //! - [`cli`]: the `mbmix` command line.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

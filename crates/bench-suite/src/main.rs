@@ -43,5 +43,7 @@ fn command_name(cli: &Cli) -> &'static str {
         cli::Command::Eval(_) => "eval",
         cli::Command::Rollout(_) => "rollout",
         cli::Command::Render(_) => "render",
+        cli::Command::Bench(_) => "bench",
+        cli::Command::Report(_) => "report",
     }
 }

@@ -79,7 +79,7 @@ fn draw(svg: &mut String, title: &str, series: &[(&str, &[(f64, f64)])]) -> Resu
 }
 
 /// Axis ranges covering the points with a 5% margin; a unit range when there are none.
-fn ranges(
+pub(crate) fn ranges(
     points: impl Iterator<Item = (f64, f64)>,
 ) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
