@@ -1294,6 +1294,7 @@ fn mini_locomotion(height: HeightReward) -> Locomotion {
         noise_vel: 0.1,
         joint_vel_obs_scale: 0.1,
         joint_names: vec!["hip0".into(), "hip1".into()],
+        brax: None,
     })
     .unwrap()
 }
@@ -1445,6 +1446,7 @@ fn mini_planar() -> Planar {
             height_scale: 1.0,
             termination_angle: std::f64::consts::PI / 6.0,
         }),
+        brax: None,
         noise_root: 0.05,
         noise_angle: 0.05,
         noise_joint: 0.05,
