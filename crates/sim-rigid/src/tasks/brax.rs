@@ -210,8 +210,8 @@ pub fn brax_ant_def() -> diff_core::Result<Locomotion> {
         limit_kd: 0.0,
         contact: ContactMaterial {
             ke: 1e3,
-            kd: 2e4,
-            kf: 100.0,
+            kd: 1e3,
+            kf: 30.0,
             mu: 1.0,
         },
         inertia_transform: InertiaTransform::Exact,
