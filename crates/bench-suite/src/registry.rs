@@ -84,6 +84,30 @@ pub static TASKS: &[TaskEntry] = &[
         shac_preset: shac_bruce_pos,
     },
     TaskEntry {
+        name: "brax-hopper",
+        description: "Hopper with Brax's obs/reward/termination, dt 0.008, gear 200, on our simulator (tasks.md §5)",
+        build: || rigid(sim_rigid::tasks::brax::brax_hopper_def()),
+        shac_preset: shac_hopper,
+    },
+    TaskEntry {
+        name: "brax-halfcheetah",
+        description: "HalfCheetah with Brax's obs/reward, dt 0.05, gears 120/90/60/120/60/30, on our simulator (tasks.md §5)",
+        build: || rigid(sim_rigid::tasks::brax::brax_cheetah_def()),
+        shac_preset: shac_cheetah,
+    },
+    TaskEntry {
+        name: "brax-ant",
+        description: "Ant with Brax's 27-D obs, reward and healthy range, dt 0.05, gear 150, on our simulator (tasks.md §5)",
+        build: || rigid(sim_rigid::tasks::brax::brax_ant_def()),
+        shac_preset: shac_ant,
+    },
+    TaskEntry {
+        name: "brax-reacher",
+        description: "Reacher, 2-link arm to a random target, Brax's obs/reward, dt 0.02, gear 200 (tasks.md §5)",
+        build: || rigid(sim_rigid::tasks::brax::brax_reacher_def()),
+        shac_preset: shac_reacher,
+    },
+    TaskEntry {
         name: "push-rope",
         description: "Push an elasto-plastic rope into an arc with a box pusher, MLS-MPM (DaXBench shape_rope, tasks.md §7.2)",
         build: || Ok(Arc::new(sim_deformable::tasks::RowEnv(sim_deformable::tasks::PushRope::new()?))),
@@ -222,6 +246,15 @@ fn shac_humanoid() -> ShacConfig {
     }
 }
 
+/// `brax-reacher` (ours, inferred; DiffRL has no reacher): the CartPole defaults with 64
+/// envs.
+fn shac_reacher() -> ShacConfig {
+    ShacConfig {
+        num_envs: 64,
+        ..ShacConfig::default()
+    }
+}
+
 /// `bruce-pos` (ours): Humanoid's settings with 16-step windows, exploration σ = e^−1.6 ≈
 /// 0.2, 4000 epochs (two of three seeds only took off after epoch 1200), and non-finite
 /// actor gradients skipped. With h = 32 and σ = 0.37 SHAC did not
@@ -264,10 +297,10 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
     };
     match task {
         // `bptt/hopper.yaml`, `bptt/cheetah.yaml`: 128-step windows.
-        "hopper" => locomotion(1e-3, 128),
-        "half-cheetah" => locomotion(2e-3, 128),
+        "hopper" | "brax-hopper" => locomotion(1e-3, 128),
+        "half-cheetah" | "brax-halfcheetah" => locomotion(2e-3, 128),
         // `bptt/ant.yaml` (algorithms.md §1.6): the full 1000-step episode.
-        "ant" => locomotion(4e-3, 1000),
+        "ant" | "brax-ant" => locomotion(4e-3, 1000),
         // `bptt/humanoid.yaml`; Bruce inferred.
         "humanoid" | "bruce" | "bruce-pd" => BpttConfig {
             actor_units: vec![256, 128],
@@ -322,8 +355,10 @@ pub fn ppo_preset(task: &str) -> PpoConfig {
         ..PpoConfig::default()
     };
     match task {
-        "hopper" | "half-cheetah" => locomotion(1024, vec![128, 64, 32]),
-        "ant" => locomotion(2048, vec![128, 64, 32]),
+        "hopper" | "half-cheetah" | "brax-hopper" | "brax-halfcheetah" => {
+            locomotion(1024, vec![128, 64, 32])
+        }
+        "ant" | "brax-ant" => locomotion(2048, vec![128, 64, 32]),
         "humanoid" | "bruce" | "bruce-pd" => locomotion(1024, vec![256, 128, 64]),
         // `ppo/cartpole_swing_up.yaml` is the default.
         _ => PpoConfig::default(),

@@ -48,6 +48,9 @@ pub trait RigidTask: Send + Sync + 'static {
     /// VJP of [`RigidTask::extra_step`] in the action (the extra state never feeds the
     /// physics): accumulates into `adj_a`.
     fn extra_step_vjp<T: Real>(&self, _a: &[T], _adj_extra_next: &[T], _adj_a: &mut [T]) {}
+    /// VJP of [`RigidTask::extra_step`] in the state `s` (e.g. Brax reacher's target,
+    /// carried over unchanged): accumulates into `adj_s`. Default: none.
+    fn extra_step_state_vjp<T: Real>(&self, _s: &[T], _adj_extra_next: &[T], _adj_s: &mut [T]) {}
     /// Early termination.
     fn terminated(&self, s_next: &[f32]) -> bool;
     /// Initial state, with the task's reset noise when `stochastic`.
@@ -148,6 +151,7 @@ pub fn step_row_vjp<D: RigidTask, T: Real>(
     );
     task.actuation_vjp(a, &sc.adj_act, adj_a);
     task.extra_step_vjp(a, &adj_next[nx..], adj_a);
+    task.extra_step_state_vjp(s, &adj_next[nx..], adj_s);
 }
 
 /// A pool of scratch buffers shared by the rayon workers.
@@ -536,7 +540,10 @@ impl<D: RigidTask> Task for KernelEnv<D> {
             let ra = ra.as_slice_mut().expect("adjoint rows are contiguous");
             task.actuation_vjp(ai, &aact[i * nd..(i + 1) * nd], ra);
             let un = adj_next.row(i);
-            task.extra_step_vjp(ai, &un.to_slice().expect("contiguous")[nq + nd..], ra);
+            let un = &un.to_slice().expect("contiguous")[nq + nd..];
+            task.extra_step_vjp(ai, un, ra);
+            let si = s.row(i);
+            task.extra_step_state_vjp(si.to_slice().expect("contiguous"), un, rs);
         }
     }
 

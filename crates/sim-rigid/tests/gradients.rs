@@ -1294,6 +1294,7 @@ fn mini_locomotion(height: HeightReward) -> Locomotion {
         noise_vel: 0.1,
         joint_vel_obs_scale: 0.1,
         joint_names: vec!["hip0".into(), "hip1".into()],
+        brax: None,
     })
     .unwrap()
 }
@@ -1445,6 +1446,7 @@ fn mini_planar() -> Planar {
             height_scale: 1.0,
             termination_angle: std::f64::consts::PI / 6.0,
         }),
+        brax: None,
         noise_root: 0.05,
         noise_angle: 0.05,
         noise_joint: 0.05,
@@ -1597,5 +1599,158 @@ proptest! {
         let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
         x.extend(a);
         locomotion_step_case(task, x, &u, &v, "Humanoid step (48 substeps, 35 contacts)", FD_STEP_FULL_STEP)?;
+    }
+}
+
+// ================================================================ Brax-like tasks
+//
+// The Brax variants of the planar and locomotion templates and the reacher task
+// (`sim_rigid::tasks::brax`, tasks.md §5): observation, reward and the full control step
+// (8 substeps for hopper, 50 for halfcheetah and ant, 20 for reacher) against finite
+// differences in f64 and forward-mode dual numbers, from states with ground contact.
+
+use sim_rigid::tasks::brax::{brax_ant_def, brax_cheetah_def, brax_hopper_def, brax_reacher_def};
+
+/// A planar state: joints at `mid ± spread·half-range`, root angle `angle`, velocities
+/// `vel`, and rootz set so that the lowest contact point is `h` below the ground.
+fn planar_contact_state(
+    task: &Planar,
+    h: f64,
+    angle: f64,
+    joints: &[f64],
+    vel: &[f64],
+) -> Vec<f64> {
+    let art = task.articulation();
+    let n = art.n_q;
+    let mut s = vec![0.0; 2 * n];
+    s[2] = angle;
+    for k in 3..n {
+        let l = &art.links[k].joint;
+        let mid = 0.5 * (l.limit_lower + l.limit_upper);
+        let half = 0.5 * (l.limit_upper - l.limit_lower);
+        s[k] = mid + 0.9 * half * joints[k % joints.len()];
+    }
+    s[n..].copy_from_slice(&vel[..n]);
+    let xs = art.link_transforms(&s[..n]);
+    let lowest = art
+        .contacts
+        .iter()
+        .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
+        .fold(f64::INFINITY, f64::min);
+    s[1] -= lowest + h;
+    s
+}
+
+/// The full-step check of a planar task from `x = [s, a]`, when every substep is clear
+/// of the contact and limit kinks and some point penetrates.
+fn planar_step_case(
+    task: Planar,
+    x: Vec<f64>,
+    u: &[f64],
+    v: &[f64],
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let n = task.spec().state_dim;
+    let mut act = vec![0.0; task.articulation().n_qd];
+    task.actuation(&x[n..], &mut act);
+    let st = ArtStep {
+        art: task.articulation().clone(),
+        params: *task.sim_params(),
+    };
+    let phys: Vec<f64> = x[..n].iter().copied().chain(act).collect();
+    let (clear, pen, _, _) = st.clear_of_kinks_by(&phys, 0.5);
+    prop_assume!(clear && pen > 0);
+    prop_assume!(st.deepest_penetration(&phys) < 0.05);
+    check_stage_h(&TaskStepOf(task), &x, u, v, what, FD_STEP_FULL_STEP);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn brax_hopper_observation_and_reward_adjoint(s in diff_core::gradcheck::vec_in(-15.0, 15.0, 12), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 3), u in diff_core::gradcheck::direction(11), v in diff_core::gradcheck::direction(15)) {
+        // away from the kinks: velocity clip at ±10, action clip at ±1
+        prop_assume!(s[6..].iter().all(|x| (x.abs() - 10.0).abs() > 1e-2));
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let task = brax_hopper_def().unwrap();
+        check_stage(&ObserveOf(task), &s, &u, &v[..12], "brax-hopper observation (clipped velocities)");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(brax_hopper_def().unwrap()), &x, &[1.0], &v, "brax-hopper reward");
+    }
+
+    #[test]
+    fn brax_cheetah_observation_and_reward_adjoint(s in diff_core::gradcheck::vec_in(-3.0, 3.0, 18), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 6), u in diff_core::gradcheck::direction(17), v in diff_core::gradcheck::direction(24)) {
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        check_stage(&ObserveOf(brax_cheetah_def().unwrap()), &s, &u, &v[..18], "brax-halfcheetah observation");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(brax_cheetah_def().unwrap()), &x, &[1.0], &v, "brax-halfcheetah reward");
+    }
+
+    #[test]
+    fn brax_ant_observation_and_reward_adjoint(p in diff_core::gradcheck::vec_in(-2.0, 2.0, 3), quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), rest in diff_core::gradcheck::vec_in(-2.0, 2.0, 22), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 8), u in diff_core::gradcheck::direction(27), v in diff_core::gradcheck::direction(37)) {
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let mut s = p.clone();
+        s.extend(unit_quat(&quat));
+        s.extend(rest);
+        check_stage(&ObserveOf(brax_ant_def().unwrap()), &s, &u, &v[..29], "brax-ant observation (z-up frame, local ω)");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(brax_ant_def().unwrap()), &x, &[1.0], &v, "brax-ant reward");
+    }
+
+    #[test]
+    fn brax_reacher_observation_and_reward_adjoint(s in diff_core::gradcheck::vec_in(-4.0, 4.0, 6), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 2), u in diff_core::gradcheck::direction(11), v in diff_core::gradcheck::direction(8)) {
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let task = brax_reacher_def().unwrap();
+        let (tip, _) = sim_rigid::tasks::brax::Reacher::tip(&s);
+        // away from the norm's kink at tip = target
+        prop_assume!((tip[0] - s[4]).hypot(tip[1] - s[5]) > 1e-2);
+        check_stage(&ObserveOf(task), &s, &u, &v[..6], "brax-reacher observation");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(brax_reacher_def().unwrap()), &x, &[1.0], &v, "brax-reacher reward");
+    }
+
+    #[test]
+    fn brax_reacher_step_adjoint(s in diff_core::gradcheck::vec_in(-2.0, 2.0, 6), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 2), u in diff_core::gradcheck::direction(6), v in diff_core::gradcheck::direction(8)) {
+        // joint1 within and past its ±3 rad limit
+        let mut s = s;
+        s[1] *= 2.0;
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let task = brax_reacher_def().unwrap();
+        let mut act = vec![0.0; 2];
+        task.actuation(&a, &mut act);
+        let st = ArtStep { art: task.articulation().clone(), params: *task.sim_params() };
+        let phys: Vec<f64> = s[..4].iter().copied().chain(act).collect();
+        prop_assume!(st.clear_of_kinks(&phys).0);
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&TaskStepOf(task), &x, &u, &v, "brax-reacher step (20 substeps, target carried over)");
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    #[test]
+    fn brax_hopper_full_step_adjoint(h in 0.002..0.03f64, angle in -0.5..0.5f64, joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 6), vel in diff_core::gradcheck::vec_in(-1.0, 1.0, 6), a in diff_core::gradcheck::vec_in(-0.95, 0.95, 3), u in diff_core::gradcheck::direction(12), v in diff_core::gradcheck::direction(15)) {
+        let task = brax_hopper_def().unwrap();
+        let mut x = planar_contact_state(&task, h, angle, &joints, &vel);
+        x.extend(a);
+        planar_step_case(task, x, &u, &v, "brax-hopper step (8 substeps)")?;
+    }
+
+    #[test]
+    fn brax_cheetah_full_step_adjoint(h in 0.002..0.03f64, angle in -0.3..0.3f64, joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 9), vel in diff_core::gradcheck::vec_in(-0.5, 0.5, 9), a in diff_core::gradcheck::vec_in(-0.5, 0.5, 6), u in diff_core::gradcheck::direction(18), v in diff_core::gradcheck::direction(24)) {
+        let task = brax_cheetah_def().unwrap();
+        let mut x = planar_contact_state(&task, h, angle, &joints, &vel);
+        x.extend(a);
+        planar_step_case(task, x, &u, &v, "brax-halfcheetah step (50 substeps)")?;
+    }
+
+    #[test]
+    fn brax_ant_full_step_adjoint(h in 0.002..0.03f64, quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 8), vel in diff_core::gradcheck::vec_in(-0.5, 0.5, 14), a in diff_core::gradcheck::vec_in(-0.5, 0.5, 8), u in diff_core::gradcheck::direction(29), v in diff_core::gradcheck::direction(37)) {
+        let task = brax_ant_def().unwrap();
+        let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
+        x.extend(a);
+        locomotion_step_case(task, x, &u, &v, "brax-ant step (50 substeps, 25 contacts)", FD_STEP_FULL_STEP)?;
     }
 }

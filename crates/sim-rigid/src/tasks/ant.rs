@@ -76,6 +76,7 @@ pub fn ant_def() -> diff_core::Result<Locomotion> {
         noise_vel: 0.25,
         joint_vel_obs_scale: 0.1,
         joint_names,
+        brax: None,
     })
 }
 

@@ -304,6 +304,7 @@ pub fn bruce_def(cfg: &BruceConfig) -> diff_core::Result<Locomotion> {
         noise_vel: cfg.noise_vel,
         joint_vel_obs_scale: 0.1,
         joint_names,
+        brax: None,
     })
 }
 

@@ -44,6 +44,7 @@ pub fn cheetah_def() -> diff_core::Result<Planar> {
         actuators: (3..9).map(|d| (d, ACTION_STRENGTH)).collect(),
         action_penalty: -0.1,
         hopper: None,
+        brax: None,
         noise_root: 0.1,
         noise_angle: 0.1,
         noise_joint: 0.1,

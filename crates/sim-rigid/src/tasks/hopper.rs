@@ -48,6 +48,7 @@ pub fn hopper_def() -> diff_core::Result<Planar> {
             height_scale: 1.0,
             termination_angle: std::f64::consts::PI / 6.0,
         }),
+        brax: None,
         noise_root: 0.05,
         noise_angle: 0.05,
         noise_joint: 0.05,

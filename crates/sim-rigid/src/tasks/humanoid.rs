@@ -80,6 +80,7 @@ pub fn humanoid_def() -> diff_core::Result<Locomotion> {
         noise_vel: 0.25,
         joint_vel_obs_scale: 0.1,
         joint_names,
+        brax: None,
     })
 }
 

@@ -20,13 +20,23 @@
 //! clipped), with the height term of [`HeightReward`].
 //!
 //! **Termination** `h < termination_height`.
+//!
+//! **Brax variant** ([`BraxLocomotionTerms`], `brax-ant`, tasks.md §5): no previous action
+//! in the state; observation `[h, quat (4), q_j (n_j), v (3), ω (3), q̇_j (n_j)]` in Brax's
+//! z-up world and conventions: the quaternion `start_rot⁻¹ ⊗ quat` in (w, x, y, z) order
+//! (identity at the start pose; `start_rot` must be the z-up → y-up change of frame),
+//! `v = start_rot⁻¹·(v − p × ω)` the torso origin's world velocity, and `ω` the angular
+//! velocity in the torso frame (MuJoCo's free-joint convention); reward
+//! `v_x + healthy reward + c·Σa²`; termination `h ∉ [z_min, z_max]`; reset noise uniform on
+//! position, on the z-up quaternion's components (then normalised) and on the joints, and
+//! Gaussian on the velocities.
 
 use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp, clip_unit};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::model::Articulation;
 use crate::spatial::{quat_rot, quat_rot_adjoint};
-use diff_core::rng::uniform01;
+use diff_core::rng::{fill_normal, uniform01};
 use diff_core::{Real, SeededRng, TaskSpec};
 
 /// The height term of the reward.
@@ -37,6 +47,15 @@ pub enum HeightReward {
     /// Humanoid: `d = clip(h − (h_T + tol), −1, tol)`; `−200·d²` if `d < 0`, else
     /// `scale·d`.
     Clipped { tolerance: f64, scale: f64 },
+}
+
+/// Brax's definitions of a free-base task (tasks.md §5) in place of DiffRL's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BraxLocomotionTerms {
+    /// Paid every step (Brax pays it always when `terminate_when_unhealthy`).
+    pub healthy_reward: f64,
+    /// Healthy torso heights `[z_min, z_max]`; outside, the episode terminates.
+    pub healthy_z: [f64; 2],
 }
 
 /// Everything that distinguishes one free-base locomotion task from another.
@@ -77,6 +96,10 @@ pub struct LocomotionConfig {
     pub joint_vel_obs_scale: f64,
     /// Names of the hinge joints, in DOF order (for the state and observation names).
     pub joint_names: Vec<String>,
+    /// Brax's observation, reward, termination and reset (`noise_rot` is then the uniform
+    /// noise on each quaternion component and `noise_vel` the velocities' standard
+    /// deviation); the DiffRL-only fields (target, weights, height reward) are unused.
+    pub brax: Option<BraxLocomotionTerms>,
 }
 
 /// A free-base locomotion task built from a [`LocomotionConfig`].
@@ -148,6 +171,9 @@ impl Locomotion {
             return Err(bad(format!("actuated DOF {d} is not a joint DOF")));
         }
         let na = cfg.actuators.len();
+        if cfg.brax.is_some() {
+            return Ok(Self::new_brax(cfg, nj));
+        }
         let [x, y, z, w] = cfg.start_rot;
         let n2 = x * x + y * y + z * z + w * w;
         let inv_start = [-x / n2, -y / n2, -z / n2, w / n2];
@@ -191,8 +217,197 @@ impl Locomotion {
         })
     }
 
+    /// The Brax variant's spec (no previous action in the state).
+    fn new_brax(cfg: LocomotionConfig, nj: usize) -> Self {
+        let [x, y, z, w] = cfg.start_rot;
+        let n2 = x * x + y * y + z * z + w * w;
+        let inv_start = [-x / n2, -y / n2, -z / n2, w / n2];
+        let torso =
+            |v: &[&str]| -> Vec<String> { v.iter().map(|s| format!("torso_{s}")).collect() };
+        let mut state_names = torso(&["x", "y", "z", "qx", "qy", "qz", "qw"]);
+        state_names.extend(cfg.joint_names.iter().cloned());
+        state_names.extend(torso(&["wx", "wy", "wz", "vx", "vy", "vz"]));
+        state_names.extend(cfg.joint_names.iter().map(|n| format!("{n}_vel")));
+        let mut obs_names = torso(&["z", "qw", "qx", "qy", "qz"]);
+        obs_names.extend(cfg.joint_names.iter().cloned());
+        obs_names.extend(torso(&[
+            "vx", "vy", "vz", "wx_local", "wy_local", "wz_local",
+        ]));
+        obs_names.extend(cfg.joint_names.iter().map(|n| format!("{n}_vel")));
+        let spec = TaskSpec {
+            name: cfg.name.clone(),
+            state_dim: cfg.art.n_q + cfg.art.n_qd,
+            obs_dim: 11 + 2 * nj,
+            act_dim: cfg.actuators.len(),
+            episode_length: cfg.episode_length,
+            dt: cfg.params.dt,
+            state_names,
+            obs_names,
+        };
+        Locomotion {
+            cfg,
+            spec,
+            inv_start,
+            nj,
+        }
+    }
+
     fn nq(&self) -> usize {
         self.cfg.art.n_q
+    }
+
+    /// `start_rot⁻¹ ⊗ a` as a 4 × 4 matrix with rows in Brax's (w, x, y, z) order.
+    fn brax_quat_matrix(&self) -> [[f64; 4]; 4] {
+        let mut m = [[0.0; 4]; 4];
+        let [cx, cy, cz, cw] = self.inv_start;
+        for j in 0..4 {
+            let mut e = [0.0; 4];
+            e[j] = 1.0;
+            let [ax, ay, az, aw] = e;
+            let p = [
+                cw * ax + aw * cx + (cy * az - cz * ay),
+                cw * ay + aw * cy + (cz * ax - cx * az),
+                cw * az + aw * cz + (cx * ay - cy * ax),
+                cw * aw - (cx * ax + cy * ay + cz * az),
+            ];
+            for (i, &k) in [3usize, 0, 1, 2].iter().enumerate() {
+                m[i][j] = p[k];
+            }
+        }
+        m
+    }
+
+    /// Brax's observation (see the module docs).
+    fn observe_brax<T: Real>(&self, s: &[T], obs: &mut [T]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        let qd = &s[nq..];
+        obs[0] = s[1];
+        let m = self.brax_quat_matrix();
+        for i in 0..4 {
+            obs[1 + i] = (0..4).fold(T::zero(), |acc, j| acc + T::cst(m[i][j]) * s[3 + j]);
+        }
+        obs[5..5 + nj].copy_from_slice(&s[7..7 + nj]);
+        let (w, p) = ([qd[0], qd[1], qd[2]], [s[0], s[1], s[2]]);
+        let v = [
+            qd[3] - (p[1] * w[2] - p[2] * w[1]),
+            qd[4] - (p[2] * w[0] - p[0] * w[2]),
+            qd[5] - (p[0] * w[1] - p[1] * w[0]),
+        ];
+        let c = quat_rot(self.inv_start);
+        let r = quat_rot([s[3], s[4], s[5], s[6]]);
+        let o = 5 + nj;
+        for i in 0..3 {
+            obs[o + i] = (0..3).fold(T::zero(), |acc, k| acc + T::cst(c[i][k]) * v[k]);
+            obs[o + 3 + i] = (0..3).fold(T::zero(), |acc, k| acc + r[k][i] * w[k]);
+        }
+        obs[o + 6..o + 6 + nj].copy_from_slice(&qd[6..6 + nj]);
+    }
+
+    /// VJP of [`Locomotion::observe_brax`].
+    fn observe_brax_vjp<T: Real>(&self, s: &[T], ao: &[T], adj_s: &mut [T]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        adj_s[1] += ao[0];
+        let m = self.brax_quat_matrix();
+        for j in 0..4 {
+            adj_s[3 + j] += (0..4).fold(T::zero(), |acc, i| acc + T::cst(m[i][j]) * ao[1 + i]);
+        }
+        for k in 0..nj {
+            adj_s[7 + k] += ao[5 + k];
+        }
+        let o = 5 + nj;
+        let c = quat_rot(self.inv_start);
+        let q = [s[3], s[4], s[5], s[6]];
+        let r = quat_rot(q);
+        let w = [s[nq], s[nq + 1], s[nq + 2]];
+        let p = [s[0], s[1], s[2]];
+        // λ on v = v_twist − p × ω
+        let l: [T; 3] = std::array::from_fn(|k| {
+            (0..3).fold(T::zero(), |acc, i| acc + T::cst(c[i][k]) * ao[o + i])
+        });
+        let wl = [
+            w[1] * l[2] - w[2] * l[1],
+            w[2] * l[0] - w[0] * l[2],
+            w[0] * l[1] - w[1] * l[0],
+        ];
+        let lp = [
+            l[1] * p[2] - l[2] * p[1],
+            l[2] * p[0] - l[0] * p[2],
+            l[0] * p[1] - l[1] * p[0],
+        ];
+        // ω_local = Rᵀ ω
+        let mut ar = [[T::zero(); 3]; 3];
+        for k in 0..3 {
+            adj_s[nq + 3 + k] += l[k];
+            adj_s[k] -= wl[k];
+            adj_s[nq + k] -= lp[k];
+            for i in 0..3 {
+                adj_s[nq + k] += r[k][i] * ao[o + 3 + i];
+                ar[k][i] = w[k] * ao[o + 3 + i];
+            }
+        }
+        let aq = quat_rot_adjoint(q, &ar);
+        for k in 0..4 {
+            adj_s[3 + k] += aq[k];
+        }
+        for k in 0..nj {
+            adj_s[nq + 6 + k] += ao[o + 6 + k];
+        }
+    }
+
+    /// Brax's reset (see the module docs).
+    fn reset_brax(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
+        let (nq, nj) = (self.nq(), self.nj);
+        let c = &self.cfg;
+        let mut q = vec![0.0f64; nq];
+        q[..3].copy_from_slice(&c.start_pos);
+        q[3..7].copy_from_slice(&c.start_rot);
+        q[7..].copy_from_slice(&c.rest_pose);
+        let mut qd = vec![0.0f64; 6 + nj];
+        if stochastic {
+            let u = |rng: &mut SeededRng, amp: f64| amp * (uniform01(rng) - 0.5) * 2.0;
+            for x in q[..3].iter_mut() {
+                *x += u(rng, c.noise_pos);
+            }
+            // Brax adds the noise to the z-up quaternion's components (w, x, y, z)
+            let mut qz = [0.0, 0.0, 0.0, 1.0];
+            for x in qz.iter_mut() {
+                *x += u(rng, c.noise_rot);
+            }
+            let n = qz.iter().map(|x| x * x).sum::<f64>().sqrt();
+            qz.iter_mut().for_each(|x| *x /= n);
+            let [sx, sy, sz, sw] = c.start_rot;
+            let [ax, ay, az, aw] = qz;
+            q[3..7].copy_from_slice(&[
+                sw * ax + aw * sx + (sy * az - sz * ay),
+                sw * ay + aw * sy + (sz * ax - sx * az),
+                sw * az + aw * sz + (sx * ay - sy * ax),
+                sw * aw - (sx * ax + sy * ay + sz * az),
+            ]);
+            for x in q[7..].iter_mut() {
+                *x += u(rng, c.noise_joint);
+            }
+            let mut z = vec![0.0f32; 6 + nj];
+            fill_normal(rng, &mut z);
+            // z-up world linear and local angular velocity → our world twist
+            let rs = quat_rot(c.start_rot);
+            let rq = quat_rot([q[3], q[4], q[5], q[6]]);
+            let n = c.noise_vel;
+            let v: [f64; 3] =
+                std::array::from_fn(|i| (0..3).map(|k| rs[i][k] * n * z[k] as f64).sum());
+            let w: [f64; 3] =
+                std::array::from_fn(|i| (0..3).map(|k| rq[i][k] * n * z[3 + k] as f64).sum());
+            let p = [q[0], q[1], q[2]];
+            qd[..3].copy_from_slice(&w);
+            qd[3] = v[0] + p[1] * w[2] - p[2] * w[1];
+            qd[4] = v[1] + p[2] * w[0] - p[0] * w[2];
+            qd[5] = v[2] + p[0] * w[1] - p[1] * w[0];
+            for (x, zk) in qd[6..].iter_mut().zip(&z[6..]) {
+                *x = n * *zk as f64;
+            }
+        }
+        for (o, v) in s.iter_mut().zip(q.iter().chain(qd.iter())) {
+            *o = *v as f32;
+        }
     }
 
     /// `start_rot⁻¹` (x, y, z, w), in f64 (the kernels' task model).
@@ -300,6 +515,9 @@ impl RigidTask for Locomotion {
         &self,
     ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
     {
+        if self.cfg.brax.is_some() {
+            return None; // the kernels implement DiffRL's task layer only
+        }
         let extra = self.spec.state_dim - self.cfg.art.n_q - self.cfg.art.n_qd;
         Some(
             crate::kernels::PackedTaskLayer::locomotion(self).and_then(|layer| {
@@ -332,6 +550,9 @@ impl RigidTask for Locomotion {
     }
 
     fn observe<T: Real>(&self, s: &[T], obs: &mut [T]) {
+        if self.cfg.brax.is_some() {
+            return self.observe_brax(s, obs);
+        }
         let (nq, nj) = (self.nq(), self.nj);
         let qd = &s[nq..];
         obs[0] = s[1];
@@ -357,6 +578,9 @@ impl RigidTask for Locomotion {
     }
 
     fn observe_vjp<T: Real>(&self, s: &[T], ao: &[T], adj_s: &mut [T]) {
+        if self.cfg.brax.is_some() {
+            return self.observe_brax_vjp(s, ao, adj_s);
+        }
         let (nq, nj) = (self.nq(), self.nj);
         adj_s[1] += ao[0];
         for k in 0..4 {
@@ -398,6 +622,11 @@ impl RigidTask for Locomotion {
         let nq = self.nq();
         let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
         let progress = s[nq + 3] - (p[1] * w[2] - p[2] * w[1]);
+        if let Some(b) = &self.cfg.brax {
+            return progress
+                + T::cst(b.healthy_reward)
+                + action_penalty(self.cfg.action_penalty, a);
+        }
         let (up, hd) = self.up_heading(s);
         progress
             + T::cst(self.cfg.up_weight) * up
@@ -416,6 +645,10 @@ impl RigidTask for Locomotion {
         adj_s[2] += g * w[1];
         adj_s[nq + 2] -= g * p[1];
         adj_s[nq + 1] += g * p[2];
+        if self.cfg.brax.is_some() {
+            action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
+            return;
+        }
         self.up_heading_vjp(
             s,
             g * T::cst(self.cfg.up_weight),
@@ -430,10 +663,17 @@ impl RigidTask for Locomotion {
     }
 
     fn terminated(&self, s: &[f32]) -> bool {
-        (s[1] as f64) < self.cfg.termination_height
+        let h = s[1] as f64;
+        match &self.cfg.brax {
+            Some(b) => h < b.healthy_z[0] || h > b.healthy_z[1],
+            None => h < self.cfg.termination_height,
+        }
     }
 
     fn reset(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
+        if self.cfg.brax.is_some() {
+            return self.reset_brax(rng, stochastic, s);
+        }
         let (nq, nj) = (self.nq(), self.nj);
         let c = &self.cfg;
         s.iter_mut().for_each(|x| *x = 0.0);

@@ -1,7 +1,9 @@
 //! Task definitions, one file each (observation layout, reward terms, termination and
-//! reset noise as in `shared/reference/tasks.md` §2).
+//! reset noise as in `shared/reference/tasks.md` §2; the Brax-like tasks of §5 in
+//! [`brax`]).
 
 pub mod ant;
+pub mod brax;
 pub mod bruce;
 pub mod cartpole;
 pub mod cheetah;

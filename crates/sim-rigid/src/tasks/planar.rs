@@ -8,12 +8,16 @@
 //! **Reward** `ẋ + height term + angle term + c·Σa²` (a clipped); the height and angle
 //! terms are Hopper's and absent for Cheetah.
 //! **Termination** `obs[0] < termination_height` when set (Hopper only, fidelity trap 20).
+//!
+//! **Brax variants** ([`BraxPlanarTerms`], `brax-hopper` and `brax-halfcheetah`, tasks.md
+//! §5): reward `ẋ + healthy reward + c·Σa²`; observation `[q[1..], q̇]` with `obs[0]`
+//! rootz plus a height offset and q̇ clipped when set; termination by Brax's healthy ranges; Gaussian velocity noise when set.
 
 use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::model::Articulation;
-use diff_core::rng::uniform01;
+use diff_core::rng::{fill_normal, uniform01};
 use diff_core::{Real, SeededRng, TaskSpec};
 
 /// Hopper's posture terms.
@@ -30,6 +34,33 @@ pub struct HopperTerms {
     pub termination_angle: f64,
 }
 
+/// Brax's healthy ranges (hopper): the state is unhealthy (terminated) unless
+/// `z > z_min`, `|θ_root| < angle_max` and every `|q[2..]|`, `|q̇|` is `< state_max`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BraxHealthy {
+    pub z_min: f64,
+    pub angle_max: f64,
+    pub state_max: f64,
+}
+
+/// Brax's definitions of a planar task (tasks.md §5) in place of DiffRL's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BraxPlanarTerms {
+    /// Paid every step (Brax pays it always when `terminate_when_unhealthy`).
+    pub healthy_reward: f64,
+    /// Added to rootz in `obs[0]` and in the healthy-height check: the torso's height at
+    /// rootz = 0 for Brax hopper (`obs[0]` is then `x.pos[0, 2]`), the shift between our
+    /// start height and Brax's for halfcheetah (whose `obs[0]` is Brax's rootz).
+    pub height_offset: f64,
+    /// When set, the observed velocities are clipped to `±obs_vel_clip` (Brax hopper: 10).
+    pub obs_vel_clip: Option<f64>,
+    /// Termination, measured with the torso height as in `obs[0]`.
+    pub healthy: Option<BraxHealthy>,
+    /// When true the velocity reset noise is `noise_vel·N(0, 1)` (Brax halfcheetah),
+    /// otherwise uniform in `±noise_vel`.
+    pub gaussian_vel_noise: bool,
+}
+
 /// Everything that distinguishes one planar task from another.
 #[derive(Clone, Debug)]
 pub struct PlanarConfig {
@@ -43,6 +74,8 @@ pub struct PlanarConfig {
     pub actuators: Vec<(usize, f64)>,
     pub action_penalty: f64,
     pub hopper: Option<HopperTerms>,
+    /// Brax's reward, observation, termination and noise (then `hopper` must be `None`).
+    pub brax: Option<BraxPlanarTerms>,
     /// Reset noise (±): root slides, root angle, joints, velocities.
     pub noise_root: f64,
     pub noise_angle: f64,
@@ -84,6 +117,9 @@ impl Planar {
                 cfg.joint_names.len()
             )));
         }
+        if cfg.brax.is_some() && cfg.hopper.is_some() {
+            return Err(bad("Brax terms replace DiffRL's Hopper terms".into()));
+        }
         if let Some(&(d, _)) = cfg.actuators.iter().find(|(d, _)| *d >= n) {
             return Err(bad(format!("actuated DOF {d} does not exist")));
         }
@@ -118,6 +154,9 @@ impl RigidTask for Planar {
         &self,
     ) -> Option<diff_core::Result<(crate::kernels::PackedTaskLayer, crate::resident::PackedGlue)>>
     {
+        if self.cfg.brax.is_some() {
+            return None; // the kernels implement DiffRL's task layer only
+        }
         Some(
             crate::kernels::PackedTaskLayer::planar(self).and_then(|layer| {
                 let glue = crate::resident::PackedGlue::new(self, &self.cfg.actuators, 0)?;
@@ -136,11 +175,28 @@ impl RigidTask for Planar {
 
     fn observe<T: Real>(&self, s: &[T], obs: &mut [T]) {
         obs.copy_from_slice(&s[1..]);
+        if let Some(b) = &self.cfg.brax {
+            let n = self.cfg.art.n_q;
+            obs[0] += T::cst(b.height_offset);
+            if let Some(c) = b.obs_vel_clip {
+                for o in obs[n - 1..].iter_mut() {
+                    *o = clip_abs(*o, c).0;
+                }
+            }
+        }
     }
 
-    fn observe_vjp<T: Real>(&self, _s: &[T], adj_obs: &[T], adj_s: &mut [T]) {
-        for (a, g) in adj_s[1..].iter_mut().zip(adj_obs) {
-            *a += *g;
+    fn observe_vjp<T: Real>(&self, s: &[T], adj_obs: &[T], adj_s: &mut [T]) {
+        let n = self.cfg.art.n_q;
+        let clip = self.cfg.brax.and_then(|b| b.obs_vel_clip);
+        for (k, (a, g)) in adj_s[1..].iter_mut().zip(adj_obs).enumerate() {
+            let inside = match clip {
+                Some(c) if k + 1 >= n => clip_abs(s[k + 1], c).1,
+                _ => true,
+            };
+            if inside {
+                *a += *g;
+            }
         }
     }
 
@@ -149,6 +205,9 @@ impl RigidTask for Planar {
         let mut r = s[n]; // ẋ
         if let Some(h) = &self.cfg.hopper {
             r += hopper_height(h, s[1]) + hopper_angle(h, s[2]);
+        }
+        if let Some(b) = &self.cfg.brax {
+            r += T::cst(b.healthy_reward);
         }
         r + action_penalty(self.cfg.action_penalty, a)
     }
@@ -171,6 +230,18 @@ impl RigidTask for Planar {
     }
 
     fn terminated(&self, s: &[f32]) -> bool {
+        if let Some(BraxPlanarTerms {
+            healthy: Some(h),
+            height_offset,
+            ..
+        }) = self.cfg.brax
+        {
+            let z = s[1] as f64 + height_offset;
+            let healthy = z > h.z_min
+                && (s[2] as f64).abs() < h.angle_max
+                && s[2..].iter().all(|x| (*x as f64).abs() < h.state_max);
+            return !healthy;
+        }
         self.cfg
             .hopper
             .is_some_and(|h| (s[1] as f64) < h.termination_height)
@@ -183,20 +254,39 @@ impl RigidTask for Planar {
         x[0] = c.start_xz[0];
         x[1] = c.start_xz[1];
         if stochastic {
-            let mut u = |amp: f64| amp * (uniform01(rng) - 0.5) * 2.0;
-            x[0] += u(c.noise_root);
-            x[1] += u(c.noise_root);
-            x[2] += u(c.noise_angle);
+            let u = |rng: &mut SeededRng, amp: f64| amp * (uniform01(rng) - 0.5) * 2.0;
+            x[0] += u(rng, c.noise_root);
+            x[1] += u(rng, c.noise_root);
+            x[2] += u(rng, c.noise_angle);
             for v in x[3..n].iter_mut() {
-                *v += u(c.noise_joint);
+                *v += u(rng, c.noise_joint);
             }
+            let gaussian = c.brax.is_some_and(|b| b.gaussian_vel_noise);
             for v in x[n..].iter_mut() {
-                *v += u(c.noise_vel);
+                *v += if gaussian {
+                    let mut z = [0.0f32];
+                    fill_normal(rng, &mut z);
+                    c.noise_vel * z[0] as f64
+                } else {
+                    u(rng, c.noise_vel)
+                };
             }
         }
         for (o, v) in s.iter_mut().zip(x) {
             *o = v as f32;
         }
+    }
+}
+
+/// `clip(x, −c, c)` and whether `x` is inside (derivative 1).
+#[inline(always)]
+fn clip_abs<T: Real>(x: T, c: f64) -> (T, bool) {
+    if x.re() > c {
+        (T::cst(c), false)
+    } else if x.re() < -c {
+        (T::cst(-c), false)
+    } else {
+        (x, true)
     }
 }
 
