@@ -72,6 +72,18 @@ pub static SUITES: &[Suite] = &[
         quick_algos: &["shac", "mbmix"],
     },
     Suite {
+        name: "brax",
+        description: "Brax-like tasks on sim-rigid with Brax's observations, rewards, termination and timesteps (tasks.md §5)",
+        tasks: &[
+            t("brax-ant", Some(60)),
+            t("brax-halfcheetah", Some(60)),
+            t("brax-hopper", Some(60)),
+            t("brax-reacher", Some(60)),
+        ],
+        full_algos: &["mbmix", "shac", "bptt", "ppo"],
+        quick_algos: &["shac", "mbmix"],
+    },
+    Suite {
         name: "daxbench",
         description: "the DaXBench-like deformable tasks (tasks.md §7)",
         tasks: &[
