@@ -143,17 +143,34 @@ fn reset_noise_ranges() {
     let mut s0 = vec![0.0f32; 29];
     a.reset(&mut rng, false, &mut s0);
     let mut s = vec![0.0f32; 29];
+    let mut lifted = 0;
     for _ in 0..n {
         a.reset(&mut rng, true, &mut s);
         let qn: f32 = s[3..7].iter().map(|x| x * x).sum();
         assert!((qn - 1.0).abs() < 1e-5);
-        for k in (0..3).chain(7..15) {
+        for k in [0, 2].into_iter().chain(7..15) {
             assert!((s[k] - s0[k]).abs() <= 0.1 + 1e-6, "ant q[{k}]");
         }
+        // the height: the noise, then lifted until no contact point starts below ground
+        assert!(s[1] - s0[1] >= -0.1 - 1e-6, "ant height {}", s[1]);
+        let art = a.articulation();
+        let q: Vec<f64> = s[..15].iter().map(|&x| f64::from(x)).collect();
+        let xs = art.link_transforms(&q);
+        let lowest = art
+            .contacts
+            .iter()
+            .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
+            .fold(f64::INFINITY, f64::min);
+        assert!(lowest > -1e-5, "ant starts {lowest} into the ground");
+        lifted += usize::from(s[1] - s0[1] > 0.1 + 1e-6);
         let mut o = vec![0.0; 27];
         a.observe(&f64s(&s), &mut o);
         assert!(o[1] > 0.95, "ant quaternion w {}", o[1]);
     }
+    assert!(
+        lifted > 0,
+        "the noise never sank a foot: the lift is untested"
+    );
     // reacher: θ ±0.1, θ̇ ±5e-3, target in the disc of radius 0.2
     let r = brax_reacher_def().unwrap();
     let mut s = vec![0.0f32; 6];

@@ -386,6 +386,10 @@ impl Locomotion {
             for x in q[7..].iter_mut() {
                 *x += u(rng, c.noise_joint);
             }
+            // Brax's soft constraints push a start that the noise sank into the ground out
+            // gently; our spring contact would launch it (10 cm of penetration is ~100 N
+            // per point on a 0.9 kg ant): lift the root until no contact point is below.
+            self.lift_clear_of_ground(&mut q);
             let mut z = vec![0.0f32; 6 + nj];
             fill_normal(rng, &mut z);
             // z-up world linear and local angular velocity → our world twist
@@ -407,6 +411,24 @@ impl Locomotion {
         }
         for (o, v) in s.iter_mut().zip(q.iter().chain(qd.iter())) {
             *o = *v as f32;
+        }
+    }
+
+    /// Raises the root of the coordinates `q` (the y of its position) by the depth of the
+    /// lowest contact point below the ground, if any.
+    fn lift_clear_of_ground(&self, q: &mut [f64]) {
+        let art = &self.cfg.art;
+        if art.contacts.is_empty() {
+            return;
+        }
+        let xs = art.link_transforms(q);
+        let lowest = art
+            .contacts
+            .iter()
+            .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
+            .fold(f64::INFINITY, f64::min);
+        if lowest < 0.0 {
+            q[1] -= lowest;
         }
     }
 
