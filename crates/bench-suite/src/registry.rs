@@ -108,6 +108,12 @@ pub static TASKS: &[TaskEntry] = &[
         shac_preset: shac_reacher,
     },
     TaskEntry {
+        name: "brax-humanoid",
+        description: "Humanoid (Brax's model, 17 hinges) with Brax's 244-D obs (COM inertia/velocity, actuator forces), COM-velocity reward and healthy range, dt 0.015, gears x 0.4 (tasks.md §5)",
+        build: || rigid(sim_rigid::tasks::brax::brax_humanoid_def()),
+        shac_preset: shac_humanoid,
+    },
+    TaskEntry {
         name: "push-rope",
         description: "Push an elasto-plastic rope into an arc with a box pusher, MLS-MPM (DaXBench shape_rope, tasks.md §7.2)",
         build: || Ok(Arc::new(sim_deformable::tasks::RowEnv(sim_deformable::tasks::PushRope::new()?))),
@@ -302,7 +308,7 @@ pub fn bptt_preset(task: &str) -> BpttConfig {
         // `bptt/ant.yaml` (algorithms.md §1.6): the full 1000-step episode.
         "ant" | "brax-ant" => locomotion(4e-3, 1000),
         // `bptt/humanoid.yaml`; Bruce inferred.
-        "humanoid" | "bruce" | "bruce-pd" => BpttConfig {
+        "humanoid" | "brax-humanoid" | "bruce" | "bruce-pd" => BpttConfig {
             actor_units: vec![256, 128],
             ..locomotion(2e-3, 1000)
         },
@@ -359,7 +365,7 @@ pub fn ppo_preset(task: &str) -> PpoConfig {
             locomotion(1024, vec![128, 64, 32])
         }
         "ant" | "brax-ant" => locomotion(2048, vec![128, 64, 32]),
-        "humanoid" | "bruce" | "bruce-pd" => locomotion(1024, vec![256, 128, 64]),
+        "humanoid" | "brax-humanoid" | "bruce" | "bruce-pd" => locomotion(1024, vec![256, 128, 64]),
         // `ppo/cartpole_swing_up.yaml` is the default.
         _ => PpoConfig::default(),
     }

@@ -164,19 +164,8 @@ impl<T: Real> Workspace<T> {
         let builds = substeps.div_ceil(params.mm_freq.max(1));
         let (nl, nq, nd) = (art.links.len(), art.n_q, art.n_qd);
         let z = T::zero();
-        let sub = Substep {
-            q: vec![z; nq],
-            qd: vec![z; nd],
-            links: vec![LinkState::zero(); nl],
-            s: vec![sv_zero(); nd],
-            tau: vec![z; nd],
-            motor_gain: vec![T::one(); nd],
-            qdd: vec![z; nd],
-            q_out: vec![z; nq],
-            qd_out: vec![z; nd],
-        };
         Workspace {
-            subs: vec![sub; substeps],
+            subs: vec![Substep::new(art); substeps],
             mm: vec![
                 MassMatrix {
                     ic: vec![m6_zero(); nl],
@@ -188,22 +177,48 @@ impl<T: Real> Workspace<T> {
                 };
                 builds
             ],
-            adj: SubstepAdj {
-                q: vec![z; nq],
-                qd: vec![z; nd],
-                links: vec![LinkAdj::default(); nl],
-                s: vec![sv_zero(); nd],
-                tau: vec![z; nd],
-                qdd: vec![z; nd],
-                act: vec![z; nd],
-            },
+            adj: SubstepAdj::new(art),
             carry_q: vec![z; nq],
             carry_qd: vec![z; nd],
         }
     }
 }
 
+impl<T: Real> Substep<T> {
+    /// A zeroed substep for `art`.
+    pub fn new(art: &Articulation) -> Self {
+        let (nl, nq, nd) = (art.links.len(), art.n_q, art.n_qd);
+        let z = T::zero();
+        Substep {
+            q: vec![z; nq],
+            qd: vec![z; nd],
+            links: vec![LinkState::zero(); nl],
+            s: vec![sv_zero(); nd],
+            tau: vec![z; nd],
+            motor_gain: vec![T::one(); nd],
+            qdd: vec![z; nd],
+            q_out: vec![z; nq],
+            qd_out: vec![z; nd],
+        }
+    }
+}
+
 impl<T: Real> SubstepAdj<T> {
+    /// Zeroed adjoint buffers for `art`.
+    pub fn new(art: &Articulation) -> Self {
+        let (nl, nq, nd) = (art.links.len(), art.n_q, art.n_qd);
+        let z = T::zero();
+        SubstepAdj {
+            q: vec![z; nq],
+            qd: vec![z; nd],
+            links: vec![LinkAdj::default(); nl],
+            s: vec![sv_zero(); nd],
+            tau: vec![z; nd],
+            qdd: vec![z; nd],
+            act: vec![z; nd],
+        }
+    }
+
     /// Zeroes every buffer except `act` (which accumulates over the substeps of a step).
     fn clear_stages(&mut self) {
         let z = T::zero();

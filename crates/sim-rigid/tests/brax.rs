@@ -7,7 +7,8 @@
 use diff_core::rng::seeded;
 use sim_rigid::batch::{step_row, RigidTask, RowScratch};
 use sim_rigid::tasks::brax::{
-    brax_ant_def, brax_cheetah_def, brax_hopper_def, brax_reacher_def, Reacher,
+    brax_ant_def, brax_cheetah_def, brax_hopper_def, brax_humanoid_def, brax_reacher_def, Reacher,
+    HUMANOID_ACTUATORS,
 };
 
 /// Steps `task` from its deterministic or noisy reset with actions `act(k, t)` for `n`
@@ -301,4 +302,172 @@ fn rollouts_stay_finite_and_the_reacher_target_stays_put() {
     // the arm moves in its plane only: the joints turn, gravity does no work at rest
     let rest = rollout(&brax_reacher_def().unwrap(), 50, false, |_, _| 0.0);
     assert!(rest.last().unwrap()[..4].iter().all(|x| x.abs() < 1e-9));
+}
+
+// ---------------------------------------------------------------- brax-humanoid
+// Observation layout: [z, quat (4), q_j (17), v (3), ω (3), q̇_j (17)] (0..45), cinert
+// (11 × 10, 45..155), cvel (11 × 6, 155..221), qfrc_actuator (23, 221..244).
+
+#[test]
+fn humanoid_dimensions_gears_and_bodies() {
+    let t = brax_humanoid_def().unwrap();
+    let (spec, p, art) = (t.spec(), t.sim_params(), t.articulation());
+    assert_eq!((spec.obs_dim, spec.act_dim, spec.state_dim), (244, 17, 64));
+    assert_eq!((spec.obs_names.len(), spec.state_names.len()), (244, 64));
+    assert!((spec.dt - 0.015).abs() < 1e-12 && (p.dt - 0.015).abs() < 1e-12);
+    assert_eq!((p.substeps, p.mm_freq), (15, 3));
+    assert_eq!(spec.episode_length, 1000);
+    assert_eq!((art.n_q, art.n_qd), (24, 23));
+    // 11 bodies with mass (the feet fused into the shins), 2 foot contacts
+    assert_eq!(art.links.iter().filter(|l| l.mass > 0.0).count(), 11);
+    assert_eq!(art.contacts.len(), 2);
+    assert!(art.contacts.iter().all(|c| c.thickness == 0.075));
+    // τ = gear·0.4·clip(a), in Brax's actuator order
+    let mut act = vec![0.0; 23];
+    t.actuation(&[1.5; 17], &mut act);
+    assert!(act[..6].iter().all(|x| *x == 0.0));
+    for (k, (name, gear)) in HUMANOID_ACTUATORS.iter().enumerate() {
+        let link = art.links.iter().find(|l| l.joint.name == *name).unwrap();
+        assert!(
+            (act[link.qd_start] - 0.4 * gear).abs() < 1e-12,
+            "actuator {k} {name}"
+        );
+    }
+    let total: f64 = act.iter().sum();
+    assert!((total - 0.4 * 1850.0).abs() < 1e-9);
+}
+
+#[test]
+fn humanoid_start_observation() {
+    let t = brax_humanoid_def().unwrap();
+    let art = t.articulation();
+    let mut s = vec![0.0f32; 64];
+    t.reset(&mut seeded(0, 0), false, &mut s);
+    let mut o = vec![0.0; 244];
+    t.observe(&f64s(&s), &mut o);
+    assert!(
+        (o[0] - 1.4).abs() < 1e-6 && (o[1] - 1.0).abs() < 1e-6,
+        "z, qw"
+    );
+    assert!(o[2..45].iter().all(|x| x.abs() < 1e-6), "q_j, q̇ at rest");
+    // cinert: body masses in entries 9, symmetric inertias with a positive diagonal
+    let masses: Vec<f64> = art
+        .links
+        .iter()
+        .map(|l| l.mass)
+        .filter(|m| *m > 0.0)
+        .collect();
+    for (b, m) in masses.iter().enumerate() {
+        let c = &o[45 + 10 * b..55 + 10 * b];
+        assert!((c[9] - m).abs() < 1e-9, "body {b} mass");
+        for r in 0..3 {
+            assert!(c[3 * r + r] > 0.0);
+            for k in 0..3 {
+                assert!((c[3 * r + k] - c[3 * k + r]).abs() < 1e-9);
+            }
+        }
+    }
+    // cvel and qfrc_actuator vanish at rest
+    assert!(o[155..244].iter().all(|x| *x == 0.0));
+}
+
+#[test]
+fn humanoid_reset_noise_and_healthy_range() {
+    let t = brax_humanoid_def().unwrap();
+    let mut s0 = vec![0.0f32; 64];
+    t.reset(&mut seeded(0, 0), false, &mut s0);
+    let mut rng = seeded(2, 0);
+    let mut s = vec![1.0f32; 64];
+    let (mut qmax, mut jvmax) = (0.0f32, 0.0f32);
+    for _ in 0..400 {
+        t.reset(&mut rng, true, &mut s);
+        qmax = (0..3)
+            .chain(7..24)
+            .fold(qmax, |m, k| m.max((s[k] - s0[k]).abs()));
+        jvmax = (30..47).fold(jvmax, |m, k| m.max(s[k].abs()));
+        // the previous action starts at 0
+        assert!(s[47..].iter().all(|x| *x == 0.0));
+        let n: f32 = s[3..7].iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-5);
+    }
+    assert!(qmax <= 0.01 + 1e-6 && qmax > 0.009, "q noise {qmax}");
+    assert!(jvmax <= 0.01 + 1e-6 && jvmax > 0.009, "q̇ noise {jvmax}");
+    for (z, done) in [
+        (1.4, false),
+        (1.01, false),
+        (0.99, true),
+        (1.99, false),
+        (2.01, true),
+    ] {
+        s0[1] = z;
+        assert_eq!(t.terminated(&s0), done, "humanoid z {z}");
+    }
+}
+
+#[test]
+fn humanoid_reward_and_actuator_forces_by_hand() {
+    let t = brax_humanoid_def().unwrap();
+    let art = t.articulation().clone();
+    let mut s32 = vec![0.0f32; 64];
+    t.reset(&mut seeded(0, 0), false, &mut s32);
+    let mut s = f64s(&s32);
+    let a: Vec<f64> = (0..17).map(|k| 0.1 * k as f64 - 0.8).collect();
+    let ctrl = 0.1 * a.iter().map(|x| (0.4 * x) * (0.4 * x)).sum::<f64>();
+    // pure translation: every body moves at v, ẋ_COM = v_x
+    s[27] = 0.7;
+    assert!((t.reward(&s, &a) - (1.25 * 0.7 + 5.0 - ctrl)).abs() < 1e-12);
+    // add a spin ω about the world vertical: ẋ_COM = (v + ω × c)_x with c the COM
+    (s[24], s[25], s[26]) = (0.0, 0.5, 0.0);
+    let xs = art.link_transforms(&s[..24]);
+    let mass: f64 = art.links.iter().map(|l| l.mass).sum();
+    let c: Vec<f64> = (0..3)
+        .map(|k| {
+            art.links
+                .iter()
+                .zip(&xs)
+                .map(|(l, x)| l.mass * x.point(l.com)[k])
+                .sum::<f64>()
+                / mass
+        })
+        .collect();
+    let vx = 0.7 + 0.5 * c[2]; // (ω × c)_x = ω_y c_z − ω_z c_y
+    assert!((t.reward(&s, &a) - (1.25 * vx + 5.0 - ctrl)).abs() < 1e-12);
+    // qfrc_actuator: gear·0.4·(previous action) on the actuated DOFs
+    s[47..].copy_from_slice(&a);
+    let mut o = vec![0.0; 244];
+    t.observe(&s, &mut o);
+    let mut want = vec![0.0; 23];
+    t.actuation(&a, &mut want);
+    for d in 0..23 {
+        assert!((o[221 + d] - want[d]).abs() < 1e-12, "qfrc[{d}]");
+    }
+    // the step stores the clipped action
+    let mut sc = RowScratch::<f64>::new(&t);
+    let mut next = vec![0.0; 64];
+    let big: Vec<f64> = a.iter().map(|x| 2.0 * x).collect();
+    step_row(&t, &s, &big, &mut next, &mut sc);
+    for k in 0..17 {
+        assert_eq!(next[47 + k], big[k].clamp(-1.0, 1.0));
+    }
+}
+
+#[test]
+fn humanoid_rollouts_with_random_actions_stay_finite() {
+    let t = brax_humanoid_def().unwrap();
+    let mut seed = 7u64;
+    let mut rand = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let acts: Vec<Vec<f64>> = (0..100)
+        .map(|_| (0..17).map(|_| rand()).collect())
+        .collect();
+    let tr = rollout(&t, 100, true, |k, step| acts[step][k]);
+    assert!(tr.iter().flatten().all(|x| x.is_finite() && x.abs() < 1e3));
+    let tr = rollout(&t, 100, true, |k, step| {
+        (step as f64 * 0.3 + k as f64).sin()
+    });
+    assert!(tr.iter().flatten().all(|x| x.is_finite() && x.abs() < 1e3));
 }

@@ -1606,10 +1606,12 @@ proptest! {
 //
 // The Brax variants of the planar and locomotion templates and the reacher task
 // (`sim_rigid::tasks::brax`, tasks.md §5): observation, reward and the full control step
-// (8 substeps for hopper, 50 for halfcheetah and ant, 20 for reacher) against finite
+// (8 substeps for hopper, 50 for halfcheetah and ant, 20 for reacher, 15 for humanoid) against finite
 // differences in f64 and forward-mode dual numbers, from states with ground contact.
 
-use sim_rigid::tasks::brax::{brax_ant_def, brax_cheetah_def, brax_hopper_def, brax_reacher_def};
+use sim_rigid::tasks::brax::{
+    brax_ant_def, brax_cheetah_def, brax_hopper_def, brax_humanoid_def, brax_reacher_def,
+};
 
 /// A planar state: joints at `mid ± spread·half-range`, root angle `angle`, velocities
 /// `vel`, and rootz set so that the lowest contact point is `h` below the ground.
@@ -1752,5 +1754,36 @@ proptest! {
         let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
         x.extend(a);
         locomotion_step_case(task, x, &u, &v, "brax-ant step (50 substeps, 25 contacts)", FD_STEP_FULL_STEP)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    /// The humanoid's observation includes the COM-based inertia and velocity of every
+    /// body (through the articulation's kinematics and velocities and their adjoints) and
+    /// the actuator forces of the previous action; its reward the whole-body COM velocity.
+    #[test]
+    fn brax_humanoid_observation_and_reward_adjoint(p in diff_core::gradcheck::vec_in(-2.0, 2.0, 3), quat in diff_core::gradcheck::vec_in(-1.0, 1.0, 4), rest in diff_core::gradcheck::vec_in(-2.0, 2.0, 57), a in diff_core::gradcheck::vec_in(-1.3, 1.3, 17), u in diff_core::gradcheck::direction(244), v in diff_core::gradcheck::direction(81)) {
+        prop_assume!(a.iter().all(|x| (x.abs() - 1.0).abs() > 1e-2));
+        let mut s = p.clone();
+        s.extend(unit_quat(&quat));
+        s.extend(rest);
+        check_stage(&ObserveOf(brax_humanoid_def().unwrap()), &s, &u, &v[..64], "brax-humanoid observation (cinert, cvel, qfrc_actuator)");
+        let x: Vec<f64> = s.iter().copied().chain(a).collect();
+        check_stage(&RewardOf(brax_humanoid_def().unwrap()), &x, &[1.0], &v, "brax-humanoid reward (COM velocity)");
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    #[test]
+    fn brax_humanoid_full_step_adjoint(h in 0.002..0.03f64, quat in diff_core::gradcheck::vec_in(-0.3, 0.3, 4), joints in diff_core::gradcheck::vec_in(-1.0, 1.0, 17), vel in diff_core::gradcheck::vec_in(-0.5, 0.5, 23), prev in diff_core::gradcheck::vec_in(-1.0, 1.0, 17), a in diff_core::gradcheck::vec_in(-0.5, 0.5, 17), u in diff_core::gradcheck::direction(64), v in diff_core::gradcheck::direction(81)) {
+        let task = brax_humanoid_def().unwrap();
+        let mut x = perturbed_state(&task, h, &quat, &joints, 0.9, &vel);
+        x[47..].copy_from_slice(&prev);
+        x.extend(a);
+        locomotion_step_case(task, x, &u, &v, "brax-humanoid step (15 substeps, 2 foot contacts)", FD_STEP_FULL_STEP)?;
     }
 }

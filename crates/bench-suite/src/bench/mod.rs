@@ -79,6 +79,7 @@ pub static SUITES: &[Suite] = &[
             t("brax-halfcheetah", Some(60)),
             t("brax-hopper", Some(60)),
             t("brax-reacher", Some(60)),
+            t("brax-humanoid", None),
         ],
         full_algos: &["mbmix", "shac", "bptt", "ppo"],
         quick_algos: &["shac", "mbmix"],

@@ -1,5 +1,5 @@
 //! Brax-like tasks (tasks.md §5; `google/brax@0b96d05:brax/envs/{hopper, half_cheetah, ant,
-//! reacher}.py`): Brax's observations, rewards, termination, control timestep, gears and
+//! reacher, humanoid}.py`): Brax's observations, rewards, termination, control timestep, gears and
 //! reset noise, on **our** simulator.
 //!
 //! **What is not Brax.** The physics is ours: reduced-coordinate articulations with the
@@ -9,11 +9,13 @@
 //! limits, CRBA mass matrix). Consequences, per task:
 //! - contact: spring-damper with regularised Coulomb friction and the DiffRL contact
 //!   material of each robot; every geom of the model touches the ground (Brax lets only
-//!   the feet of ant and hopper collide);
+//!   the feet of ant and hopper collide), except for the humanoid, whose foot spheres
+//!   alone touch it, as in Brax;
 //! - joint limits: springs of stiffness `limit_ke` (1e3) with **no limit damping**
 //!   (`limit_kd` = 0: dflex's always-on limit damping, fidelity trap 6, is a dflex quirk
 //!   Brax does not have, and our model has no damping that acts only past a limit);
-//! - the robot files are our DiffRL assets (`datasets/robots/*.xml`), read with the exact
+//! - the robot files are our DiffRL assets (`datasets/robots/*.xml`; the humanoid's is
+//!   Brax's own model, `brax_humanoid.xml`), read with the exact
 //!   inertia transform (trap 27: `exact` for Brax-like tasks), with Brax's joint
 //!   armature/damping, densities and ranges set where they differ (per task below);
 //! - timestep: the control step `dt` is Brax's `timestep × n_frames`; it is split into
@@ -35,9 +37,12 @@
 //! | brax-halfcheetah | 0.05 = 50 × 1e-3 | 17 / 6 / 18 | ẋ − 0.1·Σa² | none |
 //! | brax-ant | 0.05 = 50 × 1e-3 | 27 / 8 / 29 | v_x + 1 − 0.5·Σa² | z ∉ [0.2, 1.0] |
 //! | brax-reacher | 0.02 = 20 × 1e-3 | 11 / 2 / 6 | −‖tip − target‖ − Σa² | none |
+//! | brax-humanoid | 0.015 = 15 × 1e-3 | 244 / 17 / 64 | 1.25·ẋ_COM + 5 − 0.1·Σ(0.4a)² | z ∉ [1.0, 2.0] |
 //!
-//! `brax-humanoid` is not implemented (its 244-D observation needs the COM-based inertia
-//! and velocity of every body and the actuator forces).
+//! `brax-humanoid` has Brax's full 244-D observation (`q[2:]`, `q̇`, the COM-based inertia
+//! and velocity of its 11 bodies, the actuator forces); its own deviations (its asset
+//! `datasets/robots/brax_humanoid.xml`, contact only at the feet, the previous action kept
+//! in the state for the actuator forces) are listed at [`brax_humanoid_def`].
 //!
 //! Episode length 1000 (Brax's training wrapper) for all.
 
@@ -47,7 +52,7 @@ use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::loader::{load_mjcf, robot_path, MjcfOptions};
-use crate::model::{Articulation, ContactMaterial, InertiaTransform};
+use crate::model::{Articulation, ContactMaterial, ContactPoint, Geometry, InertiaTransform};
 use crate::spatial::{axis_angle, Transform};
 use diff_core::rng::uniform01;
 use diff_core::{Real, SeededRng, TaskSpec};
@@ -270,6 +275,161 @@ pub fn brax_ant_def() -> diff_core::Result<Locomotion> {
         brax: Some(BraxLocomotionTerms {
             healthy_reward: 1.0,
             healthy_z: [0.2, 1.0],
+            forward_weight: 1.0,
+            body_terms: false,
+            actuator_obs: false,
+            uniform_vel_noise: false,
+        }),
+    })
+}
+
+/// Humanoid's actuators in Brax's order (`assets/humanoid.xml` `<actuator>`): joint, gear.
+pub const HUMANOID_ACTUATORS: [(&str, f64); 17] = [
+    ("abdomen_y", 100.0),
+    ("abdomen_z", 100.0),
+    ("abdomen_x", 100.0),
+    ("right_hip_x", 100.0),
+    ("right_hip_z", 100.0),
+    ("right_hip_y", 300.0),
+    ("right_knee", 200.0),
+    ("left_hip_x", 100.0),
+    ("left_hip_z", 100.0),
+    ("left_hip_y", 300.0),
+    ("left_knee", 200.0),
+    ("right_shoulder1", 25.0),
+    ("right_shoulder2", 25.0),
+    ("right_elbow", 25.0),
+    ("left_shoulder1", 25.0),
+    ("left_shoulder2", 25.0),
+    ("left_elbow", 25.0),
+];
+/// Humanoid's control range: the action in [−1, 1] maps to ±0.4.
+pub const HUMANOID_CTRL: f64 = 0.4;
+/// Humanoid's foot spheres (fused into the shins, as Brax does): radius.
+pub const HUMANOID_FOOT_RADIUS: f64 = 0.075;
+
+/// Brax humanoid (`humanoid.py`, `assets/humanoid.xml`) on `datasets/robots/
+/// brax_humanoid.xml`, Brax's model (11 bodies: the feet fused into the shins; 17 hinges
+/// with the file's ranges, armature, damping and stiffness; masses from the geoms at
+/// ρ 1000, MuJoCo's `inertiafromgeom`). Only the two foot spheres touch the ground (Brax's
+/// contype/conaffinity), with contact ke 2e4, kd 5e3, kf 1e3 (DiffRL's humanoid material)
+/// and mu 1.0 (Brax's floor friction). dt 0.003 × 5 = 0.015 (15 substeps of 1e-3 s, the
+/// mass matrix rebuilt every 3). Start: torso at height 1.4, identity orientation, joints 0
+/// (Brax's `init_q`; the knees start 2° past their upper limit, as in Brax).
+///
+/// Action 17 in Brax's actuator order, `τ = gear·0.4·clip(a)` (Brax maps [−1, 1] to the
+/// ctrlrange ±0.4). Observation (290): [`super::locomotion`]'s Brax variant with its body
+/// terms: `[z, quat (w, x, y, z), q_j (17), v (3), ω_local (3), q̇_j (17)]` (45 = Brax's
+/// `q[2:]`, `q̇`), every body's COM-based inertia (11 × 10) and COM-based velocity
+/// (11 × 6) ([`super::body_terms`]), and the actuator forces `qfrc_actuator` (23: zero on
+/// the root DOFs, `gear·0.4·clip(a_prev)` on the hinges; the state keeps the previous
+/// clipped action for it). Reward `1.25·ẋ_COM + 5 − 0.1·Σ(0.4·a)²` with `ẋ_COM` the
+/// whole-body COM's end-of-step x velocity; termination `z ∉ [1.0, 2.0]`; reset noise
+/// U(±0.01) on every q (the quaternion's components, then normalised) and q̇.
+///
+/// Deviations from Brax besides the module's: the forward reward uses `ẋ_COM` at the end
+/// of the step (Brax: the COM displacement over the step / dt); the control cost uses the
+/// clipped action; Brax does not normalise the noisy quaternion; the body quats of lwaist
+/// and pelvis (0.23°) are dropped (trap 2); joint stiffness is applied as a spring to 0
+/// (MuJoCo's `qpos_spring`); the state carries the previous clipped action (17) so that
+/// the observation can hold `qfrc_actuator`, which Brax computes from the action of the
+/// step just taken (zero after a reset in both). Stability: with the DiffRL humanoid
+/// material at 1e-3 s substeps, 300 steps of zero, uniform random and sinusoidal full
+/// actions stay finite (joint rates ≤ 32 rad/s; the test
+/// `tests/brax.rs::humanoid_rollouts_with_random_actions_stay_finite`); the body falls within
+/// about 50 steps at zero action (no balance), which the healthy range `z ≥ 1` ends; below
+/// it, only the feet meet the ground, as in Brax.
+pub fn brax_humanoid_def() -> diff_core::Result<Locomotion> {
+    let material = ContactMaterial {
+        ke: 2e4,
+        kd: 5e3,
+        kf: 1e3,
+        mu: 1.0,
+    };
+    let opts = MjcfOptions {
+        damping: 1.0,
+        armature: 1.0,
+        stiffness: 0.0,
+        load_stiffness: true,
+        load_armature: true,
+        limit_ke: 1e3,
+        limit_kd: 0.0,
+        contact: material,
+        inertia_transform: InertiaTransform::Exact,
+        // the state's position is the torso's (no offset from the file's body pos)
+        root_x_pj: Some(Transform {
+            p: [0.0; 3],
+            r: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        }),
+        ..MjcfOptions::default()
+    };
+    let mut model = load_mjcf(robot_path("brax_humanoid.xml"), &opts)?;
+    let bad = |reason: String| diff_core::Error::InvalidParameter {
+        name: "brax-humanoid".into(),
+        reason,
+    };
+    // only the feet touch the ground (Brax: contype 1 on the foot spheres alone)
+    let feet: Vec<(usize, [f64; 3])> = model
+        .builder
+        .shapes()
+        .iter()
+        .filter(|s| {
+            matches!(s.shape.geometry, Geometry::Sphere { radius } if radius == HUMANOID_FOOT_RADIUS)
+        })
+        .map(|s| (s.link, s.shape.pose.p))
+        .collect();
+    if feet.len() != 2 {
+        return Err(bad(format!("{} foot spheres, want 2", feet.len())));
+    }
+    model.builder.set_shape_contacts(false);
+    for (link, point) in feet {
+        model.builder.add_contact_point(ContactPoint {
+            link,
+            point,
+            thickness: HUMANOID_FOOT_RADIUS,
+            material,
+        })?;
+    }
+    let actuators = HUMANOID_ACTUATORS
+        .iter()
+        .map(|&(name, gear)| {
+            model
+                .qd_start(name)
+                .map(|d| (d, gear * HUMANOID_CTRL))
+                .ok_or_else(|| bad(format!("no joint `{name}`")))
+        })
+        .collect::<diff_core::Result<Vec<_>>>()?;
+    let joint_names: Vec<String> = model.joint_names[1..].to_vec();
+    let art = model.build()?;
+    Locomotion::new(LocomotionConfig {
+        name: "brax-humanoid".into(),
+        art,
+        params: brax_params(0.003, 5, 3),
+        episode_length: EPISODE_LENGTH,
+        start_pos: [0.0, 1.4, 0.0],
+        start_rot: super::ant::Z_UP_TO_Y_UP,
+        rest_pose: vec![0.0; 17],
+        actuators,
+        target: [0.0; 3],
+        termination_height: 1.0,
+        height_reward: HeightReward::Linear,
+        up_weight: 0.0,
+        heading_weight: 0.0,
+        action_penalty: -0.1 * HUMANOID_CTRL * HUMANOID_CTRL,
+        ang_vel_penalty: 0.0,
+        noise_pos: 0.01,
+        noise_rot: 0.01,
+        noise_joint: 0.01,
+        noise_vel: 0.01,
+        joint_vel_obs_scale: 1.0,
+        joint_names,
+        brax: Some(BraxLocomotionTerms {
+            healthy_reward: 5.0,
+            healthy_z: [1.0, 2.0],
+            forward_weight: 1.25,
+            body_terms: true,
+            actuator_obs: true,
+            uniform_vel_noise: true,
         }),
     })
 }

@@ -29,8 +29,14 @@
 //! velocity in the torso frame (MuJoCo's free-joint convention); reward
 //! `v_x + healthy reward + c·Σa²`; termination `h ∉ [z_min, z_max]`; reset noise uniform on
 //! position, on the z-up quaternion's components (then normalised) and on the joints, and
-//! Gaussian on the velocities.
+//! Gaussian on the velocities. The humanoid (`brax-humanoid`) adds, through the flags of
+//! [`BraxLocomotionTerms`]: a forward weight (1.25) on the whole-body COM's x velocity in
+//! place of the torso's; the COM-based inertia (10) and velocity (6) of every body
+//! ([`super::body_terms`]) after the 11 + 2·n_j entries above; the previous clipped action
+//! kept in the state and its actuator forces (one per DOF, zero on the root) at the end of
+//! the observation; uniform velocity noise.
 
+use super::body_terms::BodyTerms;
 use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp, clip_unit};
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
@@ -56,6 +62,17 @@ pub struct BraxLocomotionTerms {
     pub healthy_reward: f64,
     /// Healthy torso heights `[z_min, z_max]`; outside, the episode terminates.
     pub healthy_z: [f64; 2],
+    /// Weight of the forward velocity in the reward (ant 1, humanoid 1.25).
+    pub forward_weight: f64,
+    /// Humanoid: the forward velocity is the whole-body COM's, and the observation appends
+    /// every body's COM-based inertia and velocity ([`super::body_terms`]).
+    pub body_terms: bool,
+    /// Humanoid: the state keeps the clipped action of the previous step and the
+    /// observation appends the actuator forces it produced (`qfrc_actuator`, one per DOF).
+    pub actuator_obs: bool,
+    /// Reset noise on the velocities uniform in `±noise_vel` (humanoid) instead of
+    /// `noise_vel·N(0, 1)` (ant).
+    pub uniform_vel_noise: bool,
 }
 
 /// Everything that distinguishes one free-base locomotion task from another.
@@ -106,6 +123,8 @@ pub struct LocomotionConfig {
 pub struct Locomotion {
     pub cfg: LocomotionConfig,
     spec: TaskSpec,
+    /// The COM-based terms (Brax variant with `body_terms`).
+    body: Option<BodyTerms>,
     /// start_rot⁻¹ (x, y, z, w).
     inv_start: [f64; 4],
     nj: usize,
@@ -212,6 +231,7 @@ impl Locomotion {
         Ok(Locomotion {
             cfg,
             spec,
+            body: None,
             inv_start,
             nj,
         })
@@ -234,11 +254,37 @@ impl Locomotion {
             "vx", "vy", "vz", "wx_local", "wy_local", "wz_local",
         ]));
         obs_names.extend(cfg.joint_names.iter().map(|n| format!("{n}_vel")));
+        let b = cfg.brax.expect("Brax variant");
+        let na = cfg.actuators.len();
+        let body = b
+            .body_terms
+            .then(|| BodyTerms::new(&cfg.art, quat_rot(inv_start)));
+        if let Some(body) = &body {
+            // each body named by the joint of its link
+            let name = |i: usize| cfg.art.links[i].joint.name.clone();
+            for &i in &body.bodies {
+                for e in 0..9 {
+                    obs_names.push(format!("{}_cinert_{}{}", name(i), e / 3, e % 3));
+                }
+                obs_names.push(format!("{}_mass", name(i)));
+            }
+            for &i in &body.bodies {
+                for e in ["vx", "vy", "vz", "wx", "wy", "wz"] {
+                    obs_names.push(format!("{}_cvel_{e}", name(i)));
+                }
+            }
+        }
+        let mut state_dim = cfg.art.n_q + cfg.art.n_qd;
+        if b.actuator_obs {
+            state_names.extend((0..na).map(|k| format!("prev_action_{k}")));
+            obs_names.extend((0..cfg.art.n_qd).map(|d| format!("qfrc_actuator_{d}")));
+            state_dim += na;
+        }
         let spec = TaskSpec {
             name: cfg.name.clone(),
-            state_dim: cfg.art.n_q + cfg.art.n_qd,
-            obs_dim: 11 + 2 * nj,
-            act_dim: cfg.actuators.len(),
+            state_dim,
+            obs_dim: obs_names.len(),
+            act_dim: na,
             episode_length: cfg.episode_length,
             dt: cfg.params.dt,
             state_names,
@@ -247,6 +293,7 @@ impl Locomotion {
         Locomotion {
             cfg,
             spec,
+            body,
             inv_start,
             nj,
         }
@@ -301,6 +348,23 @@ impl Locomotion {
             obs[o + 3 + i] = (0..3).fold(T::zero(), |acc, k| acc + r[k][i] * w[k]);
         }
         obs[o + 6..o + 6 + nj].copy_from_slice(&qd[6..6 + nj]);
+        let mut o = o + 6 + nj;
+        if let Some(body) = &self.body {
+            body.observe(&self.cfg.art, s, &mut obs[o..o + body.obs_len()]);
+            o += body.obs_len();
+        }
+        if self.brax_actuator_obs() {
+            let nd = self.cfg.art.n_qd;
+            let prev = &s[nq + nd..];
+            obs[o..o + nd].iter_mut().for_each(|x| *x = T::zero());
+            for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
+                obs[o + d] = T::cst(gain) * prev[k];
+            }
+        }
+    }
+
+    fn brax_actuator_obs(&self) -> bool {
+        self.cfg.brax.is_some_and(|b| b.actuator_obs)
     }
 
     /// VJP of [`Locomotion::observe_brax`].
@@ -352,12 +416,24 @@ impl Locomotion {
         for k in 0..nj {
             adj_s[nq + 6 + k] += ao[o + 6 + k];
         }
+        let mut o = o + 6 + nj;
+        if let Some(body) = &self.body {
+            body.observe_vjp(&self.cfg.art, s, &ao[o..o + body.obs_len()], adj_s);
+            o += body.obs_len();
+        }
+        if self.brax_actuator_obs() {
+            let nd = self.cfg.art.n_qd;
+            for (k, &(d, gain)) in self.cfg.actuators.iter().enumerate() {
+                adj_s[nq + nd + k] += T::cst(gain) * ao[o + d];
+            }
+        }
     }
 
     /// Brax's reset (see the module docs).
     fn reset_brax(&self, rng: &mut SeededRng, stochastic: bool, s: &mut [f32]) {
         let (nq, nj) = (self.nq(), self.nj);
         let c = &self.cfg;
+        s.iter_mut().for_each(|x| *x = 0.0);
         let mut q = vec![0.0f64; nq];
         q[..3].copy_from_slice(&c.start_pos);
         q[3..7].copy_from_slice(&c.start_rot);
@@ -391,7 +467,11 @@ impl Locomotion {
             // per point on a 0.9 kg ant): lift the root until no contact point is below.
             self.lift_clear_of_ground(&mut q);
             let mut z = vec![0.0f32; 6 + nj];
-            fill_normal(rng, &mut z);
+            if c.brax.is_some_and(|b| b.uniform_vel_noise) {
+                z.iter_mut().for_each(|x| *x = u(rng, 1.0) as f32);
+            } else {
+                fill_normal(rng, &mut z);
+            }
             // z-up world linear and local angular velocity → our world twist
             let rs = quat_rot(c.start_rot);
             let rq = quat_rot([q[3], q[4], q[5], q[6]]);
@@ -645,7 +725,11 @@ impl RigidTask for Locomotion {
         let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
         let progress = s[nq + 3] - (p[1] * w[2] - p[2] * w[1]);
         if let Some(b) = &self.cfg.brax {
-            return progress
+            let forward = match &self.body {
+                Some(body) => body.com_velocity(&self.cfg.art, s)[0],
+                None => progress,
+            };
+            return T::cst(b.forward_weight) * forward
                 + T::cst(b.healthy_reward)
                 + action_penalty(self.cfg.action_penalty, a);
         }
@@ -661,16 +745,29 @@ impl RigidTask for Locomotion {
     fn reward_vjp<T: Real>(&self, s: &[T], a: &[T], g: T, adj_s: &mut [T], adj_a: &mut [T]) {
         let nq = self.nq();
         let (w, p) = ([s[nq], s[nq + 1], s[nq + 2]], [s[0], s[1], s[2]]);
+        if let Some(b) = &self.cfg.brax {
+            let gf = g * T::cst(b.forward_weight);
+            match &self.body {
+                Some(body) => {
+                    body.com_velocity_vjp(&self.cfg.art, s, [gf, T::zero(), T::zero()], adj_s)
+                }
+                None => {
+                    adj_s[nq + 3] += gf;
+                    adj_s[1] -= gf * w[2];
+                    adj_s[2] += gf * w[1];
+                    adj_s[nq + 2] -= gf * p[1];
+                    adj_s[nq + 1] += gf * p[2];
+                }
+            }
+            action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
+            return;
+        }
         // progress = v_x − (p_y ω_z − p_z ω_y)
         adj_s[nq + 3] += g;
         adj_s[1] -= g * w[2];
         adj_s[2] += g * w[1];
         adj_s[nq + 2] -= g * p[1];
         adj_s[nq + 1] += g * p[2];
-        if self.cfg.brax.is_some() {
-            action_penalty_vjp(self.cfg.action_penalty, a, g, adj_a);
-            return;
-        }
         self.up_heading_vjp(
             s,
             g * T::cst(self.cfg.up_weight),

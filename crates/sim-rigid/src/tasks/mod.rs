@@ -3,6 +3,7 @@
 //! [`brax`]).
 
 pub mod ant;
+pub mod body_terms;
 pub mod brax;
 pub mod bruce;
 pub mod cartpole;
