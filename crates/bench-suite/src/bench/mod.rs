@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 pub struct SuiteTask {
     /// Registry name.
     pub task: &'static str,
-    /// Epochs under the `quick` budget; `None`: the task is left out of quick benches.
+    /// Epochs under the `quick` budget; `None`: the task is left out of quick benches
+    /// (where a quick budget was measured not to show learning).
     pub quick_epochs: Option<usize>,
 }
 
@@ -67,7 +68,7 @@ pub static SUITES: &[Suite] = &[
         name: "humanoid",
         description:
             "humanoid locomotion: DiffRL's Humanoid and the Bruce humanoid (tasks.md §2.6, §6)",
-        tasks: &[t("humanoid", Some(60)), t("bruce-pos", Some(60))],
+        tasks: &[t("humanoid", Some(100)), t("bruce-pos", Some(100))],
         full_algos: &["mbmix", "shac"],
         quick_algos: &["shac", "mbmix"],
     },
@@ -75,9 +76,11 @@ pub static SUITES: &[Suite] = &[
         name: "brax",
         description: "Brax-like tasks on sim-rigid with Brax's observations, rewards, termination and timesteps (tasks.md §5)",
         tasks: &[
+            // brax-halfcheetah and brax-hopper did not learn in 60 quick epochs
+            // (BENCHMARKS.md, "The quick budget on the other suites"): full budget only
             t("brax-ant", Some(60)),
-            t("brax-halfcheetah", Some(60)),
-            t("brax-hopper", Some(60)),
+            t("brax-halfcheetah", None),
+            t("brax-hopper", None),
             t("brax-reacher", Some(60)),
             t("brax-humanoid", None),
         ],
@@ -88,7 +91,8 @@ pub static SUITES: &[Suite] = &[
         name: "daxbench",
         description: "the DaXBench-like deformable tasks (tasks.md §7)",
         tasks: &[
-            t("fold-cloth1", Some(20)),
+            // APG did not learn fold-cloth1 in 20 iterations (2.0 → 1.6): no quick task
+            t("fold-cloth1", None),
             t("fold-cloth3", None),
             t("unfold-cloth1", None),
             t("unfold-cloth3", None),

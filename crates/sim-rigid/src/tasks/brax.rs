@@ -226,6 +226,10 @@ pub fn brax_ant_def() -> diff_core::Result<Locomotion> {
             mu: 1.0,
         },
         inertia_transform: InertiaTransform::Exact,
+        // the state's position is the torso's: without this the file's body pos
+        // (0, 0, 0.75) stays in the root joint's frame, a sideways offset in our Y-up
+        // world, and `v − p × ω` (the reward's v_x) would be off by ω × that offset
+        root_x_pj: Some(crate::loader::identity_transform()),
         ..MjcfOptions::diffrl_ant()
     };
     let model = load_mjcf(robot_path("ant.xml"), &opts)?;
@@ -357,10 +361,7 @@ pub fn brax_humanoid_def() -> diff_core::Result<Locomotion> {
         contact: material,
         inertia_transform: InertiaTransform::Exact,
         // the state's position is the torso's (no offset from the file's body pos)
-        root_x_pj: Some(Transform {
-            p: [0.0; 3],
-            r: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-        }),
+        root_x_pj: Some(crate::loader::identity_transform()),
         ..MjcfOptions::default()
     };
     let mut model = load_mjcf(robot_path("brax_humanoid.xml"), &opts)?;
