@@ -33,6 +33,17 @@ impl Articulation {
         sub.links.iter().map(|l| l.x_sc).collect()
     }
 
+    /// Height above the ground (y) of the lowest ground-contact point at coordinates `q`,
+    /// its shape's thickness taken off (negative: that deep in the ground); +∞ without
+    /// contact points.
+    pub fn lowest_contact(&self, q: &[f64]) -> f64 {
+        let xs = self.link_transforms(q);
+        self.contacts
+            .iter()
+            .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// The articulation at coordinates `q` as a [`Scene`]: one primitive per shape in
     /// [`Articulation::shapes`] (links without shapes draw nothing), the ground plane
     /// `y = 0` when the articulation has ground contacts, and the root link's origin as

@@ -156,12 +156,7 @@ fn reset_noise_ranges() {
         assert!(s[1] - s0[1] >= -0.1 - 1e-6, "ant height {}", s[1]);
         let art = a.articulation();
         let q: Vec<f64> = s[..15].iter().map(|&x| f64::from(x)).collect();
-        let xs = art.link_transforms(&q);
-        let lowest = art
-            .contacts
-            .iter()
-            .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
-            .fold(f64::INFINITY, f64::min);
+        let lowest = art.lowest_contact(&q);
         assert!(lowest > -1e-5, "ant starts {lowest} into the ground");
         lifted += usize::from(s[1] - s0[1] > 0.1 + 1e-6);
         let mut o = vec![0.0; 27];

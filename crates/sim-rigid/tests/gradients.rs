@@ -1541,18 +1541,15 @@ fn perturbed_state(
         s[art.n_q + k] = *v;
     }
     // lift or lower the torso so that the lowest contact point is `h` below the ground
-    let xs = art.link_transforms(&s[..art.n_q]);
-    let lowest = art
-        .contacts
-        .iter()
-        .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
-        .fold(f64::INFINITY, f64::min);
+    let lowest = art.lowest_contact(&s[..art.n_q]);
     s[1] -= lowest + h;
     s
 }
 
-fn locomotion_step_case(
-    task: Locomotion,
+/// The full-step check of a rigid task from `x = [s, a]` (planar or 3-D), when every
+/// substep is clear of the contact and limit kinks and some point penetrates.
+fn locomotion_step_case<D: RigidTask>(
+    task: D,
     x: Vec<f64>,
     u: &[f64],
     v: &[f64],
@@ -1633,38 +1630,9 @@ fn planar_contact_state(
         s[k] = mid + 0.9 * half * joints[k % joints.len()];
     }
     s[n..].copy_from_slice(&vel[..n]);
-    let xs = art.link_transforms(&s[..n]);
-    let lowest = art
-        .contacts
-        .iter()
-        .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
-        .fold(f64::INFINITY, f64::min);
+    let lowest = art.lowest_contact(&s[..n]);
     s[1] -= lowest + h;
     s
-}
-
-/// The full-step check of a planar task from `x = [s, a]`, when every substep is clear
-/// of the contact and limit kinks and some point penetrates.
-fn planar_step_case(
-    task: Planar,
-    x: Vec<f64>,
-    u: &[f64],
-    v: &[f64],
-    what: &str,
-) -> Result<(), TestCaseError> {
-    let n = task.spec().state_dim;
-    let mut act = vec![0.0; task.articulation().n_qd];
-    task.actuation(&x[n..], &mut act);
-    let st = ArtStep {
-        art: task.articulation().clone(),
-        params: *task.sim_params(),
-    };
-    let phys: Vec<f64> = x[..n].iter().copied().chain(act).collect();
-    let (clear, pen, _, _) = st.clear_of_kinks_by(&phys, 0.5);
-    prop_assume!(clear && pen > 0);
-    prop_assume!(st.deepest_penetration(&phys) < 0.05);
-    check_stage_h(&TaskStepOf(task), &x, u, v, what, FD_STEP_FULL_STEP);
-    Ok(())
 }
 
 proptest! {
@@ -1737,7 +1705,7 @@ proptest! {
         let task = brax_hopper_def().unwrap();
         let mut x = planar_contact_state(&task, h, angle, &joints, &vel);
         x.extend(a);
-        planar_step_case(task, x, &u, &v, "brax-hopper step (8 substeps)")?;
+        locomotion_step_case(task, x, &u, &v, "brax-hopper step (8 substeps)", FD_STEP_FULL_STEP)?;
     }
 
     #[test]
@@ -1745,7 +1713,7 @@ proptest! {
         let task = brax_cheetah_def().unwrap();
         let mut x = planar_contact_state(&task, h, angle, &joints, &vel);
         x.extend(a);
-        planar_step_case(task, x, &u, &v, "brax-halfcheetah step (50 substeps)")?;
+        locomotion_step_case(task, x, &u, &v, "brax-halfcheetah step (50 substeps)", FD_STEP_FULL_STEP)?;
     }
 
     #[test]

@@ -497,16 +497,7 @@ impl Locomotion {
     /// Raises the root of the coordinates `q` (the y of its position) by the depth of the
     /// lowest contact point below the ground, if any.
     fn lift_clear_of_ground(&self, q: &mut [f64]) {
-        let art = &self.cfg.art;
-        if art.contacts.is_empty() {
-            return;
-        }
-        let xs = art.link_transforms(q);
-        let lowest = art
-            .contacts
-            .iter()
-            .map(|c| xs[c.link].point(c.point)[1] - c.thickness)
-            .fold(f64::INFINITY, f64::min);
+        let lowest = self.cfg.art.lowest_contact(q);
         if lowest < 0.0 {
             q[1] -= lowest;
         }
