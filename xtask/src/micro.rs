@@ -28,9 +28,9 @@ pub fn run(root: &Path, filter: &[String]) -> Result<()> {
     let mut cmd =
         std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root)
-        .args(["bench", "-p", "mbmix-benches", "--"])
+        .args(["bench", "-p", "mbmix-benches", "--benches", "--"])
         .args(filter);
-    eprintln!("$ cargo bench -p mbmix-benches -- {}", filter.join(" "));
+    eprintln!("$ cargo bench -p mbmix-benches --benches -- {}", filter.join(" "));
     let status = cmd.status().context("cannot start cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed ({status})");
