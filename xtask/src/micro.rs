@@ -30,7 +30,10 @@ pub fn run(root: &Path, filter: &[String]) -> Result<()> {
     cmd.current_dir(root)
         .args(["bench", "-p", "mbmix-benches", "--benches", "--"])
         .args(filter);
-    eprintln!("$ cargo bench -p mbmix-benches --benches -- {}", filter.join(" "));
+    eprintln!(
+        "$ cargo bench -p mbmix-benches --benches -- {}",
+        filter.join(" ")
+    );
     let status = cmd.status().context("cannot start cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed ({status})");
