@@ -769,27 +769,9 @@ pub fn svg_to_png(svg: &str) -> std::result::Result<Vec<u8>, String> {
     pixmap.encode_png().map_err(|e| e.to_string())
 }
 
+/// Now, as RFC 3339 in UTC to the second (e.g. `2026-11-26T22:45:00Z`).
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // civil-from-days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// The workspace's commit (marked `-dirty` with uncommitted changes), when in a git tree.
@@ -1025,8 +1007,9 @@ mod tests {
     #[test]
     fn utc_date_is_well_formed() {
         let d = utc_now();
-        assert_eq!(d.len(), "2026-11-26 20:00 UTC".len(), "{d}");
-        assert!(d.starts_with("20"));
+        assert_eq!(d.len(), "2026-11-26T20:00:00Z".len(), "{d}");
+        assert!(d.starts_with("20") && d.ends_with('Z'), "{d}");
+        humantime::parse_rfc3339(&d).expect("RFC 3339");
     }
 
     #[test]

@@ -315,13 +315,18 @@ fn run_job(
         }
     };
     let metrics = dir.join(METRICS_FILE);
+    let mut last_read: Option<Instant> = None;
     let status_code = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Ok(s),
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        bar.set_position(epochs_done(&metrics));
+        // the exit is noticed within 250 ms; the epoch count is read once a second
+        if last_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            bar.set_position(epochs_done(&metrics));
+            last_read = Some(Instant::now());
+        }
         std::thread::sleep(Duration::from_millis(250));
     };
     bar.finish_and_clear();
@@ -356,10 +361,19 @@ fn run_job(
     }
 }
 
-/// Epochs a running job has logged (the last metrics line's epoch).
+/// Epochs a running job has logged: the epoch of the last whole metrics line, read from
+/// the file's last 8 KiB (a line is well under that) rather than the whole file.
 fn epochs_done(metrics: &Path) -> u64 {
-    std::fs::read_to_string(metrics)
-        .ok()
+    use std::io::{Read, Seek, SeekFrom};
+    let tail = (|| -> std::io::Result<String> {
+        let mut f = std::fs::File::open(metrics)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(8192)))?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    })();
+    tail.ok()
         .and_then(|t| {
             t.lines()
                 .rev()

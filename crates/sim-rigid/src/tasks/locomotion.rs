@@ -41,7 +41,7 @@ use super::{action_penalty, action_penalty_vjp, actuate, actuate_vjp, clip_unit}
 use crate::batch::RigidTask;
 use crate::dynamics::SimParams;
 use crate::model::Articulation;
-use crate::spatial::{quat_rot, quat_rot_adjoint};
+use crate::spatial::{cross, quat_rot, quat_rot_adjoint};
 use diff_core::rng::{fill_normal, uniform01};
 use diff_core::{Real, SeededRng, TaskSpec};
 
@@ -383,27 +383,14 @@ impl Locomotion {
         let q = [s[3], s[4], s[5], s[6]];
         let r = quat_rot(q);
         let w = [s[nq], s[nq + 1], s[nq + 2]];
-        let p = [s[0], s[1], s[2]];
         // λ on v = v_twist − p × ω
         let l: [T; 3] = std::array::from_fn(|k| {
             (0..3).fold(T::zero(), |acc, i| acc + T::cst(c[i][k]) * ao[o + i])
         });
-        let wl = [
-            w[1] * l[2] - w[2] * l[1],
-            w[2] * l[0] - w[0] * l[2],
-            w[0] * l[1] - w[1] * l[0],
-        ];
-        let lp = [
-            l[1] * p[2] - l[2] * p[1],
-            l[2] * p[0] - l[0] * p[2],
-            l[0] * p[1] - l[1] * p[0],
-        ];
+        torso_velocity_vjp(s, nq, l, adj_s);
         // ω_local = Rᵀ ω
         let mut ar = [[T::zero(); 3]; 3];
         for k in 0..3 {
-            adj_s[nq + 3 + k] += l[k];
-            adj_s[k] -= wl[k];
-            adj_s[nq + k] -= lp[k];
             for i in 0..3 {
                 adj_s[nq + k] += r[k][i] * ao[o + 3 + i];
                 ar[k][i] = w[k] * ao[o + 3 + i];
@@ -679,24 +666,9 @@ impl RigidTask for Locomotion {
         for k in 0..4 {
             adj_s[3 + k] += ao[1 + k];
         }
-        let w = [s[nq], s[nq + 1], s[nq + 2]];
-        let p = [s[0], s[1], s[2]];
-        let l = [ao[5], ao[6], ao[7]];
-        // obs = v − p × ω: adj_v += λ; adj_p −= ω × λ; adj_ω −= λ × p
-        let wl = [
-            w[1] * l[2] - w[2] * l[1],
-            w[2] * l[0] - w[0] * l[2],
-            w[0] * l[1] - w[1] * l[0],
-        ];
-        let lp = [
-            l[1] * p[2] - l[2] * p[1],
-            l[2] * p[0] - l[0] * p[2],
-            l[0] * p[1] - l[1] * p[0],
-        ];
+        torso_velocity_vjp(s, nq, [ao[5], ao[6], ao[7]], adj_s);
         for k in 0..3 {
-            adj_s[nq + 3 + k] += l[k];
-            adj_s[k] -= wl[k];
-            adj_s[nq + k] += ao[8 + k] - lp[k];
+            adj_s[nq + k] += ao[8 + k];
         }
         let sc = T::cst(self.cfg.joint_vel_obs_scale);
         for k in 0..nj {
@@ -817,5 +789,20 @@ impl RigidTask for Locomotion {
         for (o, v) in s.iter_mut().zip(q.iter().chain(qd.iter())) {
             *o = *v as f32;
         }
+    }
+}
+
+/// VJP of the torso origin's world velocity `v − p × ω` (the state's twist `(ω, v)` at
+/// `s[nq..nq + 6]`, the torso position `p` at `s[..3]`) for the cotangent `l`:
+/// `adj_v += l`, `adj_p −= ω × l`, `adj_ω −= l × p`.
+fn torso_velocity_vjp<T: Real>(s: &[T], nq: usize, l: [T; 3], adj_s: &mut [T]) {
+    let w = [s[nq], s[nq + 1], s[nq + 2]];
+    let p = [s[0], s[1], s[2]];
+    let wl = cross(w, l);
+    let lp = cross(l, p);
+    for k in 0..3 {
+        adj_s[nq + 3 + k] += l[k];
+        adj_s[k] -= wl[k];
+        adj_s[nq + k] -= lp[k];
     }
 }
