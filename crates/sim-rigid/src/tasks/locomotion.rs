@@ -387,7 +387,7 @@ impl Locomotion {
         let l: [T; 3] = std::array::from_fn(|k| {
             (0..3).fold(T::zero(), |acc, i| acc + T::cst(c[i][k]) * ao[o + i])
         });
-        torso_velocity_vjp(s, nq, l, adj_s);
+        torso_velocity_vjp(s, nq, l, [T::zero(); 3], adj_s);
         // ω_local = Rᵀ ω
         let mut ar = [[T::zero(); 3]; 3];
         for k in 0..3 {
@@ -666,10 +666,7 @@ impl RigidTask for Locomotion {
         for k in 0..4 {
             adj_s[3 + k] += ao[1 + k];
         }
-        torso_velocity_vjp(s, nq, [ao[5], ao[6], ao[7]], adj_s);
-        for k in 0..3 {
-            adj_s[nq + k] += ao[8 + k];
-        }
+        torso_velocity_vjp(s, nq, [ao[5], ao[6], ao[7]], [ao[8], ao[9], ao[10]], adj_s);
         let sc = T::cst(self.cfg.joint_vel_obs_scale);
         for k in 0..nj {
             adj_s[7 + k] += ao[11 + k];
@@ -794,8 +791,10 @@ impl RigidTask for Locomotion {
 
 /// VJP of the torso origin's world velocity `v − p × ω` (the state's twist `(ω, v)` at
 /// `s[nq..nq + 6]`, the torso position `p` at `s[..3]`) for the cotangent `l`:
-/// `adj_v += l`, `adj_p −= ω × l`, `adj_ω −= l × p`.
-fn torso_velocity_vjp<T: Real>(s: &[T], nq: usize, l: [T; 3], adj_s: &mut [T]) {
+/// `adj_v += l`, `adj_p −= ω × l`, `adj_ω += a_ω − l × p`, with `a_ω` the observation's
+/// own cotangent on ω (added in this order, so that the sum is bit-identical to the
+/// kernels' `locomotion.cu`, which a resident-window test checks).
+fn torso_velocity_vjp<T: Real>(s: &[T], nq: usize, l: [T; 3], a_w: [T; 3], adj_s: &mut [T]) {
     let w = [s[nq], s[nq + 1], s[nq + 2]];
     let p = [s[0], s[1], s[2]];
     let wl = cross(w, l);
@@ -803,6 +802,6 @@ fn torso_velocity_vjp<T: Real>(s: &[T], nq: usize, l: [T; 3], adj_s: &mut [T]) {
     for k in 0..3 {
         adj_s[nq + 3 + k] += l[k];
         adj_s[k] -= wl[k];
-        adj_s[nq + k] -= lp[k];
+        adj_s[nq + k] += a_w[k] - lp[k];
     }
 }
