@@ -57,6 +57,54 @@ pub struct RunConfig {
     /// ([`registry::ppo_preset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ppo: Option<PpoConfig>,
+    /// A linear change of the policy's action coordinates in front of the task
+    /// (`[action_map]`, [`diff_core::LinearAction`]); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_map: Option<ActionMapConfig>,
+}
+
+/// `[action_map]`: the task receives `a = M·a_policy` (then clips it to [−1, 1] as always).
+/// Give exactly one of the two keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionMapConfig {
+    /// For the 6-D pick-and-place actions `(pick xyz, place xyz)`: the policy writes the
+    /// place relative to the pick, `place = pick + relative_place·offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_place: Option<f64>,
+    /// The matrix `M`, one row per task action entry and one column per policy action
+    /// entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Vec<Vec<f64>>>,
+}
+
+impl ActionMapConfig {
+    /// Wraps `task` in the map.
+    pub fn wrap(
+        &self,
+        task: std::sync::Arc<dyn diff_core::Task>,
+    ) -> Result<std::sync::Arc<dyn diff_core::Task>> {
+        let wrapped = match (self.relative_place, &self.matrix) {
+            (Some(scale), None) => diff_core::LinearAction::relative_place(task, scale as f32)?,
+            (None, Some(rows)) => {
+                let cols = rows.first().map_or(0, Vec::len);
+                if rows.iter().any(|r| r.len() != cols) {
+                    return Err(Error::Usage(
+                        "[action_map] matrix: every row needs the same number of entries".into(),
+                    ));
+                }
+                let m =
+                    ndarray::Array2::from_shape_fn((rows.len(), cols), |(i, j)| rows[i][j] as f32);
+                diff_core::LinearAction::new(task, m)?
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "[action_map] needs exactly one of `relative_place` and `matrix`".into(),
+                ))
+            }
+        };
+        Ok(std::sync::Arc::new(wrapped))
+    }
 }
 
 /// Command-line values that override the config file.
@@ -96,6 +144,7 @@ impl RunConfig {
             mbmix,
             bptt,
             ppo,
+            action_map: None,
         })
     }
 
@@ -230,6 +279,10 @@ impl RunConfig {
                     self.algo
                 )));
             }
+        }
+        if let Some(map) = &self.action_map {
+            // builds the task once to check the map's size against it
+            map.wrap(registry::make_task(&self.task)?)?;
         }
         match algo {
             Algo::Shac => {
@@ -382,6 +435,47 @@ mod tests {
         let cfg = RunConfig::resolve(Some(&path), &ov).expect("valid config");
         assert_eq!(cfg.seed, 11);
         assert_eq!(cfg.max_epochs(), 4);
+    }
+
+    #[test]
+    fn action_map_wraps_the_task_and_bad_maps_are_refused() {
+        let apg = |text: &str| {
+            let (_dir, path) = write_config(text);
+            let ov = Overrides {
+                task: Some("fold-cloth1".into()),
+                algo: Some("bptt".into()),
+                ..Overrides::default()
+            };
+            RunConfig::resolve(Some(&path), &ov)
+        };
+        let cfg = apg("[action_map]\nrelative_place = 2.0\n").expect("valid map");
+        assert_eq!(cfg.action_map.as_ref().unwrap().relative_place, Some(2.0));
+        let task = registry::make_run_task(&cfg, diff_core::Device::Cpu).expect("wrapped");
+        assert_eq!(task.spec().act_dim, 6);
+        // the resolved config keeps the section
+        let back: RunConfig = toml::from_str(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(back.action_map, cfg.action_map);
+        // a 2-column matrix: the policy acts in 2 coordinates
+        let cfg = apg("[action_map]\nmatrix = [[1,0],[0,0],[0,1],[1,0],[0,0],[0,1]]\n")
+            .expect("valid matrix");
+        let task = registry::make_run_task(&cfg, diff_core::Device::Cpu).expect("wrapped");
+        assert_eq!(task.spec().act_dim, 2);
+        for (text, want) in [
+            ("[action_map]\n", "exactly one"),
+            (
+                "[action_map]\nrelative_place = 1.0\nmatrix = [[1.0]]\n",
+                "exactly one",
+            ),
+            ("[action_map]\nrelative_place = -1.0\n", "positive"),
+            ("[action_map]\nmatrix = [[1.0, 0.0]]\n", "expected 6, got 1"),
+            (
+                "[action_map]\nmatrix = [[1.0], [1.0, 2.0]]\n",
+                "same number",
+            ),
+        ] {
+            let err = apg(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

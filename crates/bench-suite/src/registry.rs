@@ -541,6 +541,19 @@ pub fn make_task_on(name: &str, device: diff_core::Device) -> Result<Arc<dyn Tas
     }
 }
 
+/// The task a run trains on: [`make_task_on`], behind the run's `[action_map]` if it has
+/// one.
+pub fn make_run_task(
+    cfg: &crate::config::RunConfig,
+    device: diff_core::Device,
+) -> crate::error::Result<Arc<dyn Task>> {
+    let task = make_task_on(&cfg.task, device)?;
+    match &cfg.action_map {
+        Some(map) => map.wrap(task),
+        None => Ok(task),
+    }
+}
+
 /// The error of `--device cuda` in a build without the `cuda` feature.
 pub fn no_cuda_build() -> CoreError {
     CoreError::DeviceUnavailable {

@@ -164,7 +164,7 @@ pub fn render(opts: &RenderOptions) -> Result<RenderReport> {
         }
     }
     let (cfg, trainer) = run::load_run(&opts.run, opts.checkpoint.as_deref())?;
-    let task = crate::registry::make_task(&cfg.task)?;
+    let task = crate::registry::make_run_task(&cfg, diff_core::Device::Cpu)?;
     let spec = task.spec().clone();
     let steps = match opts.steps {
         None => spec.episode_length,

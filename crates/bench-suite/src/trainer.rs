@@ -103,7 +103,7 @@ pub fn build(cfg: &RunConfig) -> Result<Box<dyn Trainer>> {
 
 /// [`build`] with the task's simulator on `device` (see [`registry::make_task_on`]).
 pub fn build_on(cfg: &RunConfig, device: diff_core::Device) -> Result<Box<dyn Trainer>> {
-    let task = registry::make_task_on(&cfg.task, device)?;
+    let task = registry::make_run_task(cfg, device)?;
     match cfg.algorithm()? {
         Algo::Shac => {
             let shac_cfg = cfg

@@ -10,6 +10,7 @@
 //! - [`gradcheck`], the finite-difference and dot-product test helpers with proptest
 //!   strategies.
 
+pub mod action_map;
 pub mod batch;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -22,6 +23,7 @@ pub mod scalar;
 pub mod scene;
 pub mod task;
 
+pub use action_map::LinearAction;
 pub use batch::{BatchEnv, BatchEnvSnapshot, Done, WindowTape, NONFINITE_LIMIT};
 pub use device::Device;
 pub use error::{Error, Result};
