@@ -30,7 +30,7 @@
 use crate::checkpoint::Substepper;
 use crate::mat3::{self, M3, V3};
 use crate::primitive::{Primitive, PrimitiveState};
-use crate::svd::{svd3_tol, SvFn, Svd3};
+use crate::svd::{svd3_lanes, svd3_tol, SvFn, Svd3, SVD_LANES};
 use diff_core::{Error, Real, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -598,13 +598,37 @@ impl MpmModel {
         f: &M3<T>,
         c: &M3<T>,
     ) -> (M3<T>, M3<T>, Option<Svd3>) {
-        let dt = T::cst(self.params.dt);
-        let mut fnew = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        let fnew = self.trial_f(f, c);
+        let trial = self
+            .needs_svd(p)
+            .then(|| svd3_tol(&mat3::re(&fnew), svd_tol::<T>()));
+        let (fnew, a) = self.particle_stress_from(p, fnew, c, trial);
+        (fnew, a, trial)
+    }
+
+    /// The trial deformation gradient `(I + dt·C)·F`.
+    fn trial_f<T: Real>(&self, f: &M3<T>, c: &M3<T>) -> M3<T> {
+        mat3::add(f, &mat3::scale(&mat3::mul(c, f), T::cst(self.params.dt)))
+    }
+
+    /// Whether particle `p`'s material needs the SVD of its trial F (elastic stress or the
+    /// plastic projection).
+    fn needs_svd(&self, p: usize) -> bool {
+        self.lame[p].0 != 0.0 || self.particles[p].material == Material::Plastic
+    }
+
+    /// Stage 1 from the trial F `fnew` and its SVD `trial` (present exactly when
+    /// [`Self::needs_svd`]): the projected F and the affine momentum.
+    fn particle_stress_from<T: Real>(
+        &self,
+        p: usize,
+        mut fnew: M3<T>,
+        c: &M3<T>,
+        trial: Option<Svd3>,
+    ) -> (M3<T>, M3<T>) {
         // one SVD per particle: the plastic projection keeps U and V, so the rotation of
         // the projected F comes from the same decomposition
         let plastic = self.particles[p].material == Material::Plastic;
-        let trial =
-            (self.lame[p].0 != 0.0 || plastic).then(|| svd3_tol(&mat3::re(&fnew), svd_tol::<T>()));
         let mut svd = trial;
         if let (true, Some(d)) = (plastic, trial) {
             let g = SvFn::clamp_of(d, self.params.plastic_lo, self.params.plastic_hi);
@@ -617,7 +641,7 @@ impl MpmModel {
         let tau = self.kirchhoff(p, &fnew, svd);
         let ks = T::cst(-self.params.dt * self.p_vol * 4.0 * self.inv_dx * self.inv_dx);
         let a = mat3::add(&mat3::scale(&tau, ks), &mat3::scale(c, T::cst(self.p_mass)));
-        (fnew, a, trial)
+        (fnew, a)
     }
 
     /// Fixed-corotated Kirchhoff stress `2μ(F − R)Fᵀ + λJ(J − 1)I`; `svd` is F's SVD when
@@ -1132,23 +1156,48 @@ impl MpmModel {
         affine: &mut [M3<T>],
         svds: &mut [Option<Svd3>],
     ) {
-        let body = |p: usize, f: &mut M3<T>, c: &M3<T>, a: &mut M3<T>, d: &mut Option<Svd3>| {
-            let (fnew, an, svd) = self.particle_stress_svd(p, f, c);
-            *f = fnew;
-            *a = an;
-            *d = svd;
-        };
+        // Particles go in groups of SVD_LANES (by index, on both paths): their trial Fs
+        // are decomposed together by `svd3_lanes`, which gives each the bits of
+        // `svd3_tol`, so the grouping changes no result.
+        let body =
+            |p0: usize, f: &mut [M3<T>], c: &[M3<T>], a: &mut [M3<T>], d: &mut [Option<Svd3>]| {
+                let k = f.len();
+                let trials: [M3<T>; SVD_LANES] = std::array::from_fn(|l| {
+                    if l < k {
+                        self.trial_f(&f[l], &c[l])
+                    } else {
+                        mat3::eye::<T>()
+                    }
+                });
+                let need: [bool; SVD_LANES] =
+                    std::array::from_fn(|l| l < k && self.needs_svd(p0 + l));
+                let svds = need
+                    .contains(&true)
+                    .then(|| svd3_lanes(&trials.each_ref().map(|m| mat3::re(m)), svd_tol::<T>()));
+                for l in 0..k {
+                    let sv = svds.as_ref().filter(|_| need[l]).map(|s| s[l]);
+                    let (fnew, an) = self.particle_stress_from(p0 + l, trials[l], &c[l], sv);
+                    f[l] = fnew;
+                    a[l] = an;
+                    d[l] = sv;
+                }
+            };
         if s.len() < PARALLEL_MIN_PARTICLES {
-            for p in 0..s.len() {
-                body(p, &mut s.f[p], &s.c[p], &mut affine[p], &mut svds[p]);
+            for (((i, f), c), (a, d)) in
+                s.f.chunks_mut(SVD_LANES)
+                    .enumerate()
+                    .zip(s.c.chunks(SVD_LANES))
+                    .zip(affine.chunks_mut(SVD_LANES).zip(svds.chunks_mut(SVD_LANES)))
+            {
+                body(i * SVD_LANES, f, c, a, d);
             }
         } else {
-            s.f.par_iter_mut()
-                .zip(s.c.par_iter())
-                .zip(affine.par_iter_mut())
-                .zip(svds.par_iter_mut())
+            s.f.par_chunks_mut(SVD_LANES)
+                .zip(s.c.par_chunks(SVD_LANES))
+                .zip(affine.par_chunks_mut(SVD_LANES))
+                .zip(svds.par_chunks_mut(SVD_LANES))
                 .enumerate()
-                .for_each(|(p, (((f, c), a), d))| body(p, f, c, a, d));
+                .for_each(|(i, (((f, c), a), d))| body(i * SVD_LANES, f, c, a, d));
         }
     }
 

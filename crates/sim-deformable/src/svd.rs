@@ -81,37 +81,94 @@ fn any_orthogonal(a: &[f64; 3]) -> [f64; 3] {
     normalized(cross(a, &e)).expect("a unit vector and a far axis are not parallel")
 }
 
-/// The signed SVD of `a` by one-sided (Hestenes) Jacobi rotations, to full `f64`
-/// accuracy (at most 30 sweeps; 3×3 matrices converge in 4–6).
+/// The signed SVD of `a` to full `f64` accuracy (see [`svd3_lanes`]; at most 30 sweeps,
+/// 3×3 matrices converge in 4–6).
 pub fn svd3(a: &M3<f64>) -> Svd3 {
     svd3_tol(a, 1e-15)
 }
 
-/// [`svd3`] stopping once every pair of columns is orthogonal to `tol` (relative): the
-/// `f32` path asks for its own precision, which saves about half the sweeps.
+/// [`svd3`] stopping once every pair of columns of `A·V` is orthogonal to `tol`
+/// (relative): the `f32` path asks for its own precision, which saves about half the
+/// sweeps. The same arithmetic as one lane of [`svd3_lanes`], so both give identical bits.
 pub fn svd3_tol(a: &M3<f64>, tol: f64) -> Svd3 {
-    let mut w = *a; // columns are rotated until mutually orthogonal: w = A·V
-    let mut v = mat3::eye::<f64>();
+    let [d] = svd3_lanes(&[*a], tol);
+    d
+}
+
+/// Lanes per call of [`svd3_lanes`] on the MPM's batched path.
+pub const SVD_LANES: usize = 4;
+
+/// The signed SVDs of `L` matrices at once, each exactly as [`svd3_tol`] computes it.
+///
+/// One-sided (Hestenes) Jacobi: rotations `V` orthogonalise the columns of `W = A·V`. The
+/// rotation of a column pair needs only their Gram entries, so the sweep rotates the Gram
+/// matrix `G = WᵀW = VᵀAᵀA·V` (its pair entry set to 0, the others updated) instead of
+/// recomputing three dot products per rotation, and forms `W = A·V` once at the end. The
+/// lanes run in lockstep: a lane whose pair is already orthogonal to `tol` is left as it
+/// is, and a sweep with no rotation in any lane ends the loop (a lane that converged
+/// earlier skips every pair of the extra sweeps), so each lane's result equals the
+/// single-matrix computation bit for bit. Interleaving independent lanes keeps the
+/// divider and the square root busy, which the serial chain of one rotation cannot.
+pub fn svd3_lanes<const L: usize>(a: &[M3<f64>; L], tol: f64) -> [Svd3; L] {
+    // g[i][j][lane], v[i][j][lane]
+    let mut g = [[[0.0f64; L]; 3]; 3];
+    for i in 0..3 {
+        for j in i..3 {
+            for l in 0..L {
+                let m = &a[l];
+                let s = m[0][i] * m[0][j] + m[1][i] * m[1][j] + m[2][i] * m[2][j];
+                g[i][j][l] = s;
+                g[j][i][l] = s;
+            }
+        }
+    }
+    let mut v = [[[0.0f64; L]; 3]; 3];
+    for (i, row) in v.iter_mut().enumerate() {
+        row[i] = [1.0; L];
+    }
+    let tol2 = tol * tol;
     for _sweep in 0..30 {
         let mut rotated = false;
-        for (p, q) in [(0, 1), (0, 2), (1, 2)] {
-            let (cp, cq) = (col(&w, p), col(&w, q));
-            let alpha = dot(&cp, &cp);
-            let beta = dot(&cq, &cq);
-            let gamma = dot(&cp, &cq);
-            if gamma.abs() <= tol * (alpha * beta).sqrt() || gamma == 0.0 {
+        for (p, q, r) in [(0, 1, 2), (0, 2, 1), (1, 2, 0)] {
+            let (mut c, mut s, mut t) = ([1.0f64; L], [0.0f64; L], [0.0f64; L]);
+            let mut rot = [false; L];
+            for l in 0..L {
+                let (alpha, beta, gamma) = (g[p][p][l], g[q][q][l], g[p][q][l]);
+                if gamma == 0.0 || gamma * gamma <= tol2 * (alpha * beta) {
+                    continue;
+                }
+                rot[l] = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let tl = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let cl = 1.0 / (1.0 + tl * tl).sqrt();
+                t[l] = tl;
+                c[l] = cl;
+                s[l] = cl * tl;
+            }
+            if !rot.contains(&true) {
                 continue;
             }
             rotated = true;
-            let zeta = (beta - alpha) / (2.0 * gamma);
-            let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
-            let c = 1.0 / (1.0 + t * t).sqrt();
-            let s = c * t;
-            for m in [&mut w, &mut v] {
-                for row in m.iter_mut() {
-                    let (x, y) = (row[p], row[q]);
-                    row[p] = c * x - s * y;
-                    row[q] = s * x + c * y;
+            for l in 0..L {
+                if !rot[l] {
+                    continue; // this lane's pair is orthogonal already
+                }
+                let gamma = g[p][q][l];
+                g[p][p][l] -= t[l] * gamma;
+                g[q][q][l] += t[l] * gamma;
+                g[p][q][l] = 0.0;
+                g[q][p][l] = 0.0;
+                let (grp, grq) = (g[r][p][l], g[r][q][l]);
+                let np = c[l] * grp - s[l] * grq;
+                let nq = s[l] * grp + c[l] * grq;
+                g[r][p][l] = np;
+                g[p][r][l] = np;
+                g[r][q][l] = nq;
+                g[q][r][l] = nq;
+                for row in v.iter_mut() {
+                    let (x, y) = (row[p][l], row[q][l]);
+                    row[p][l] = c[l] * x - s[l] * y;
+                    row[q][l] = s[l] * x + c[l] * y;
                 }
             }
         }
@@ -119,6 +176,15 @@ pub fn svd3_tol(a: &M3<f64>, tol: f64) -> Svd3 {
             break;
         }
     }
+    std::array::from_fn(|l| {
+        let vl: M3<f64> = std::array::from_fn(|i| std::array::from_fn(|j| v[i][j][l]));
+        finish(mat3::mul(&a[l], &vl), vl)
+    })
+}
+
+/// Sorts, signs and completes the one-sided result `W = A·V` (orthogonal columns) into
+/// the signed SVD.
+fn finish(w: M3<f64>, v: M3<f64>) -> Svd3 {
     // sort columns by decreasing norm
     let mut norms = [0.0; 3];
     for (j, n) in norms.iter_mut().enumerate() {
@@ -290,6 +356,69 @@ mod tests {
     fn compose(u: &M3<f64>, s: [f64; 3], v: &M3<f64>) -> M3<f64> {
         let us: M3<f64> = std::array::from_fn(|i| std::array::from_fn(|j| u[i][j] * s[j]));
         mat3::mul_bt(&us, v)
+    }
+
+    /// Random matrices of the kinds the MPM meets (rotations, rotations × stretch,
+    /// reflections, near-repeated and tiny singular values, diagonal and identity).
+    fn assorted(n: usize, seed: u64) -> Vec<M3<f64>> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut axis = |rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
+            std::array::from_fn(|_| rng.gen::<f64>() - 0.5)
+        };
+        (0..n)
+            .map(|i| {
+                let r1 = rot(axis(&mut rng), rng.gen::<f64>() * 3.0);
+                let r2 = rot(axis(&mut rng), rng.gen::<f64>() * 3.0);
+                let s: [f64; 3] = match i % 6 {
+                    0 => [1.0; 3],
+                    1 => std::array::from_fn(|_| 0.9 + 0.2 * rng.gen::<f64>()),
+                    2 => [1.0, 1.0 + 1e-9, 1.0 - 1e-9],
+                    3 => [2.0, 0.5, -0.3],
+                    4 => [1.0, 0.7, 1e-7],
+                    _ => std::array::from_fn(|_| 0.3 + 2.0 * rng.gen::<f64>()),
+                };
+                match i % 7 {
+                    0 => mat3::eye::<f64>(),
+                    1 => compose(&mat3::eye::<f64>(), s, &mat3::eye::<f64>()),
+                    _ => compose(&r1, s, &r2),
+                }
+            })
+            .collect()
+    }
+
+    fn bits(d: &Svd3) -> Vec<u64> {
+        d.u.iter()
+            .chain(d.v.iter())
+            .flatten()
+            .chain(d.sigma.iter())
+            .map(|x| x.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn lanes_equal_the_single_matrix_sweep_bit_for_bit() {
+        let tol_f32 = 8.0 * f32::EPSILON as f64;
+        for tol in [tol_f32, 1e-15] {
+            let mats = assorted(4 * 500, 11);
+            for chunk in mats.chunks(SVD_LANES) {
+                let lanes: [M3<f64>; SVD_LANES] = std::array::from_fn(|l| chunk[l]);
+                let many = svd3_lanes(&lanes, tol);
+                for (m, d) in lanes.iter().zip(&many) {
+                    assert_eq!(bits(d), bits(&svd3_tol(m, tol)), "{m:?}");
+                    // and it is an SVD: rotations, sorted magnitudes, reconstruction
+                    assert!((mat3::det(&d.u) - 1.0).abs() < 1e-9);
+                    assert!((mat3::det(&d.v) - 1.0).abs() < 1e-9);
+                    // sorted by the columns' norms, which equal |σ| to the orthogonality
+                    // tolerance
+                    let slack = 4.0 * tol;
+                    assert!(d.sigma[0] >= d.sigma[1].abs() - slack);
+                    assert!(d.sigma[1] >= d.sigma[2].abs() - slack);
+                    let back = compose(&d.u, d.sigma, &d.v);
+                    assert!(close(&back, m, 1e-12 + 4.0 * tol), "{m:?} vs {back:?}");
+                }
+            }
+        }
     }
 
     #[test]
