@@ -363,7 +363,7 @@ mod tests {
     fn assorted(n: usize, seed: u64) -> Vec<M3<f64>> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut axis = |rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
+        let axis = |rng: &mut rand_chacha::ChaCha8Rng| -> [f64; 3] {
             std::array::from_fn(|_| rng.gen::<f64>() - 0.5)
         };
         (0..n)
