@@ -92,9 +92,17 @@ impl LinearAction {
         a.dot(&self.m.t())
     }
 
-    /// `adj_p += adj_task·M`.
-    fn pull_back(&self, adj_task: &Array2<f32>, mut adj_p: ArrayViewMut2<f32>) {
-        adj_p += &adj_task.dot(&self.m);
+    /// Runs an inner adjoint `vjp(task actions, task action adjoint)` for the policy's
+    /// actions `a` and pulls its action adjoint back: `adj_a += adj_task·M`.
+    fn pulled_back(
+        &self,
+        a: ArrayView2<f32>,
+        mut adj_a: ArrayViewMut2<f32>,
+        vjp: impl FnOnce(ArrayView2<f32>, ArrayViewMut2<f32>),
+    ) {
+        let mut adj_task = Array2::zeros((a.nrows(), self.m.nrows()));
+        vjp(self.task_actions(a).view(), adj_task.view_mut());
+        adj_a += &adj_task.dot(&self.m);
     }
 }
 
@@ -115,15 +123,9 @@ impl Task for LinearAction {
         adj_s: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        let mut adj_task = Array2::zeros((a.nrows(), self.m.nrows()));
-        self.inner.step_vjp(
-            s,
-            self.task_actions(a).view(),
-            adj_next,
-            adj_s,
-            adj_task.view_mut(),
-        );
-        self.pull_back(&adj_task, adj_a);
+        self.pulled_back(a, adj_a, |a_task, adj_task| {
+            self.inner.step_vjp(s, a_task, adj_next, adj_s, adj_task)
+        });
     }
 
     fn step_jvp(
@@ -163,15 +165,10 @@ impl Task for LinearAction {
         adj_s_next: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        let mut adj_task = Array2::zeros((a.nrows(), self.m.nrows()));
-        self.inner.reward_vjp(
-            s_next,
-            self.task_actions(a).view(),
-            adj_r,
-            adj_s_next,
-            adj_task.view_mut(),
-        );
-        self.pull_back(&adj_task, adj_a);
+        self.pulled_back(a, adj_a, |a_task, adj_task| {
+            self.inner
+                .reward_vjp(s_next, a_task, adj_r, adj_s_next, adj_task)
+        });
     }
 
     fn terminated(&self, s_next: ArrayView2<f32>, out: &mut [bool]) {
@@ -198,15 +195,9 @@ impl Task for LinearAction {
         adj_s: ArrayViewMut2<f32>,
         adj_a: ArrayViewMut2<f32>,
     ) {
-        let mut adj_task = Array2::zeros((a.nrows(), self.m.nrows()));
-        self.inner.aux_reward_vjp(
-            s,
-            self.task_actions(a).view(),
-            adj,
-            adj_s,
-            adj_task.view_mut(),
-        );
-        self.pull_back(&adj_task, adj_a);
+        self.pulled_back(a, adj_a, |a_task, adj_task| {
+            self.inner.aux_reward_vjp(s, a_task, adj, adj_s, adj_task)
+        });
     }
 
     fn scene(&self, state: ArrayView1<f32>) -> Option<Scene> {

@@ -19,12 +19,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
     let name = arg(0, "fold-cloth1");
-    let grad = match arg(1, "daxbench").as_str() {
-        "raw" => GradTreatment::Raw,
-        "daxbench" => GradTreatment::DaxbenchNormalize,
-        c if c.starts_with("clip:") => GradTreatment::ClipNorm(c[5..].parse()?),
-        g => anyhow::bail!("unknown gradient treatment {g:?} (raw, daxbench, clip:C)"),
-    };
+    let grad: GradTreatment = arg(1, "daxbench").parse().map_err(anyhow::Error::msg)?;
     let n: usize = arg(2, "16").parse()?;
     let frac: f64 = arg(3, "0.5").parse()?;
     let h: f32 = arg(4, "0.05").parse()?;

@@ -17,12 +17,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
     let name = arg(0, "fold-cloth1");
-    let grad = match arg(1, "daxbench").as_str() {
-        "raw" => GradTreatment::Raw,
-        "daxbench" => GradTreatment::DaxbenchNormalize,
-        c if c.starts_with("clip:") => GradTreatment::ClipNorm(c[5..].parse()?),
-        g => anyhow::bail!("unknown gradient treatment {g:?} (raw, daxbench, clip:C)"),
-    };
+    let grad: GradTreatment = arg(1, "daxbench").parse().map_err(anyhow::Error::msg)?;
     let iters: usize = arg(2, "20").parse()?;
     let starts: usize = arg(3, "2").parse()?;
     let lr: f64 = arg(4, "0.05").parse()?;

@@ -1455,3 +1455,14 @@ fn random_cases_cover_every_branch() {
         assert!(count >= 10, "{what}: {count}");
     }
 }
+
+#[test]
+fn gradient_treatments_parse_from_their_command_line_spelling() {
+    assert_eq!("raw".parse(), Ok(GradTreatment::Raw));
+    assert_eq!("daxbench".parse(), Ok(GradTreatment::DaxbenchNormalize));
+    assert_eq!("clip:2.5".parse(), Ok(GradTreatment::ClipNorm(2.5)));
+    for bad in ["clip:0", "clip:x", "clip", "normalise"] {
+        let err = bad.parse::<GradTreatment>().expect_err(bad);
+        assert!(err.contains(bad) && err.contains("clip:C"), "{err}");
+    }
+}

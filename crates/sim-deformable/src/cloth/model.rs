@@ -154,6 +154,24 @@ pub enum GradTreatment {
     ClipNorm(f64),
 }
 
+impl std::str::FromStr for GradTreatment {
+    type Err = String;
+
+    /// `raw`, `daxbench` or `clip:C` (the command-line spelling of the diagnostics).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(GradTreatment::Raw),
+            "daxbench" => Ok(GradTreatment::DaxbenchNormalize),
+            c => match c.strip_prefix("clip:").map(str::parse::<f64>) {
+                Some(Ok(v)) if v > 0.0 => Ok(GradTreatment::ClipNorm(v)),
+                _ => Err(format!(
+                    "unknown gradient treatment {s:?} (raw, daxbench, clip:C with C > 0)"
+                )),
+            },
+        }
+    }
+}
+
 /// DaXBench's normalisation of one leaf: `g/‖g‖` with NaN/∞ → 0, then `/count`.
 fn normalise_leaf(g: &mut [f64], count: f64) {
     let n = g.iter().map(|x| x * x).sum::<f64>().sqrt();
