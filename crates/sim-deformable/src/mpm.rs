@@ -675,11 +675,10 @@ impl MpmModel {
         adj_f: &mut M3<T>,
         adj_c: &mut M3<T>,
     ) {
-        let dt = T::cst(self.params.dt);
-        let ftmp = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
-        let plastic = self.particles[p].material == Material::Plastic;
-        let d =
-            (self.lame[p].0 != 0.0 || plastic).then(|| svd3_tol(&mat3::re(&ftmp), svd_tol::<T>()));
+        let ftmp = self.trial_f(f, c);
+        let d = self
+            .needs_svd(p)
+            .then(|| svd3_tol(&mat3::re(&ftmp), svd_tol::<T>()));
         self.particle_stress_vjp_svd(p, f, c, d, adj_fnew, adj_a, adj_f, adj_c);
     }
 
@@ -698,7 +697,7 @@ impl MpmModel {
         adj_c: &mut M3<T>,
     ) {
         let dt = T::cst(self.params.dt);
-        let ftmp = mat3::add(f, &mat3::scale(&mat3::mul(c, f), dt));
+        let ftmp = self.trial_f(f, c);
         // the same decomposition as the forward pass: one SVD, shared by the projection
         // and the rotation
         let (mu, la) = self.lame[p];
